@@ -1,0 +1,143 @@
+//! The client side of TURN requests, built on [`crate::wire`] only (never on the server
+//! engine), for tests and for turnd's self-test peers: build authenticated requests, read the
+//! answers.
+
+use crate::auth::long_term_key_md5;
+use crate::wire::{attr, Class, Message, MessageEncoder, Method, TransactionId};
+use std::net::SocketAddr;
+
+/// Credentials and server state a client carries between requests.
+#[derive(Debug, Clone, Default)]
+pub struct ClientAuth {
+    pub username: String,
+    pub password: String,
+    /// Learned from the server's 401.
+    pub realm: Option<String>,
+    /// Learned from the server's 401 or 438.
+    pub nonce: Option<String>,
+}
+
+impl ClientAuth {
+    pub fn new(username: &str, password: &str) -> Self {
+        ClientAuth {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            realm: None,
+            nonce: None,
+        }
+    }
+
+    /// The MD5 long-term key, once the realm is known.
+    pub fn key(&self) -> Option<[u8; 16]> {
+        Some(long_term_key_md5(&self.username, self.realm.as_deref()?, &self.password))
+    }
+
+    /// Remembers REALM and NONCE from an error response (401 or 438).
+    pub fn learn(&mut self, response: &Message<'_>) {
+        if let Some(r) = response.get(attr::REALM) {
+            self.realm = Some(String::from_utf8_lossy(r).into_owned());
+        }
+        if let Some(n) = response.get(attr::NONCE) {
+            self.nonce = Some(String::from_utf8_lossy(n).into_owned());
+        }
+    }
+}
+
+/// An attribute of a request being built.
+#[derive(Debug, Clone)]
+pub enum Attr {
+    Lifetime(u32),
+    RequestedTransport(u8),
+    RequestedFamily(u8),
+    AdditionalFamily(u8),
+    Peer(SocketAddr),
+    Channel(u16),
+    Data(Vec<u8>),
+    Raw(u16, Vec<u8>),
+}
+
+fn write_attrs(enc: &mut MessageEncoder<'_>, attrs: &[Attr]) {
+    for a in attrs {
+        match a {
+            Attr::Lifetime(s) => enc.u32_attr(attr::LIFETIME, *s),
+            Attr::RequestedTransport(p) => enc.attr(attr::REQUESTED_TRANSPORT, &[*p, 0, 0, 0]),
+            Attr::RequestedFamily(f) => enc.attr(attr::REQUESTED_ADDRESS_FAMILY, &[*f, 0, 0, 0]),
+            Attr::AdditionalFamily(f) => enc.attr(attr::ADDITIONAL_ADDRESS_FAMILY, &[*f, 0, 0, 0]),
+            Attr::Peer(p) => enc.xor_address(attr::XOR_PEER_ADDRESS, *p),
+            Attr::Channel(n) => {
+                let b = n.to_be_bytes();
+                enc.attr(attr::CHANNEL_NUMBER, &[b[0], b[1], 0, 0])
+            }
+            Attr::Data(d) => enc.attr(attr::DATA, d),
+            Attr::Raw(t, v) => enc.attr(*t, v),
+        }
+    }
+}
+
+/// Builds a request; with `auth` that knows realm and nonce, it carries USERNAME, REALM,
+/// NONCE and MESSAGE-INTEGRITY. Adds FINGERPRINT when asked.
+pub fn request(
+    method: Method,
+    tid: TransactionId,
+    attrs: &[Attr],
+    auth: Option<&ClientAuth>,
+    fingerprint: bool,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = MessageEncoder::new(&mut out, method, Class::Request, tid);
+    write_attrs(&mut enc, attrs);
+    if let Some(a) = auth {
+        if let (Some(realm), Some(nonce), Some(key)) = (&a.realm, &a.nonce, a.key()) {
+            enc.attr(attr::USERNAME, a.username.as_bytes());
+            enc.attr(attr::REALM, realm.as_bytes());
+            enc.attr(attr::NONCE, nonce.as_bytes());
+            enc.message_integrity(&key);
+        }
+    }
+    if fingerprint {
+        enc.fingerprint();
+    } else {
+        enc.finish();
+    }
+    out
+}
+
+/// Builds a Send indication (RFC 8656 §10.1).
+pub fn send_indication(tid: TransactionId, peer: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = MessageEncoder::new(&mut out, Method::SEND, Class::Indication, tid);
+    enc.xor_address(attr::XOR_PEER_ADDRESS, peer);
+    enc.attr(attr::DATA, data);
+    enc.finish();
+    out
+}
+
+/// Builds ChannelData, padded to four bytes when `pad` (required on streams).
+pub fn channel_data(channel: u16, data: &[u8], pad: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + data.len() + 3);
+    out.extend_from_slice(&channel.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    out.extend_from_slice(data);
+    if pad {
+        out.resize(crate::wire::padded(out.len()), 0);
+    }
+    out
+}
+
+/// The error code of a response, if it is an error response.
+pub fn error_code(msg: &Message<'_>) -> Option<u16> {
+    attr::read_error_code(msg.get(attr::ERROR_CODE)?).map(|(c, _)| c)
+}
+
+/// An address attribute of a response (XOR-RELAYED-ADDRESS, XOR-MAPPED-ADDRESS, ...).
+pub fn address(msg: &Message<'_>, typ: u16) -> Option<SocketAddr> {
+    attr::read_xor_address(msg.get(typ)?, &msg.transaction_id())
+}
+
+/// Every address attribute of a type (two XOR-RELAYED-ADDRESSes for a dual allocation).
+pub fn addresses(msg: &Message<'_>, typ: u16) -> Vec<SocketAddr> {
+    msg.attributes()
+        .filter(|a| a.typ == typ)
+        .filter_map(|a| attr::read_xor_address(a.value, &msg.transaction_id()))
+        .collect()
+}

@@ -1,0 +1,184 @@
+//! One allocation: its relayed addresses, permissions and channel bindings (RFC 8656 §2.2).
+//!
+//! Permissions and channels are kept in small vectors scanned linearly: their number per
+//! allocation is capped (`max_permissions`, `max_channels`), WebRTC uses one or two peers, and a
+//! scan of a few entries beats hashing. The cost of a lookup is independent of how many
+//! allocations the server holds.
+
+use super::{ClientId, RelayId};
+use crate::auth::LongTermKey;
+use crate::wire::TransactionId;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// RFC 8656 §9: permissions last 300 s.
+pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+/// RFC 8656 §12: channel bindings last 600 s.
+pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+/// RFC 8656 §12: after a binding expires, neither its number nor its peer may be rebound to
+/// anything else for 300 s.
+pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
+
+/// A permission for one peer IP address (ports do not matter, RFC 8656 §9).
+#[derive(Debug, Clone)]
+pub struct Permission {
+    pub ip: IpAddr,
+    pub expires: Instant,
+    /// The peer is only reachable because it is one of this server's relayed addresses; every
+    /// packet to it must then target a relay port, never the server's other ports.
+    pub hairpin_only: bool,
+}
+
+/// A channel binding (RFC 8656 §12).
+#[derive(Debug, Clone)]
+pub struct Channel {
+    pub number: u16,
+    pub peer: SocketAddr,
+    pub expires: Instant,
+    pub hairpin_only: bool,
+}
+
+impl Channel {
+    /// Whether the binding still reserves its number and peer (live or cooling down).
+    pub fn reserved(&self, now: Instant) -> bool {
+        now < self.expires + CHANNEL_COOLDOWN
+    }
+}
+
+/// A relayed transport address of an allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct Relay {
+    pub id: RelayId,
+    /// The address advertised in XOR-RELAYED-ADDRESS (external IP, relay port).
+    pub advertised: SocketAddr,
+    /// Whether the shell has bound the socket.
+    pub bound: bool,
+    /// How many ports were tried for it (a port another process holds is skipped).
+    pub attempts: u8,
+}
+
+/// An allocation on this worker.
+#[derive(Debug)]
+pub struct Allocation {
+    pub client: ClientId,
+    pub username: String,
+    pub user_id: String,
+    pub key: LongTermKey,
+    pub use_sha256: bool,
+    /// IPv4 relay at index 0, IPv6 at index 1.
+    pub relays: [Option<Relay>; 2],
+    pub created: Instant,
+    pub expires: Instant,
+    pub permissions: Vec<Permission>,
+    pub channels: Vec<Channel>,
+    /// The Allocate request that created it; a retransmission gets the same answer.
+    pub allocate_tid: TransactionId,
+    /// The success response, once all relays are bound (None while pending).
+    pub allocate_response: Option<Vec<u8>>,
+    pub dont_fragment: bool,
+    /// ADDRESS-ERROR-CODE to report for a requested additional family we cannot serve.
+    pub additional_family_refused: bool,
+    pub request_fingerprint: bool,
+}
+
+/// Index into `relays` for an address family.
+pub fn family_index(ip: IpAddr) -> usize {
+    match ip {
+        IpAddr::V4(_) => 0,
+        IpAddr::V6(_) => 1,
+    }
+}
+
+impl Allocation {
+    pub fn is_ready(&self) -> bool {
+        self.allocate_response.is_some()
+    }
+
+    /// The relay for a peer's address family, if this allocation has one.
+    #[inline]
+    pub fn relay_for(&self, peer: IpAddr) -> Option<&Relay> {
+        self.relays[family_index(peer)].as_ref()
+    }
+
+    /// The live permission for `ip`, if any.
+    #[inline]
+    pub fn permission(&self, ip: IpAddr, now: Instant) -> Option<&Permission> {
+        self.permissions
+            .iter()
+            .find(|p| p.ip == ip && now < p.expires)
+    }
+
+    /// The live channel with this number, if any.
+    #[inline]
+    pub fn channel_by_number(&self, number: u16, now: Instant) -> Option<&Channel> {
+        self.channels
+            .iter()
+            .find(|c| c.number == number && now < c.expires)
+    }
+
+    /// The live channel bound to this peer, if any.
+    #[inline]
+    pub fn channel_by_peer(&self, peer: SocketAddr, now: Instant) -> Option<&Channel> {
+        self.channels
+            .iter()
+            .find(|c| c.peer == peer && now < c.expires)
+    }
+
+    /// Installs or refreshes a permission; returns true if it is new.
+    pub fn install_permission(&mut self, ip: IpAddr, now: Instant, hairpin_only: bool) -> bool {
+        let expires = now + PERMISSION_LIFETIME;
+        if let Some(p) = self.permissions.iter_mut().find(|p| p.ip == ip) {
+            p.expires = expires;
+            p.hairpin_only = hairpin_only;
+            return false;
+        }
+        self.permissions.push(Permission {
+            ip,
+            expires,
+            hairpin_only,
+        });
+        true
+    }
+
+    /// Binds or refreshes a channel; the caller has checked [`Allocation::channel_conflict`].
+    /// Returns true if the binding is new.
+    pub fn bind_channel(&mut self, number: u16, peer: SocketAddr, now: Instant, hairpin_only: bool) -> bool {
+        let expires = now + CHANNEL_LIFETIME;
+        if let Some(c) = self.channels.iter_mut().find(|c| c.number == number) {
+            let was_live = now < c.expires;
+            c.expires = expires;
+            c.hairpin_only = hairpin_only;
+            return !was_live;
+        }
+        self.channels.push(Channel {
+            number,
+            peer,
+            expires,
+            hairpin_only,
+        });
+        true
+    }
+
+    /// RFC 8656 §12.2: a channel number may not be bound to a second peer, nor a peer to a
+    /// second number, while the first binding lives or cools down. Rebinding the same pair
+    /// refreshes it.
+    pub fn channel_conflict(&self, number: u16, peer: SocketAddr, now: Instant) -> bool {
+        self.channels.iter().any(|c| {
+            c.reserved(now) && ((c.number == number) != (c.peer == peer))
+        })
+    }
+
+    /// Channels that reserve a number (live or cooling down), for the per-allocation limit.
+    pub fn reserved_channels(&self, now: Instant) -> usize {
+        self.channels.iter().filter(|c| c.reserved(now)).count()
+    }
+
+    /// Drops expired permissions and channels past their cooldown, and returns how many
+    /// permissions and channels are live (for the gauges).
+    pub fn prune(&mut self, now: Instant) -> (usize, usize) {
+        self.permissions.retain(|p| now < p.expires);
+        self.channels.retain(|c| c.reserved(now));
+        let live_channels = self.channels.iter().filter(|c| now < c.expires).count();
+        (self.permissions.len(), live_channels)
+    }
+}

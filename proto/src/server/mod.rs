@@ -1,0 +1,458 @@
+//! The TURN server as a value: inputs in, ordered commands out.
+//!
+//! A [`Server`] holds one worker's protocol state. The shell feeds it packets and time and
+//! carries out what it asks for:
+//!
+//! * [`Server::handle_client_datagram`] for everything a client sends. Relayed data
+//!   (ChannelData, Send indications) comes back at once as [`FromClient::Forward`], pointing into
+//!   the caller's buffer: nothing is copied or allocated on that path. Requests queue
+//!   [`Command`]s.
+//! * [`Server::handle_peer_datagram`] for what arrives on a relay socket; it writes the
+//!   ChannelData or Data-indication header in front of the payload, in the caller's buffer.
+//! * [`Server::handle_relay_bound`] to report the outcome of a [`Command::BindRelay`].
+//! * [`Server::handle_timeout`] when [`Server::poll_timeout`] passes.
+//!
+//! After any `handle_*`, drain [`Server::poll_command`] until it returns None, then re-arm the
+//! timer from [`Server::poll_timeout`].
+
+pub mod allocation;
+mod authenticate;
+pub mod ledger;
+pub mod ports;
+mod relay_path;
+pub mod reject;
+mod requests;
+mod respond;
+
+use crate::auth::{Credentials, NonceIssuer};
+use crate::policy::PeerPolicy;
+use crate::stats::Stats;
+use allocation::{family_index, Allocation};
+use ledger::Ledger;
+use ports::{PortPool, PortShard};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use relay_path::{FromClient, ToClient, PEER_HEADROOM, PEER_TAILROOM};
+
+/// RFC 8656 §3.2: an allocation lives 600 s unless the client asks otherwise.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
+/// RFC 8656 §3.2: the largest lifetime a client may ask for (servers may choose less).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(3600);
+/// How often expired allocations, permissions and channels are swept.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Ports tried per relay address before answering 508 (another process may hold a port).
+const MAX_BIND_ATTEMPTS: u8 = 8;
+
+/// The current time, in both of the forms the server needs. The shell reads its clocks once
+/// per batch of packets; tests construct it freely.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Monotonic time: lifetimes and timers.
+    pub mono: Instant,
+    /// Unix seconds: REST credential expiry and nonces, which must survive restarts.
+    pub unix: u64,
+}
+
+impl Now {
+    /// `d` later on both clocks.
+    pub fn after(self, d: Duration) -> Now {
+        Now {
+            mono: self.mono + d,
+            unix: self.unix + d.as_secs(),
+        }
+    }
+}
+
+/// The transport between client and server. The relayed side is always UDP (RFC 8656).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Udp = 0,
+    Tcp = 1,
+    Tls = 2,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+    /// Streams need ChannelData padded to four bytes (RFC 8656 §12.5).
+    pub fn is_stream(self) -> bool {
+        self != Transport::Udp
+    }
+}
+
+/// A client's 5-tuple (RFC 8656 §2): transport, the server-side endpoint (`local`: the shell's
+/// UDP listener index or stream connection id), and the client's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId {
+    pub transport: Transport,
+    pub local: u32,
+    pub remote: SocketAddr,
+}
+
+/// Names one relay socket. The server assigns ids; the shell keeps its sockets indexed by them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayId(pub u32);
+
+/// The local addresses relay sockets bind to and the addresses advertised for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayAddress {
+    /// Where relay sockets bind.
+    pub bind: IpAddr,
+    /// What XOR-RELAYED-ADDRESS says (differs from `bind` behind 1:1 NAT: `--external-ip`).
+    pub advertised: IpAddr,
+}
+
+/// Something the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Send a STUN message to a client.
+    SendToClient { client: ClientId, bytes: Vec<u8> },
+    /// Bind a UDP socket at `addr` and report with [`Server::handle_relay_bound`].
+    BindRelay {
+        relay: RelayId,
+        addr: SocketAddr,
+        dont_fragment: bool,
+    },
+    /// Close the relay socket.
+    ReleaseRelay { relay: RelayId },
+}
+
+/// Everything a worker's server is configured with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub realm: String,
+    pub credentials: Credentials,
+    pub policy: PeerPolicy,
+    pub relay_v4: Option<RelayAddress>,
+    pub relay_v6: Option<RelayAddress>,
+    pub ports: PortShard,
+    pub max_permissions: usize,
+    pub max_channels: usize,
+    /// Key for stateless nonces; the same for every worker of one process.
+    pub nonce_key: [u8; 32],
+    pub nonce_lifetime_secs: u64,
+    /// Seeds this worker's random choices (relay ports, transaction ids).
+    pub seed: u64,
+}
+
+impl ServerConfig {
+    /// A configuration with RFC defaults, for tests and as a base for the shell.
+    pub fn new(realm: &str, credentials: Credentials, relay_v4: Option<RelayAddress>) -> Self {
+        ServerConfig {
+            realm: realm.to_owned(),
+            credentials,
+            policy: PeerPolicy::default(),
+            relay_v4,
+            relay_v6: None,
+            ports: PortShard::whole(49152..=65535),
+            max_permissions: 64,
+            max_channels: 64,
+            nonce_key: [0; 32],
+            nonce_lifetime_secs: 600,
+            seed: 0,
+        }
+    }
+}
+
+/// What a relay slot is used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RelayOwner {
+    Free,
+    Allocation(u32),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RelaySlot {
+    owner: RelayOwner,
+    /// Port and bound address, to give the port back and clear the in-use bit.
+    addr: Option<SocketAddr>,
+}
+
+/// One worker's STUN/TURN server.
+pub struct Server {
+    config: ServerConfig,
+    ledger: Arc<Ledger>,
+    nonces: NonceIssuer,
+    rng: ChaCha8Rng,
+    pools: [PortPool; 2],
+    allocations: Vec<Option<Allocation>>,
+    free_allocations: Vec<u32>,
+    by_client: FxHashMap<ClientId, u32>,
+    relays: Vec<RelaySlot>,
+    free_relays: Vec<u32>,
+    commands: VecDeque<Command>,
+    next_sweep: Option<Instant>,
+    stats: Stats,
+}
+
+impl Server {
+    /// A server sharing `ledger` (quotas, relay ports in use) with the other workers.
+    pub fn new(config: ServerConfig, ledger: Arc<Ledger>) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let pools = [
+            PortPool::new(&config.ports, &mut rng),
+            PortPool::new(&config.ports, &mut rng),
+        ];
+        let nonces = NonceIssuer::new(config.nonce_key, config.nonce_lifetime_secs);
+        let mut stats = Stats::default();
+        let families = config.relay_v4.is_some() as u64 + config.relay_v6.is_some() as u64;
+        stats.relay_ports_total = pools[0].capacity() as u64 * families;
+        stats.relay_ports_free = stats.relay_ports_total;
+        Server {
+            config,
+            ledger,
+            nonces,
+            rng,
+            pools,
+            allocations: Vec::new(),
+            free_allocations: Vec::new(),
+            by_client: FxHashMap::default(),
+            relays: Vec::new(),
+            free_relays: Vec::new(),
+            commands: VecDeque::new(),
+            next_sweep: None,
+            stats,
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Replaces credentials and peer policy (configuration reload); allocations stay.
+    pub fn update_policy(&mut self, credentials: Credentials, policy: PeerPolicy) {
+        self.config.credentials = credentials;
+        self.config.policy = policy;
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// Allocations this worker holds (pending ones included).
+    pub fn allocation_count(&self) -> usize {
+        self.by_client.len()
+    }
+
+    /// The relayed addresses of a client's allocation (for tests and diagnostics).
+    pub fn relayed_addresses(&self, client: &ClientId) -> Vec<SocketAddr> {
+        self.allocation_of(client)
+            .map(|a| a.relays.iter().flatten().map(|r| r.advertised).collect())
+            .unwrap_or_default()
+    }
+
+    /// The next command for the shell, in order.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    /// Expires allocations, permissions and channels whose time has come (RFC 8656 §7, §9, §12).
+    pub fn handle_timeout(&mut self, now: Now) {
+        if self.next_sweep.is_some_and(|t| now.mono < t) {
+            return;
+        }
+        let mut expired = Vec::new();
+        let (mut permissions, mut channels) = (0u64, 0u64);
+        for (i, slot) in self.allocations.iter_mut().enumerate() {
+            let Some(a) = slot else { continue };
+            if a.is_ready() && a.expires <= now.mono {
+                expired.push(i as u32);
+                continue;
+            }
+            let (p, c) = a.prune(now.mono);
+            permissions += p as u64;
+            channels += c as u64;
+        }
+        for i in expired {
+            self.stats.allocations_expired += 1;
+            self.remove_allocation(i, now);
+        }
+        self.stats.permissions_active = permissions;
+        self.stats.channels_active = channels;
+        self.reschedule(now);
+    }
+
+    fn reschedule(&mut self, now: Now) {
+        self.next_sweep = if self.by_client.is_empty() {
+            None
+        } else {
+            Some(now.mono + SWEEP_INTERVAL)
+        };
+    }
+
+    /// A stream client's connection closed: its allocation ends with it (RFC 8656 §3.1).
+    pub fn handle_client_closed(&mut self, client: &ClientId, now: Now) {
+        if let Some(&i) = self.by_client.get(client) {
+            self.stats.allocations_deleted += 1;
+            self.remove_allocation(i, now);
+        }
+    }
+
+    fn allocation_of(&self, client: &ClientId) -> Option<&Allocation> {
+        let i = *self.by_client.get(client)?;
+        self.allocations[i as usize].as_ref()
+    }
+
+    fn relay_address(&self, family: usize) -> Option<RelayAddress> {
+        if family == 0 {
+            self.config.relay_v4
+        } else {
+            self.config.relay_v6
+        }
+    }
+
+    fn new_relay_slot(&mut self, alloc: u32) -> crate::server::RelayId {
+        let slot = RelaySlot {
+            owner: RelayOwner::Allocation(alloc),
+            addr: None,
+        };
+        if let Some(i) = self.free_relays.pop() {
+            self.relays[i as usize] = slot;
+            RelayId(i)
+        } else {
+            self.relays.push(slot);
+            RelayId(self.relays.len() as u32 - 1)
+        }
+    }
+
+    /// Asks the shell to bind a relay socket for `family` of allocation `alloc`, on a fresh
+    /// port. False when the worker has no port left (508).
+    fn request_bind(&mut self, alloc: u32, family: usize, even: bool, now: Now) -> bool {
+        let _ = now;
+        let Some(addr) = self.relay_address(family) else {
+            return false;
+        };
+        let Some(port) = self.pools[family].take(even) else {
+            return false;
+        };
+        self.stats.relay_ports_free = self.stats.relay_ports_free.saturating_sub(1);
+        let a = self.allocations[alloc as usize].as_mut().expect("live allocation");
+        let dont_fragment = a.dont_fragment;
+        let id = match a.relays[family] {
+            Some(r) => r.id,
+            None => {
+                let id = self.new_relay_slot(alloc);
+                let a = self.allocations[alloc as usize].as_mut().expect("live allocation");
+                a.relays[family] = Some(allocation::Relay {
+                    id,
+                    advertised: SocketAddr::new(addr.advertised, port),
+                    bound: false,
+                    attempts: 0,
+                });
+                id
+            }
+        };
+        let a = self.allocations[alloc as usize].as_mut().expect("live allocation");
+        let r = a.relays[family].as_mut().expect("relay just set");
+        r.advertised = SocketAddr::new(addr.advertised, port);
+        r.attempts += 1;
+        let bind = SocketAddr::new(addr.bind, port);
+        self.relays[id.0 as usize].addr = Some(bind);
+        self.commands.push_back(Command::BindRelay {
+            relay: id,
+            addr: bind,
+            dont_fragment,
+        });
+        true
+    }
+
+    /// The shell bound (or failed to bind) a relay socket. On failure another port is tried;
+    /// after [`MAX_BIND_ATTEMPTS`] the Allocate is answered 508 (RFC 8656 §7.2).
+    pub fn handle_relay_bound(&mut self, relay: RelayId, result: Result<(), std::io::Error>, now: Now) {
+        let Some(slot) = self.relays.get(relay.0 as usize).copied() else {
+            return;
+        };
+        let RelayOwner::Allocation(alloc) = slot.owner else {
+            return;
+        };
+        let Some(bind) = slot.addr else { return };
+        let family = family_index(bind.ip());
+        match result {
+            Ok(()) => {
+                self.ledger.mark_relay_port(bind.ip(), bind.port(), true);
+                if let Some(a) = self.allocations[alloc as usize].as_mut() {
+                    if let Some(r) = a.relays[family].as_mut() {
+                        r.bound = true;
+                    }
+                }
+                self.finish_allocate_if_bound(alloc, now);
+            }
+            Err(_) => {
+                self.stats.relay_bind_failures += 1;
+                // The port is held elsewhere: back of the queue, try the next one.
+                self.pools[family].give_back(bind.port());
+                self.stats.relay_ports_free += 1;
+                self.relays[relay.0 as usize].addr = None;
+                let attempts = self.allocations[alloc as usize]
+                    .as_ref()
+                    .and_then(|a| a.relays[family])
+                    .map_or(MAX_BIND_ATTEMPTS, |r| r.attempts);
+                if attempts >= MAX_BIND_ATTEMPTS || !self.request_bind(alloc, family, false, now) {
+                    self.fail_pending_allocation(alloc, now);
+                }
+            }
+        }
+    }
+
+    /// Removes an allocation: relay sockets closed, ports and quota returned.
+    fn remove_allocation(&mut self, index: u32, now: Now) {
+        let Some(a) = self.allocations[index as usize].take() else {
+            return;
+        };
+        self.free_allocations.push(index);
+        self.by_client.remove(&a.client);
+        for (family, r) in a.relays.iter().enumerate() {
+            let Some(r) = r else { continue };
+            let slot = self.relays[r.id.0 as usize];
+            if let Some(bind) = slot.addr {
+                if r.bound {
+                    self.ledger.mark_relay_port(bind.ip(), bind.port(), false);
+                    self.commands.push_back(Command::ReleaseRelay { relay: r.id });
+                }
+                self.pools[family].give_back(bind.port());
+                self.stats.relay_ports_free += 1;
+            }
+            self.relays[r.id.0 as usize] = RelaySlot {
+                owner: RelayOwner::Free,
+                addr: None,
+            };
+            self.free_relays.push(r.id.0);
+        }
+        self.ledger.release(&a.user_id);
+        if a.is_ready() {
+            let family = a.relays.iter().position(|r| r.is_some()).unwrap_or(0);
+            let g = self.stats.allocation_gauge(a.client.transport, family);
+            *g = g.saturating_sub(1);
+            self.stats
+                .observe_lifetime(now.mono.saturating_duration_since(a.created).as_secs_f64());
+        }
+        self.reschedule(now);
+    }
+
+    fn random_tid(&mut self) -> crate::wire::TransactionId {
+        let mut t = [0u8; 12];
+        self.rng.fill_bytes(&mut t);
+        crate::wire::TransactionId(t)
+    }
+}

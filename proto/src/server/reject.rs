@@ -1,0 +1,79 @@
+//! One table for every way a request can be refused: error code, reason phrase, metric label.
+//! Reason phrases are short on purpose: unauthenticated error responses must stay small so
+//! the server cannot be used to amplify traffic (REFERENCES.md, "401 used for reflection").
+
+/// A refusal, answered as a STUN error response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reject {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    UnknownAttribute,
+    AllocationMismatch,
+    StaleNonce,
+    AddressFamilyNotSupported,
+    WrongCredentials,
+    UnsupportedTransportProtocol,
+    PeerAddressFamilyMismatch,
+    AllocationQuotaReached,
+    InsufficientCapacity,
+}
+
+impl Reject {
+    /// Every reject, in metric-index order.
+    pub const ALL: [Reject; 12] = [
+        Reject::BadRequest,
+        Reject::Unauthorized,
+        Reject::Forbidden,
+        Reject::UnknownAttribute,
+        Reject::AllocationMismatch,
+        Reject::StaleNonce,
+        Reject::AddressFamilyNotSupported,
+        Reject::WrongCredentials,
+        Reject::UnsupportedTransportProtocol,
+        Reject::PeerAddressFamilyMismatch,
+        Reject::AllocationQuotaReached,
+        Reject::InsufficientCapacity,
+    ];
+
+    /// The STUN error code (RFC 8489 §14.8, RFC 8656 §19).
+    pub fn code(self) -> u16 {
+        match self {
+            Reject::BadRequest => 400,
+            Reject::Unauthorized => 401,
+            Reject::Forbidden => 403,
+            Reject::UnknownAttribute => 420,
+            Reject::AllocationMismatch => 437,
+            Reject::StaleNonce => 438,
+            Reject::AddressFamilyNotSupported => 440,
+            Reject::WrongCredentials => 441,
+            Reject::UnsupportedTransportProtocol => 442,
+            Reject::PeerAddressFamilyMismatch => 443,
+            Reject::AllocationQuotaReached => 486,
+            Reject::InsufficientCapacity => 508,
+        }
+    }
+
+    /// The reason phrase sent on the wire.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Reject::BadRequest => "Bad Request",
+            Reject::Unauthorized => "Unauthorized",
+            Reject::Forbidden => "Forbidden",
+            Reject::UnknownAttribute => "Unknown Attribute",
+            Reject::AllocationMismatch => "Allocation Mismatch",
+            Reject::StaleNonce => "Stale Nonce",
+            Reject::AddressFamilyNotSupported => "Address Family not Supported",
+            Reject::WrongCredentials => "Wrong Credentials",
+            Reject::UnsupportedTransportProtocol => "Unsupported Transport Protocol",
+            Reject::PeerAddressFamilyMismatch => "Peer Address Family Mismatch",
+            Reject::AllocationQuotaReached => "Allocation Quota Reached",
+            Reject::InsufficientCapacity => "Insufficient Capacity",
+        }
+    }
+
+    /// Position in [`Reject::ALL`], for counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}

@@ -1,0 +1,63 @@
+//! Plain counters the core keeps and the shell exports.
+//!
+//! Each worker's `Server` owns one `Stats` and bumps plain integers: no atomics, no maps, no
+//! labels on the per-packet path. The shell copies them out (see turnd's metrics module) and
+//! sums them over workers at scrape time. Every label is a bounded enum.
+
+use crate::auth::AuthFailure;
+use crate::server::reject::Reject;
+use crate::server::Transport;
+
+/// Upper bounds (seconds) of the allocation-lifetime histogram buckets; the last is +Inf.
+pub const LIFETIME_BUCKETS: [f64; 8] = [10.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 86400.0];
+
+/// Counters and gauges of one worker.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub binding_requests: u64,
+    pub allocations_created: u64,
+    pub allocations_expired: u64,
+    pub allocations_deleted: u64,
+    pub allocations_refused: u64,
+    /// Active allocations by [transport][family] (family 0 = IPv4, 1 = IPv6).
+    pub allocations_active: [[u64; 2]; 3],
+    pub permissions_active: u64,
+    pub channels_active: u64,
+    pub relay_ports_free: u64,
+    pub relay_ports_total: u64,
+    /// Error responses sent, by [`Reject::index`].
+    pub error_responses: [u64; Reject::ALL.len()],
+    /// Authentication failures, by [`AuthFailure::index`].
+    pub auth_failures: [u64; AuthFailure::ALL.len()],
+    /// Peer addresses refused by policy (403 on CreatePermission/ChannelBind, Send dropped).
+    pub peer_denied: u64,
+    /// Relayed packets and bytes, client→peer ("to_peer") and peer→client ("to_client").
+    pub packets_to_peer: u64,
+    pub bytes_to_peer: u64,
+    pub packets_to_client: u64,
+    pub bytes_to_client: u64,
+    /// Packets dropped: malformed, no allocation, no permission, unknown channel.
+    pub dropped_packets: u64,
+    /// Relay sockets that failed to bind.
+    pub relay_bind_failures: u64,
+    /// Allocation lifetimes: counts per bucket of [`LIFETIME_BUCKETS`] (+Inf last), and sum.
+    pub lifetime_buckets: [u64; LIFETIME_BUCKETS.len() + 1],
+    pub lifetime_sum_secs: f64,
+    pub lifetime_count: u64,
+}
+
+impl Stats {
+    pub(crate) fn observe_lifetime(&mut self, secs: f64) {
+        let i = LIFETIME_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LIFETIME_BUCKETS.len());
+        self.lifetime_buckets[i] += 1;
+        self.lifetime_sum_secs += secs;
+        self.lifetime_count += 1;
+    }
+
+    pub(crate) fn allocation_gauge(&mut self, transport: Transport, family: usize) -> &mut u64 {
+        &mut self.allocations_active[transport as usize][family]
+    }
+}

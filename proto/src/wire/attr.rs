@@ -1,0 +1,179 @@
+//! Attribute types and the value codecs the server needs (RFC 8489 §14, RFC 8656 §18).
+
+use super::message::{TransactionId, MAGIC_COOKIE};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+// Comprehension-required (0x0000..=0x7FFF).
+pub const MAPPED_ADDRESS: u16 = 0x0001;
+pub const USERNAME: u16 = 0x0006;
+pub const MESSAGE_INTEGRITY: u16 = 0x0008;
+pub const ERROR_CODE: u16 = 0x0009;
+pub const UNKNOWN_ATTRIBUTES: u16 = 0x000A;
+pub const CHANNEL_NUMBER: u16 = 0x000C;
+pub const LIFETIME: u16 = 0x000D;
+pub const XOR_PEER_ADDRESS: u16 = 0x0012;
+pub const DATA: u16 = 0x0013;
+pub const REALM: u16 = 0x0014;
+pub const NONCE: u16 = 0x0015;
+pub const XOR_RELAYED_ADDRESS: u16 = 0x0016;
+pub const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
+pub const EVEN_PORT: u16 = 0x0018;
+pub const REQUESTED_TRANSPORT: u16 = 0x0019;
+pub const DONT_FRAGMENT: u16 = 0x001A;
+pub const MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
+pub const PASSWORD_ALGORITHM: u16 = 0x001D;
+pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
+pub const RESERVATION_TOKEN: u16 = 0x0022;
+
+// Comprehension-optional (0x8000..=0xFFFF).
+pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
+pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
+pub const SOFTWARE: u16 = 0x8022;
+pub const FINGERPRINT: u16 = 0x8028;
+
+/// IANA protocol number for UDP in REQUESTED-TRANSPORT (RFC 8656 §18.6).
+pub const TRANSPORT_UDP: u8 = 17;
+/// Address family codes in address attributes and REQUESTED-ADDRESS-FAMILY.
+pub const FAMILY_IPV4: u8 = 0x01;
+pub const FAMILY_IPV6: u8 = 0x02;
+
+/// The comprehension-required attributes this server understands. Anything else below 0x8000
+/// in a request draws 420 Unknown Attribute (RFC 8489 §6.3.1). USERHASH and CHANGE-REQUEST are
+/// deliberately absent: we do not implement them, and 420 tells the client so.
+pub fn is_understood(typ: u16) -> bool {
+    typ >= 0x8000
+        || matches!(
+            typ,
+            MAPPED_ADDRESS
+                | USERNAME
+                | MESSAGE_INTEGRITY
+                | ERROR_CODE
+                | UNKNOWN_ATTRIBUTES
+                | CHANNEL_NUMBER
+                | LIFETIME
+                | XOR_PEER_ADDRESS
+                | DATA
+                | REALM
+                | NONCE
+                | XOR_RELAYED_ADDRESS
+                | REQUESTED_ADDRESS_FAMILY
+                | EVEN_PORT
+                | REQUESTED_TRANSPORT
+                | DONT_FRAGMENT
+                | MESSAGE_INTEGRITY_SHA256
+                | PASSWORD_ALGORITHM
+                | XOR_MAPPED_ADDRESS
+                | RESERVATION_TOKEN
+        )
+}
+
+/// Length of an XOR-*-ADDRESS value for this address.
+pub fn xor_address_len(addr: &SocketAddr) -> usize {
+    match addr {
+        SocketAddr::V4(_) => 8,
+        SocketAddr::V6(_) => 20,
+    }
+}
+
+/// Writes an XOR-*-ADDRESS value (RFC 8489 §14.2) into `out`, which must be exactly
+/// [`xor_address_len`] bytes.
+pub fn write_xor_address(out: &mut [u8], addr: &SocketAddr, tid: &TransactionId) {
+    let cookie = MAGIC_COOKIE.to_be_bytes();
+    out[0] = 0;
+    let port = addr.port() ^ (MAGIC_COOKIE >> 16) as u16;
+    out[2..4].copy_from_slice(&port.to_be_bytes());
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out[1] = FAMILY_IPV4;
+            for (i, b) in ip.octets().iter().enumerate() {
+                out[4 + i] = b ^ cookie[i];
+            }
+        }
+        IpAddr::V6(ip) => {
+            out[1] = FAMILY_IPV6;
+            let octets = ip.octets();
+            for i in 0..16 {
+                let mask = if i < 4 { cookie[i] } else { tid.0[i - 4] };
+                out[4 + i] = octets[i] ^ mask;
+            }
+        }
+    }
+}
+
+/// Reads an XOR-*-ADDRESS value; None if the family or length is wrong.
+pub fn read_xor_address(value: &[u8], tid: &TransactionId) -> Option<SocketAddr> {
+    let cookie = MAGIC_COOKIE.to_be_bytes();
+    if value.len() < 4 {
+        return None;
+    }
+    let port = u16::from_be_bytes([value[2], value[3]]) ^ (MAGIC_COOKIE >> 16) as u16;
+    match (value[1], value.len()) {
+        (FAMILY_IPV4, 8) => {
+            let mut o = [0u8; 4];
+            for i in 0..4 {
+                o[i] = value[4 + i] ^ cookie[i];
+            }
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(o)), port))
+        }
+        (FAMILY_IPV6, 20) => {
+            let mut o = [0u8; 16];
+            for i in 0..16 {
+                let mask = if i < 4 { cookie[i] } else { tid.0[i - 4] };
+                o[i] = value[4 + i] ^ mask;
+            }
+            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port))
+        }
+        _ => None,
+    }
+}
+
+/// Reads a 32-bit attribute value (LIFETIME).
+pub fn read_u32(value: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(value.try_into().ok()?))
+}
+
+/// Reads CHANNEL-NUMBER: the number, then two RFFU bytes (RFC 8656 §18.1).
+pub fn read_channel_number(value: &[u8]) -> Option<u16> {
+    if value.len() != 4 {
+        return None;
+    }
+    Some(u16::from_be_bytes([value[0], value[1]]))
+}
+
+/// Reads ERROR-CODE into (code, reason); used by tests and clients.
+pub fn read_error_code(value: &[u8]) -> Option<(u16, &str)> {
+    if value.len() < 4 {
+        return None;
+    }
+    let code = (value[2] & 0x07) as u16 * 100 + value[3] as u16;
+    Some((code, std::str::from_utf8(&value[4..]).ok()?))
+}
+
+/// Reads a family octet (REQUESTED-ADDRESS-FAMILY, ADDITIONAL-ADDRESS-FAMILY): family then
+/// three RFFU bytes (RFC 8656 §18.8, §18.11).
+pub fn read_family(value: &[u8]) -> Option<u8> {
+    if value.len() != 4 {
+        return None;
+    }
+    Some(value[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xor_address_round_trips_v4_and_v6() {
+        let tid = TransactionId([7; 12]);
+        for addr in [
+            "192.0.2.1:32853".parse::<SocketAddr>().unwrap(),
+            "[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse().unwrap(),
+        ] {
+            let mut buf = vec![0u8; xor_address_len(&addr)];
+            write_xor_address(&mut buf, &addr, &tid);
+            assert_eq!(read_xor_address(&buf, &tid), Some(addr));
+        }
+        assert_eq!(read_xor_address(&[0, 1, 0, 0, 0, 0], &tid), None);
+        assert_eq!(read_xor_address(&[0, 3, 0, 0, 0, 0, 0, 0], &tid), None);
+    }
+}
