@@ -1,1 +1,14 @@
+//! # turnd: a self-hosted STUN/TURN relay for WebRTC applications
+//!
+//! The protocol lives in the sans-IO crate `turnd-proto`; this crate is the shell around it:
+//! configuration ([`config`]), sockets and the per-core workers ([`relay`]), start-up and
+//! shutdown ([`serve`]), and the command line (`main.rs`, thin, over [`cli`]).
 
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod logging;
+pub mod netif;
+pub mod relay;
+pub mod serve;
+pub mod uris;

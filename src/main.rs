@@ -1,1 +1,11 @@
-fn main(){}
+//! turnd's entry point: parse the command line and run it. Everything else is in the library.
+
+use clap::Parser;
+
+fn main() {
+    let cli = turnd::cli::Cli::parse();
+    if let Err(e) = turnd::cli::run(cli) {
+        eprintln!("turnd: {e:#}");
+        std::process::exit(2);
+    }
+}

@@ -53,9 +53,12 @@ pub fn rest_password(secret: &[u8], username: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
-/// Splits a REST username into its expiry and user id. None if it is not of that form.
+/// Splits a REST username into its expiry and user id. None if it is not of that form. A bare
+/// expiry (no `:user-id`) is accepted with an empty user id, as coturn does (its
+/// `turnutils_uclient -W` sends that when no user is given); all such credentials share one
+/// quota bucket.
 pub fn parse_rest_username(username: &str) -> Option<(u64, &str)> {
-    let (expiry, user_id) = username.split_once(':')?;
+    let (expiry, user_id) = username.split_once(':').unwrap_or((username, ""));
     if expiry.is_empty() || expiry.len() > 20 || !expiry.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -326,6 +329,7 @@ mod tests {
         assert_eq!(c.password, rest_password(b"secret", "1700003600:alice"));
         assert_eq!(parse_rest_username(&c.username), Some((1_700_003_600, "alice")));
         assert_eq!(parse_rest_username("alice"), None);
+        assert_eq!(parse_rest_username("1700003600"), Some((1_700_003_600, "")));
         assert_eq!(parse_rest_username(":alice"), None);
         assert_eq!(parse_rest_username("12x:alice"), None);
     }

@@ -502,6 +502,29 @@ fn channel_numbers_out_of_range_are_400() {
     assert_eq!(code(&h.request(c, Method::CHANNEL_BIND, &[Attr::Channel(0x4000)], &mut auth)), Some(400));
 }
 
+/// RFC 5766 allowed channels up to 0x7FFF; RFC 8656 does not. With `legacy_channel_numbers`
+/// (for clients like coturn's turnutils_uclient) the old range binds and relays.
+#[test]
+fn legacy_channel_numbers_are_an_explicit_setting() {
+    let mut cfg = config();
+    cfg.legacy_channel_numbers = true;
+    let mut h = Harness::new(cfg);
+    let (c, mut auth, _) = allocated(&mut h, 1);
+    let p = peer("8.8.8.8:1000");
+    assert_eq!(code(&h.request(c, Method::CHANNEL_BIND, &[Attr::Channel(0x7FFF), Attr::Peer(p)], &mut auth)), None);
+    let cd = client::channel_data(0x7FFF, b"old", false);
+    assert!(matches!(h.server.handle_client_datagram(h.now, c, &cd), FromClient::Forward { .. }));
+    assert_eq!(code(&h.request(c, Method::CHANNEL_BIND, &[Attr::Channel(0x8000), Attr::Peer(p)], &mut auth)), Some(400));
+
+    let mut strict = Harness::new(config());
+    let (c, mut auth, _) = allocated(&mut strict, 1);
+    let r = strict.request(c, Method::CHANNEL_BIND, &[Attr::Channel(0x5234), Attr::Peer(p)], &mut auth);
+    let msg = Message::parse(&r).unwrap();
+    let (code, reason) = attr::read_error_code(msg.get(attr::ERROR_CODE).unwrap()).unwrap();
+    assert_eq!(code, 400);
+    assert!(reason.contains("0x4000-0x4FFF"), "the reason names the rule: {reason}");
+}
+
 /// RFC 8656 §11.2: a channel already bound to another peer, or a peer bound to another
 /// channel, is 400 — also for 300 s after the binding expires; rebinding the same pair
 /// refreshes it.
@@ -609,4 +632,34 @@ fn response_padding_is_zero() {
             at = end + pad;
         }
     }
+}
+
+/// RFC 8656 §7.2: EVEN-PORT with the R bit allocates an even port and reserves the next one,
+/// answered with RESERVATION-TOKEN; an Allocate carrying that token (from another 5-tuple)
+/// gets the reserved port; an unknown token is 508; an unclaimed reservation lapses after 30 s.
+#[test]
+fn even_port_reservations() {
+    let mut h = Harness::new(config());
+    let mut a = h.rest_auth("rtp", 600);
+    let resp = h.request(client(1), Method::ALLOCATE, &[Attr::RequestedTransport(17), Attr::Raw(attr::EVEN_PORT, vec![0x80])], &mut a);
+    let msg = Message::parse(&resp).unwrap();
+    let rtp = client::address(&msg, attr::XOR_RELAYED_ADDRESS).unwrap();
+    assert_eq!(rtp.port() % 2, 0);
+    let token = msg.get(attr::RESERVATION_TOKEN).expect("a token").to_vec();
+    assert_eq!(token.len(), 8);
+    let mut b = h.rest_auth("rtp", 600);
+    let resp = h.request(client(2), Method::ALLOCATE, &[Attr::RequestedTransport(17), Attr::Raw(attr::RESERVATION_TOKEN, token.clone())], &mut b);
+    let rtcp = client::address(&Message::parse(&resp).unwrap(), attr::XOR_RELAYED_ADDRESS).unwrap();
+    assert_eq!(rtcp.port(), rtp.port() + 1);
+    let mut c = h.rest_auth("x", 600);
+    let r = h.request(client(3), Method::ALLOCATE, &[Attr::RequestedTransport(17), Attr::Raw(attr::RESERVATION_TOKEN, token)], &mut c);
+    assert_eq!(code(&r), Some(508), "a token is good once");
+
+    let mut d = h.rest_auth("y", 600);
+    h.request(client(4), Method::ALLOCATE, &[Attr::RequestedTransport(17), Attr::Raw(attr::EVEN_PORT, vec![0x80])], &mut d);
+    assert_eq!(h.server.ledger().reservations(), 1);
+    let free = h.server.stats().relay_ports_free;
+    h.advance(Duration::from_secs(31));
+    assert_eq!(h.server.ledger().reservations(), 0);
+    assert_eq!(h.server.stats().relay_ports_free, free + 1, "the reserved port came back");
 }

@@ -55,6 +55,20 @@ pub struct Relay {
     pub bound: bool,
     /// How many ports were tried for it (a port another process holds is skipped).
     pub attempts: u8,
+    /// How its port is chosen (kept for retries after a failed bind).
+    pub choice: PortChoice,
+}
+
+/// How a relay port is chosen (RFC 8656 §7.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortChoice {
+    Any,
+    /// EVEN-PORT without the R bit.
+    Even,
+    /// EVEN-PORT with the R bit: an even port, and the next one reserved.
+    EvenReserveNext,
+    /// The port a RESERVATION-TOKEN holds.
+    Reserved(u16),
 }
 
 /// An allocation on this worker.
@@ -79,6 +93,8 @@ pub struct Allocation {
     /// ADDRESS-ERROR-CODE to report for a requested additional family we cannot serve.
     pub additional_family_refused: bool,
     pub request_fingerprint: bool,
+    /// RESERVATION-TOKEN for the port reserved next to this allocation's (EVEN-PORT R bit).
+    pub reservation: Option<[u8; 8]>,
 }
 
 /// Index into `relays` for an address family.

@@ -15,6 +15,21 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// RFC 8656 §7.2: a reserved port is held for about 30 seconds.
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// A relay port held for a later Allocate carrying RESERVATION-TOKEN (RFC 8656 §7.2). Kept in
+/// the ledger because that Allocate comes from another 5-tuple and may land on another worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub token: [u8; 8],
+    /// 0 for IPv4, 1 for IPv6.
+    pub family: usize,
+    pub port: u16,
+    pub expires: Instant,
+}
 
 /// Limits and bookkeeping shared by all workers.
 #[derive(Debug)]
@@ -25,6 +40,7 @@ pub struct Ledger {
     per_user: Mutex<BTreeMap<String, u32>>,
     ports_v4: PortBitmap,
     ports_v6: PortBitmap,
+    reservations: Mutex<Vec<Reservation>>,
 }
 
 impl Ledger {
@@ -37,6 +53,7 @@ impl Ledger {
             per_user: Mutex::new(BTreeMap::new()),
             ports_v4: PortBitmap::new(),
             ports_v6: PortBitmap::new(),
+            reservations: Mutex::new(Vec::new()),
         }
     }
 
@@ -76,6 +93,31 @@ impl Ledger {
     /// How many distinct user ids hold allocations (bounded by the total cap).
     pub fn users(&self) -> usize {
         self.per_user.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub(crate) fn reserve(&self, r: Reservation) {
+        self.reservations.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+    }
+
+    /// Takes the reservation with this token, if it exists (expired ones are swept within a
+    /// second of expiring).
+    pub(crate) fn claim(&self, token: &[u8]) -> Option<Reservation> {
+        let mut list = self.reservations.lock().unwrap_or_else(|e| e.into_inner());
+        let at = list.iter().position(|r| r.token[..] == *token)?;
+        Some(list.swap_remove(at))
+    }
+
+    /// Takes every reservation that expired by `now`.
+    pub(crate) fn take_expired(&self, now: Instant) -> Vec<Reservation> {
+        let mut list = self.reservations.lock().unwrap_or_else(|e| e.into_inner());
+        let (expired, kept) = list.drain(..).partition(|r| r.expires <= now);
+        *list = kept;
+        expired
+    }
+
+    /// Reservations outstanding.
+    pub fn reservations(&self) -> usize {
+        self.reservations.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     fn bitmap(&self, ip: IpAddr) -> &PortBitmap {

@@ -27,7 +27,7 @@ mod respond;
 use crate::auth::{Credentials, NonceIssuer};
 use crate::policy::PeerPolicy;
 use crate::stats::Stats;
-use allocation::{family_index, Allocation};
+use allocation::{family_index, Allocation, PortChoice};
 use ledger::Ledger;
 use ports::{PortPool, PortShard};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -140,6 +140,8 @@ pub struct ServerConfig {
     pub ports: PortShard,
     pub max_permissions: usize,
     pub max_channels: usize,
+    /// Accept RFC 5766's channel numbers 0x5000-0x7FFF too (coturn's test client uses them).
+    pub legacy_channel_numbers: bool,
     /// Key for stateless nonces; the same for every worker of one process.
     pub nonce_key: [u8; 32],
     pub nonce_lifetime_secs: u64,
@@ -159,6 +161,7 @@ impl ServerConfig {
             ports: PortShard::whole(49152..=65535),
             max_permissions: 64,
             max_channels: 64,
+            legacy_channel_numbers: false,
             nonce_key: [0; 32],
             nonce_lifetime_secs: 600,
             seed: 0,
@@ -288,6 +291,10 @@ impl Server {
             self.stats.allocations_expired += 1;
             self.remove_allocation(i, now);
         }
+        for r in self.ledger.take_expired(now.mono) {
+            self.pools[r.family].give_back(r.port);
+            self.stats.relay_ports_free += 1;
+        }
         self.stats.permissions_active = permissions;
         self.stats.channels_active = channels;
         self.reschedule(now);
@@ -336,45 +343,69 @@ impl Server {
         }
     }
 
-    /// Asks the shell to bind a relay socket for `family` of allocation `alloc`, on a fresh
-    /// port. False when the worker has no port left (508).
-    fn request_bind(&mut self, alloc: u32, family: usize, even: bool, now: Now) -> bool {
-        let _ = now;
+    /// Asks the shell to bind a relay socket for `family` of allocation `alloc`, on a port
+    /// chosen by `choice`. False when no port can be had (508).
+    fn request_bind(&mut self, alloc: u32, family: usize, choice: PortChoice, now: Now) -> bool {
         let Some(addr) = self.relay_address(family) else {
             return false;
         };
-        let Some(port) = self.pools[family].take(even) else {
+        let port = match choice {
+            PortChoice::Any => self.pools[family].take(false),
+            PortChoice::Even => self.pools[family].take(true),
+            PortChoice::Reserved(p) => Some(p),
+            PortChoice::EvenReserveNext => self.pools[family].take_pair().map(|(even, next)| {
+                let mut token = [0u8; 8];
+                self.rng.fill_bytes(&mut token);
+                self.ledger.reserve(ledger::Reservation {
+                    token,
+                    family,
+                    port: next,
+                    expires: now.mono + ledger::RESERVATION_LIFETIME,
+                });
+                if let Some(a) = self.allocations[alloc as usize].as_mut() {
+                    a.reservation = Some(token);
+                }
+                self.stats.relay_ports_free = self.stats.relay_ports_free.saturating_sub(1);
+                even
+            }),
+        };
+        let Some(port) = port else {
             return false;
         };
-        self.stats.relay_ports_free = self.stats.relay_ports_free.saturating_sub(1);
-        let a = self.allocations[alloc as usize].as_mut().expect("live allocation");
-        let dont_fragment = a.dont_fragment;
-        let id = match a.relays[family] {
-            Some(r) => r.id,
-            None => {
-                let id = self.new_relay_slot(alloc);
-                let a = self.allocations[alloc as usize].as_mut().expect("live allocation");
-                a.relays[family] = Some(allocation::Relay {
-                    id,
-                    advertised: SocketAddr::new(addr.advertised, port),
-                    bound: false,
-                    attempts: 0,
-                });
-                id
-            }
+        if !matches!(choice, PortChoice::Reserved(_)) {
+            self.stats.relay_ports_free = self.stats.relay_ports_free.saturating_sub(1);
+        }
+        let existing = self.allocations[alloc as usize].as_ref().and_then(|a| a.relays[family]).map(|r| r.id);
+        let id = match existing {
+            Some(id) => id,
+            None => self.new_relay_slot(alloc),
         };
         let a = self.allocations[alloc as usize].as_mut().expect("live allocation");
-        let r = a.relays[family].as_mut().expect("relay just set");
+        let dont_fragment = a.dont_fragment;
+        let r = a.relays[family].get_or_insert(allocation::Relay {
+            id,
+            advertised: SocketAddr::new(addr.advertised, port),
+            bound: false,
+            attempts: 0,
+            choice,
+        });
         r.advertised = SocketAddr::new(addr.advertised, port);
         r.attempts += 1;
         let bind = SocketAddr::new(addr.bind, port);
         self.relays[id.0 as usize].addr = Some(bind);
-        self.commands.push_back(Command::BindRelay {
-            relay: id,
-            addr: bind,
-            dont_fragment,
-        });
+        self.commands.push_back(Command::BindRelay { relay: id, addr: bind, dont_fragment });
         true
+    }
+
+    /// Drops the reservation an allocation made, returning its port to this worker's pool.
+    fn cancel_reservation(&mut self, alloc: u32) {
+        let Some(token) = self.allocations[alloc as usize].as_mut().and_then(|a| a.reservation.take()) else {
+            return;
+        };
+        if let Some(r) = self.ledger.claim(&token) {
+            self.pools[r.family].give_back(r.port);
+            self.stats.relay_ports_free += 1;
+        }
     }
 
     /// The shell bound (or failed to bind) a relay socket. On failure another port is tried;
@@ -404,11 +435,15 @@ impl Server {
                 self.pools[family].give_back(bind.port());
                 self.stats.relay_ports_free += 1;
                 self.relays[relay.0 as usize].addr = None;
-                let attempts = self.allocations[alloc as usize]
-                    .as_ref()
-                    .and_then(|a| a.relays[family])
-                    .map_or(MAX_BIND_ATTEMPTS, |r| r.attempts);
-                if attempts >= MAX_BIND_ATTEMPTS || !self.request_bind(alloc, family, false, now) {
+                let Some(relay) = self.allocations[alloc as usize].as_ref().and_then(|a| a.relays[family]) else {
+                    return;
+                };
+                if relay.choice == PortChoice::EvenReserveNext {
+                    self.cancel_reservation(alloc);
+                }
+                // A reserved port is the only one the client may have: no second try.
+                let retry = relay.attempts < MAX_BIND_ATTEMPTS && !matches!(relay.choice, PortChoice::Reserved(_));
+                if !retry || !self.request_bind(alloc, family, relay.choice, now) {
                     self.fail_pending_allocation(alloc, now);
                 }
             }
@@ -417,6 +452,10 @@ impl Server {
 
     /// Removes an allocation: relay sockets closed, ports and quota returned.
     fn remove_allocation(&mut self, index: u32, now: Now) {
+        if self.allocations[index as usize].as_ref().is_some_and(|a| !a.is_ready()) {
+            // Never answered: the reservation it made was never handed out.
+            self.cancel_reservation(index);
+        }
         let Some(a) = self.allocations[index as usize].take() else {
             return;
         };

@@ -6,6 +6,9 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reject {
     BadRequest,
+    /// 400 for a channel number outside the configured range, with a reason that says so:
+    /// RFC 5766 clients use 0x5000-0x7FFF, which RFC 8656 no longer allows.
+    ChannelNumberOutOfRange,
     Unauthorized,
     Forbidden,
     UnknownAttribute,
@@ -21,8 +24,9 @@ pub enum Reject {
 
 impl Reject {
     /// Every reject, in metric-index order.
-    pub const ALL: [Reject; 12] = [
+    pub const ALL: [Reject; 13] = [
         Reject::BadRequest,
+        Reject::ChannelNumberOutOfRange,
         Reject::Unauthorized,
         Reject::Forbidden,
         Reject::UnknownAttribute,
@@ -39,7 +43,7 @@ impl Reject {
     /// The STUN error code (RFC 8489 §14.8, RFC 8656 §19).
     pub fn code(self) -> u16 {
         match self {
-            Reject::BadRequest => 400,
+            Reject::BadRequest | Reject::ChannelNumberOutOfRange => 400,
             Reject::Unauthorized => 401,
             Reject::Forbidden => 403,
             Reject::UnknownAttribute => 420,
@@ -58,6 +62,7 @@ impl Reject {
     pub fn reason(self) -> &'static str {
         match self {
             Reject::BadRequest => "Bad Request",
+            Reject::ChannelNumberOutOfRange => "Bad Request: channel number outside 0x4000-0x4FFF (RFC 8656)",
             Reject::Unauthorized => "Unauthorized",
             Reject::Forbidden => "Forbidden",
             Reject::UnknownAttribute => "Unknown Attribute",

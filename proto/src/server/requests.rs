@@ -1,12 +1,12 @@
 //! STUN requests: Binding (RFC 8489 §6.3) and TURN's Allocate, Refresh, CreatePermission and
 //! ChannelBind (RFC 8656 §7, §9, §11). Each handler cites the section whose rules it applies.
 
-use super::allocation::{family_index, Allocation};
+use super::allocation::{Allocation, PortChoice};
 use super::authenticate::Authed;
 use super::reject::Reject;
 use super::respond::Request;
 use super::{ClientId, Now, Server, DEFAULT_LIFETIME, MAX_LIFETIME};
-use crate::wire::channel_data::{CHANNEL_MAX, CHANNEL_MIN};
+use crate::wire::channel_data::{CHANNEL_MAX, CHANNEL_MIN, LEGACY_CHANNEL_MAX};
 use crate::wire::{attr, Class, DecodeError, Message, Method};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -164,18 +164,15 @@ impl Server {
         let requested_family = msg.get(attr::REQUESTED_ADDRESS_FAMILY);
         let additional_family = msg.get(attr::ADDITIONAL_ADDRESS_FAMILY);
         let even_port = msg.get(attr::EVEN_PORT);
-        if msg.get(attr::RESERVATION_TOKEN).is_some() {
-            // We never hand out reservation tokens, so any token is invalid: 508 (§7.2).
-            if even_port.is_some() || requested_family.is_some() {
-                return Err(Reject::BadRequest);
-            }
-            return Err(Reject::InsufficientCapacity);
+        let token = msg.get(attr::RESERVATION_TOKEN);
+        if token.is_some() && (even_port.is_some() || requested_family.is_some() || additional_family.is_some()) {
+            // §7.2: RESERVATION-TOKEN excludes EVEN-PORT and the family attributes.
+            return Err(Reject::BadRequest);
         }
-        let even = match even_port {
-            None => false,
-            Some([flags, ..]) if flags & 0x80 == 0 => true,
-            // R bit: reserve the next port too. We cannot satisfy that: 508 (§7.2).
-            Some([_, ..]) => return Err(Reject::InsufficientCapacity),
+        let mut choice = match even_port {
+            None => PortChoice::Any,
+            Some([flags, ..]) if flags & 0x80 == 0 => PortChoice::Even,
+            Some([_, ..]) => PortChoice::EvenReserveNext,
             Some(_) => return Err(Reject::BadRequest),
         };
         if requested_family.is_some() && additional_family.is_some() {
@@ -184,7 +181,16 @@ impl Server {
         // Which families to relay: index 0 IPv4, 1 IPv6 (RFC 8656 §7.2, RFC 6156).
         let mut families = [false; 2];
         let mut additional_refused = false;
+        let mut reserved = None;
+        if let Some(token) = token {
+            // §7.2: an unknown or expired token is 508.
+            let r = self.ledger.claim(token).ok_or(Reject::InsufficientCapacity)?;
+            choice = PortChoice::Reserved(r.port);
+            families[r.family] = true;
+            reserved = Some(r);
+        }
         match requested_family.map(attr::read_family) {
+            None if reserved.is_some() => {}
             None => families[0] = true,
             Some(Some(attr::FAMILY_IPV4)) => families[0] = true,
             Some(Some(attr::FAMILY_IPV6)) => families[1] = true,
@@ -205,11 +211,16 @@ impl Server {
             return Err(Reject::AddressFamilyNotSupported);
         }
         for (f, wanted) in families.iter().enumerate() {
-            if *wanted && self.pools[f].free() == 0 {
+            if *wanted && reserved.is_none() && self.pools[f].free() == 0 {
                 return Err(Reject::InsufficientCapacity);
             }
         }
-        self.ledger.acquire(&auth.user_id)?;
+        if let Err(e) = self.ledger.acquire(&auth.user_id) {
+            if let Some(r) = reserved {
+                self.pools[r.family].give_back(r.port);
+            }
+            return Err(e);
+        }
 
         let lifetime = granted_lifetime(msg.get(attr::LIFETIME).and_then(attr::read_u32), true);
         let allocation = Allocation {
@@ -228,6 +239,7 @@ impl Server {
             dont_fragment: msg.get(attr::DONT_FRAGMENT).is_some(),
             additional_family_refused: additional_refused,
             request_fingerprint: req.fingerprint,
+            reservation: None,
         };
         let index = match self.free_allocations.pop() {
             Some(i) => {
@@ -241,7 +253,9 @@ impl Server {
         };
         self.by_client.insert(req.client, index);
         for (f, wanted) in families.iter().enumerate() {
-            if *wanted && !self.request_bind(index, f, even, now) {
+            // Only the first family honours EVEN-PORT; an additional IPv6 relay takes any port.
+            let this_choice = if f == 0 || !families[0] { choice } else { PortChoice::Any };
+            if *wanted && !self.request_bind(index, f, this_choice, now) {
                 self.fail_pending_allocation(index, now);
                 return Ok(());
             }
@@ -273,6 +287,7 @@ impl Server {
         let relayed: Vec<SocketAddr> = a.relays.iter().flatten().map(|r| r.advertised).collect();
         let lifetime = a.expires.saturating_duration_since(now.mono).as_secs() as u32;
         let refused = a.additional_family_refused;
+        let reservation = a.reservation;
         let family = a.relays.iter().position(|r| r.is_some()).unwrap_or(0);
         let transport = a.client.transport;
         let mapped = a.client.remote;
@@ -282,6 +297,9 @@ impl Server {
             }
             enc.u32_attr(attr::LIFETIME, lifetime);
             enc.xor_address(attr::XOR_MAPPED_ADDRESS, mapped);
+            if let Some(token) = reservation {
+                enc.attr(attr::RESERVATION_TOKEN, &token);
+            }
             if refused {
                 enc.error_code(
                     attr::ADDRESS_ERROR_CODE,
@@ -430,8 +448,15 @@ impl Server {
         let number = msg
             .get(attr::CHANNEL_NUMBER)
             .and_then(attr::read_channel_number)
-            .filter(|n| (CHANNEL_MIN..=CHANNEL_MAX).contains(n))
             .ok_or(Reject::BadRequest)?;
+        let max = if self.config.legacy_channel_numbers { LEGACY_CHANNEL_MAX } else { CHANNEL_MAX };
+        if !(CHANNEL_MIN..=max).contains(&number) {
+            return Err(if (CHANNEL_MIN..=LEGACY_CHANNEL_MAX).contains(&number) {
+                Reject::ChannelNumberOutOfRange
+            } else {
+                Reject::BadRequest
+            });
+        }
         let peer = msg
             .get(attr::XOR_PEER_ADDRESS)
             .and_then(|v| attr::read_xor_address(v, &req.tid))
@@ -456,7 +481,6 @@ impl Server {
         if a.install_permission(peer.ip(), now.mono, hairpin) {
             self.stats.permissions_active += 1;
         }
-        let _ = family_index(peer.ip());
         self.respond(req, Class::Success, Some(auth), false, |_| {});
         Ok(())
     }

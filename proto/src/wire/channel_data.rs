@@ -2,9 +2,11 @@
 //! application data. Over UDP the padding to 4 bytes is optional; over TCP and TLS it is
 //! required (§12.5).
 
-/// The range of valid channel numbers (RFC 8656 §12).
+/// The range of channel numbers RFC 8656 §12 allows.
 pub const CHANNEL_MIN: u16 = 0x4000;
 pub const CHANNEL_MAX: u16 = 0x4FFF;
+/// The top of RFC 5766's older, wider range, which some clients (coturn's) still use.
+pub const LEGACY_CHANNEL_MAX: u16 = 0x7FFF;
 /// Length of the ChannelData header.
 pub const HEADER_LEN: usize = 4;
 
@@ -15,14 +17,14 @@ pub struct ChannelData<'a> {
     pub data: &'a [u8],
 }
 
-/// Parses ChannelData. None when the channel number is out of range or the length field
+/// Parses ChannelData. None when the channel number is outside 0x4000..=0x7FFF or the length field
 /// claims more bytes than the packet carries (a known attack: such a header must not make the
 /// server read past the packet). Trailing bytes (padding) are ignored.
 #[inline]
 pub fn parse(packet: &[u8]) -> Option<ChannelData<'_>> {
     let head = packet.get(..HEADER_LEN)?;
     let channel = u16::from_be_bytes([head[0], head[1]]);
-    if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&channel) {
+    if !(CHANNEL_MIN..=LEGACY_CHANNEL_MAX).contains(&channel) {
         return None;
     }
     let len = u16::from_be_bytes([head[2], head[3]]) as usize;
@@ -53,7 +55,7 @@ mod tests {
                 data: &[1, 2, 3]
             })
         );
-        assert_eq!(parse(&[0x50, 0x00, 0x00, 0x00]), None);
+        assert_eq!(parse(&[0x80, 0x00, 0x00, 0x00]), None);
         assert_eq!(parse(&[0x40, 0x00, 0x00]), None);
     }
 }

@@ -18,9 +18,10 @@ pub use message::{Class, DecodeError, Message, Method, TransactionId, HEADER_LEN
 pub enum PacketKind {
     /// A STUN message (Binding or a TURN method).
     Stun,
-    /// A ChannelData message (channel numbers 0x4000..=0x4FFF).
+    /// A ChannelData message (channel numbers 0x4000..=0x7FFF; whether a number can be bound
+    /// is the server's decision).
     ChannelData,
-    /// Neither: dropped silently. Channel numbers 0x5000..=0x7FFF are reserved (RFC 8656 §12).
+    /// Neither: dropped silently.
     Other,
 }
 
@@ -29,7 +30,7 @@ pub enum PacketKind {
 pub fn classify(packet: &[u8]) -> PacketKind {
     match packet.first() {
         Some(b) if b & 0xC0 == 0 => PacketKind::Stun,
-        Some(0x40..=0x4F) => PacketKind::ChannelData,
+        Some(0x40..=0x7F) => PacketKind::ChannelData,
         _ => PacketKind::Other,
     }
 }
@@ -51,7 +52,7 @@ mod tests {
         assert_eq!(classify(&[0x01, 0x01]), PacketKind::Stun);
         assert_eq!(classify(&[0x40, 0x00]), PacketKind::ChannelData);
         assert_eq!(classify(&[0x4F, 0xFF]), PacketKind::ChannelData);
-        assert_eq!(classify(&[0x50, 0x00]), PacketKind::Other);
+        assert_eq!(classify(&[0x7F, 0xFF]), PacketKind::ChannelData);
         assert_eq!(classify(&[0x80]), PacketKind::Other);
         assert_eq!(classify(&[]), PacketKind::Other);
     }

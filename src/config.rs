@@ -1,0 +1,402 @@
+//! Configuration: a TOML file, `TURND_*` environment variables and flags, merged with
+//! precedence flag > env > file > default, then validated into a [`Config`].
+//!
+//! One struct, [`Settings`], is both the clap argument set and the TOML schema, so every
+//! setting has exactly one name: TOML key `relay_ports` = flag `--relay-ports` = variable
+//! `TURND_RELAY_PORTS`. Validation errors name that key and the reason, and are raised before
+//! anything is bound.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use turnd_proto::policy::Cidr;
+use turnd_proto::RelayAddress;
+
+/// Every setting, as given: all optional, so sources can be layered.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// TOML configuration file (see config/turnd.toml for every key).
+    #[arg(long, env = "TURND_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Realm of the long-term credential mechanism.
+    #[arg(long, env = "TURND_REALM")]
+    pub realm: Option<String>,
+
+    /// UDP listen address, repeatable [default: 0.0.0.0:3478 and [::]:3478].
+    #[arg(long, env = "TURND_LISTEN", value_delimiter = ',', value_name = "ADDR:PORT")]
+    pub listen: Option<Vec<String>>,
+
+    /// Local address relay sockets bind to, one per family [default: detected].
+    #[arg(long, env = "TURND_RELAY_IP", value_delimiter = ',', value_name = "IP")]
+    pub relay_ip: Option<Vec<String>>,
+
+    /// Public address advertised for relays behind 1:1 NAT, one per family.
+    #[arg(long, env = "TURND_EXTERNAL_IP", value_delimiter = ',', value_name = "IP")]
+    pub external_ip: Option<Vec<String>>,
+
+    /// Relay port range [default: 49152-65535].
+    #[arg(long, env = "TURND_RELAY_PORTS", value_name = "LOW-HIGH")]
+    pub relay_ports: Option<String>,
+
+    /// TURN REST shared secret, repeatable to rotate [default: a random ephemeral secret].
+    #[arg(long, env = "TURND_SECRET", value_delimiter = ',', hide_env_values = true)]
+    pub secret: Option<Vec<String>>,
+
+    /// Static user NAME:PASSWORD, repeatable.
+    #[arg(long, env = "TURND_USER", value_delimiter = ',', hide_env_values = true, value_name = "NAME:PASSWORD")]
+    pub user: Option<Vec<String>>,
+
+    /// Peer range to allow despite the default deny list, repeatable (e.g. 10.0.0.0/8).
+    #[arg(long, env = "TURND_ALLOW_PEER", value_delimiter = ',', value_name = "CIDR")]
+    pub allow_peer: Option<Vec<String>>,
+
+    /// Extra peer range to refuse, repeatable; wins over --allow-peer.
+    #[arg(long, env = "TURND_DENY_PEER", value_delimiter = ',', value_name = "CIDR")]
+    pub deny_peer: Option<Vec<String>>,
+
+    /// Allocations per user id (0 = unlimited) [default: 10].
+    #[arg(long, env = "TURND_USER_QUOTA")]
+    pub user_quota: Option<u32>,
+
+    /// Allocations in total (0 = unlimited) [default: 0].
+    #[arg(long, env = "TURND_MAX_ALLOCATIONS")]
+    pub max_allocations: Option<u32>,
+
+    /// Longest REST credential lifetime accepted, seconds [default: 86400].
+    #[arg(long, env = "TURND_MAX_TTL")]
+    pub max_ttl: Option<u64>,
+
+    /// Permissions per allocation [default: 64].
+    #[arg(long, env = "TURND_MAX_PERMISSIONS")]
+    pub max_permissions: Option<usize>,
+
+    /// Channel bindings per allocation [default: 64].
+    #[arg(long, env = "TURND_MAX_CHANNELS")]
+    pub max_channels: Option<usize>,
+
+    /// Accept RFC 5766 channel numbers 0x5000-0x7FFF too (coturn's turnutils_uclient uses
+    /// them; RFC 8656 allows only 0x4000-0x4FFF) [default: false].
+    #[arg(long, env = "TURND_LEGACY_CHANNEL_NUMBERS", num_args = 0..=1, default_missing_value = "true")]
+    pub legacy_channel_numbers: Option<bool>,
+
+    /// Relay worker threads [default: one per core].
+    #[arg(long, env = "TURND_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "TURND_LOG_FORMAT")]
+    pub log_format: Option<String>,
+
+    /// Host name clients use to reach this server, repeatable [default: the advertised IP].
+    #[arg(long, env = "TURND_PUBLIC_HOST", value_delimiter = ',', value_name = "HOST")]
+    pub public_host: Option<Vec<String>>,
+}
+
+macro_rules! layer {
+    ($dst:ident, $src:ident, $($field:ident),*) => {
+        $( if $dst.$field.is_none() { $dst.$field = $src.$field.clone(); } )*
+    };
+}
+
+impl Settings {
+    /// Fills every unset setting from `lower` (the file under the flags and environment).
+    pub fn or(mut self, lower: &Settings) -> Settings {
+        let s = &mut self;
+        layer!(s, lower, realm, listen, relay_ip, external_ip, relay_ports, secret, user,
+            allow_peer, deny_peer, user_quota, max_allocations, max_ttl, max_permissions,
+            max_channels, legacy_channel_numbers, workers, log_format, public_host);
+        self
+    }
+
+    /// Reads a TOML file; unknown keys are errors that name the key.
+    pub fn from_file(path: &Path) -> Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("config: cannot read {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("config: {}", path.display()))
+    }
+
+    pub fn from_toml(text: &str) -> Result<Settings> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Flags and environment, layered over the file named by `--config`, if any.
+    pub fn resolve(self) -> Result<Settings> {
+        match &self.config {
+            Some(path) => {
+                let file = Settings::from_file(path)?;
+                Ok(self.or(&file))
+            }
+            None => Ok(self),
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub realm: String,
+    pub listen: Vec<SocketAddr>,
+    /// True when `listen` is the built-in default (a missing IPv6 stack is then tolerated).
+    pub listen_is_default: bool,
+    pub relay_v4: Option<RelayAddress>,
+    pub relay_v6: Option<RelayAddress>,
+    pub relay_ports: RangeInclusive<u16>,
+    pub secrets: Vec<String>,
+    /// No secret was configured: a random one is in use and dies with the process.
+    pub secret_is_ephemeral: bool,
+    pub users: Vec<(String, String)>,
+    pub allow_peer: Vec<Cidr>,
+    pub deny_peer: Vec<Cidr>,
+    pub user_quota: u32,
+    pub max_allocations: u32,
+    pub max_ttl: u64,
+    pub max_permissions: usize,
+    pub max_channels: usize,
+    pub legacy_channel_numbers: bool,
+    pub workers: usize,
+    pub log_format: LogFormat,
+    pub public_hosts: Vec<String>,
+}
+
+pub const DEFAULT_LISTEN: [&str; 2] = ["0.0.0.0:3478", "[::]:3478"];
+pub const DEFAULT_REALM: &str = "turnd";
+pub const DEFAULT_RELAY_PORTS: &str = "49152-65535";
+pub const DEFAULT_USER_QUOTA: u32 = 10;
+pub const DEFAULT_MAX_TTL: u64 = 86_400;
+
+fn parse_list<T>(key: &str, values: &[String], parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<Vec<T>> {
+    values
+        .iter()
+        .map(|v| parse(v.trim()).with_context(|| format!("{key}: `{v}` is not {what}")))
+        .collect()
+}
+
+/// Parses `LOW-HIGH` (or a single port).
+pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>> {
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let lo: u16 = lo.trim().parse().with_context(|| format!("relay_ports: `{s}`: `{lo}` is not a port"))?;
+    let hi: u16 = hi.trim().parse().with_context(|| format!("relay_ports: `{s}`: `{hi}` is not a port"))?;
+    if lo == 0 || lo > hi {
+        bail!("relay_ports: `{s}` must be LOW-HIGH with 1 <= LOW <= HIGH <= 65535");
+    }
+    Ok(lo..=hi)
+}
+
+/// One relay address per family: from `relay_ip`, or detected from the listen addresses and
+/// the host's interfaces; advertised as the `external_ip` of the same family if given.
+fn relay_addresses(s: &Settings, listen: &[SocketAddr]) -> Result<(Option<RelayAddress>, Option<RelayAddress>)> {
+    let relay_ips = parse_list("relay_ip", s.relay_ip.as_deref().unwrap_or_default(), |v| v.parse::<IpAddr>().ok(), "an IP address")?;
+    let external = parse_list("external_ip", s.external_ip.as_deref().unwrap_or_default(), |v| v.parse::<IpAddr>().ok(), "an IP address")?;
+    for (key, ips) in [("relay_ip", &relay_ips), ("external_ip", &external)] {
+        if ips.iter().filter(|i| i.is_ipv4()).count() > 1 || ips.iter().filter(|i| i.is_ipv6()).count() > 1 {
+            bail!("{key}: give at most one IPv4 and one IPv6 address");
+        }
+        if let Some(ip) = ips.iter().find(|i| i.is_unspecified() || i.is_multicast()) {
+            bail!("{key}: `{ip}` cannot be a relay address");
+        }
+    }
+    let mut out = [None, None];
+    for (i, v6) in [(0usize, false), (1, true)] {
+        let explicit = relay_ips.iter().find(|ip| ip.is_ipv6() == v6).copied();
+        let bind = match explicit {
+            Some(ip) => Some(ip),
+            None if relay_ips.is_empty() => detect_relay_ip(listen, v6),
+            None => None,
+        };
+        let advertised = external.iter().find(|ip| ip.is_ipv6() == v6).copied();
+        if advertised.is_some() && bind.is_none() {
+            bail!("external_ip: no relay address of the same family to map it to (set relay_ip)");
+        }
+        out[i] = bind.map(|bind| RelayAddress { bind, advertised: advertised.unwrap_or(bind) });
+    }
+    if out[0].is_none() && out[1].is_none() {
+        bail!("relay_ip: no relay address could be found; set one");
+    }
+    Ok((out[0], out[1]))
+}
+
+/// A concrete listen address of the family, or the host's first usable interface address.
+fn detect_relay_ip(listen: &[SocketAddr], v6: bool) -> Option<IpAddr> {
+    let family: Vec<_> = listen.iter().filter(|a| a.is_ipv6() == v6).collect();
+    if family.is_empty() {
+        return None;
+    }
+    if let Some(a) = family.iter().find(|a| !a.ip().is_unspecified()) {
+        return Some(a.ip());
+    }
+    crate::netif::first_usable_address(v6)
+}
+
+impl Config {
+    /// Validates settings into a configuration.
+    pub fn from_settings(s: &Settings) -> Result<Config> {
+        let realm = s.realm.clone().unwrap_or_else(|| DEFAULT_REALM.to_owned());
+        if realm.is_empty() || realm.len() > 127 || !realm.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!("realm: must be 1 to 127 printable ASCII characters without spaces");
+        }
+        let listen_is_default = s.listen.is_none();
+        let listen_strs: Vec<String> = match &s.listen {
+            Some(l) => l.clone(),
+            None => DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect(),
+        };
+        let listen = parse_list("listen", &listen_strs, |v| v.parse::<SocketAddr>().ok(), "an ADDRESS:PORT (IPv6 in brackets)")?;
+        if listen.is_empty() {
+            bail!("listen: at least one address is needed");
+        }
+        let relay_ports = parse_port_range(s.relay_ports.as_deref().unwrap_or(DEFAULT_RELAY_PORTS))?;
+        if let Some(l) = listen.iter().find(|l| l.port() != 0 && relay_ports.contains(&l.port())) {
+            bail!("relay_ports: the range contains the listen port {} ({l}); keep them apart", l.port());
+        }
+        let (relay_v4, relay_v6) = relay_addresses(s, &listen)?;
+
+        let mut secrets = s.secret.clone().unwrap_or_default();
+        secrets.retain(|x| !x.is_empty());
+        if let Some(short) = secrets.iter().find(|x| x.len() < 8) {
+            let _ = short;
+            bail!("secret: each secret must be at least 8 characters");
+        }
+        let secret_is_ephemeral = secrets.is_empty();
+        if secret_is_ephemeral {
+            secrets.push(random_secret());
+        }
+        let users = parse_list("user", s.user.as_deref().unwrap_or_default(), |v| {
+            let (name, pass) = v.split_once(':')?;
+            let ok = |x: &str| !x.is_empty() && x.len() <= 256 && x.bytes().all(|b| b.is_ascii_graphic());
+            (ok(name) && ok(pass)).then(|| (name.to_owned(), pass.to_owned()))
+        }, "NAME:PASSWORD (printable ASCII, no spaces)")?;
+        let allow_peer = parse_list("allow_peer", s.allow_peer.as_deref().unwrap_or_default(), |v| v.parse().ok(), "an address range like 10.0.0.0/8")?;
+        let deny_peer = parse_list("deny_peer", s.deny_peer.as_deref().unwrap_or_default(), |v| v.parse().ok(), "an address range like 10.0.0.0/8")?;
+
+        let max_ttl = s.max_ttl.unwrap_or(DEFAULT_MAX_TTL);
+        if max_ttl == 0 || max_ttl > 30 * 86_400 {
+            bail!("max_ttl: must be between 1 and 2592000 seconds (30 days)");
+        }
+        let workers = s.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if workers == 0 || workers > 256 {
+            bail!("workers: must be between 1 and 256");
+        }
+        if workers > relay_ports.clone().count() {
+            bail!("workers: {workers} workers need at least as many relay ports (relay_ports has {})", relay_ports.clone().count());
+        }
+        let log_format = match s.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => bail!("log_format: `{other}` is not text or json"),
+        };
+        let max_permissions = s.max_permissions.unwrap_or(64);
+        let max_channels = s.max_channels.unwrap_or(64);
+        if max_permissions == 0 || max_channels == 0 || max_permissions > 4096 || max_channels > 4096 {
+            bail!("max_permissions/max_channels: must be between 1 and 4096");
+        }
+        let public_hosts = s.public_host.clone().unwrap_or_default();
+        if let Some(h) = public_hosts.iter().find(|h| !crate::uris::is_valid_host(h)) {
+            bail!("public_host: `{h}` is not a host name or IP address");
+        }
+        Ok(Config {
+            realm,
+            listen,
+            listen_is_default,
+            relay_v4,
+            relay_v6,
+            relay_ports,
+            secrets,
+            secret_is_ephemeral,
+            users,
+            allow_peer,
+            deny_peer,
+            user_quota: s.user_quota.unwrap_or(DEFAULT_USER_QUOTA),
+            max_allocations: s.max_allocations.unwrap_or(0),
+            max_ttl,
+            max_permissions,
+            max_channels,
+            legacy_channel_numbers: s.legacy_channel_numbers.unwrap_or(false),
+            workers,
+            log_format,
+            public_hosts,
+        })
+    }
+
+    /// The host names handed to clients: configured ones, else the advertised relay IPs.
+    pub fn client_hosts(&self) -> Vec<String> {
+        if !self.public_hosts.is_empty() {
+            return self.public_hosts.clone();
+        }
+        [self.relay_v4, self.relay_v6]
+            .iter()
+            .flatten()
+            .take(1)
+            .map(|r| r.advertised.to_string())
+            .collect()
+    }
+}
+
+fn random_secret() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml: &str) -> Settings {
+        Settings::from_toml(toml).unwrap()
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file = settings("realm = \"from-file\"\nuser_quota = 3\nlisten = [\"127.0.0.1:3478\"]");
+        let flags = Settings { realm: Some("from-flag".into()), ..Default::default() };
+        let merged = flags.or(&file);
+        assert_eq!(merged.realm.as_deref(), Some("from-flag"));
+        assert_eq!(merged.user_quota, Some(3));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = |t: &str| format!("{:#}", Config::from_settings(&settings(t)).unwrap_err());
+        assert!(err("relay_ports = \"60000-50000\"\nlisten=[\"127.0.0.1:3478\"]").starts_with("relay_ports:"));
+        assert!(err("listen = [\"nonsense\"]").starts_with("listen:"));
+        assert!(err("listen = [\"127.0.0.1:3478\"]\nallow_peer = [\"10.0.0.0/99\"]").starts_with("allow_peer:"));
+        assert!(err("listen = [\"127.0.0.1:3478\"]\nuser = [\"nocolon\"]").starts_with("user:"));
+        assert!(err("listen = [\"127.0.0.1:3478\"]\nlog_format = \"xml\"").starts_with("log_format:"));
+        assert!(err("listen = [\"127.0.0.1:50000\"]").starts_with("relay_ports:"));
+        assert!(err("listen = [\"127.0.0.1:3478\"]\nsecret = [\"short\"]").starts_with("secret:"));
+        let unknown = format!("{:#}", Settings::from_toml("no_such_key = 1").unwrap_err());
+        assert!(unknown.contains("no_such_key"), "{unknown}");
+    }
+
+    #[test]
+    fn missing_secret_becomes_ephemeral() {
+        let c = Config::from_settings(&settings("listen = [\"127.0.0.1:3478\"]")).unwrap();
+        assert!(c.secret_is_ephemeral);
+        assert_eq!(c.secrets.len(), 1);
+        assert_eq!(c.relay_v4.unwrap().bind, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert!(c.relay_v6.is_none());
+    }
+
+    #[test]
+    fn external_ip_maps_the_relay_of_its_family() {
+        let c = Config::from_settings(&settings(
+            "listen = [\"127.0.0.1:3478\"]\nrelay_ip = [\"127.0.0.1\"]\nexternal_ip = [\"203.0.113.5\"]",
+        ))
+        .unwrap();
+        let r = c.relay_v4.unwrap();
+        assert_eq!((r.bind.to_string(), r.advertised.to_string()), ("127.0.0.1".into(), "203.0.113.5".into()));
+        assert_eq!(c.client_hosts(), vec!["203.0.113.5".to_string()]);
+    }
+}

@@ -1,0 +1,228 @@
+//! One relay worker: a thread with its own epoll loop (mio), its own SO_REUSEPORT listener
+//! sockets, the relay sockets it bound, and its own `proto::Server` with its shard of the
+//! allocations. Nothing on the packet path is shared with other workers, so nothing is locked.
+//!
+//! The loop: wait for readiness or the server's next timer; drain ready sockets in batches
+//! (bounded per round, so one flooded socket cannot starve the rest); after each batch, carry
+//! out the server's commands; publish a stats snapshot a few times a second.
+
+use super::batch::{RecvBatch, BATCH};
+use super::socket;
+use crate::clock;
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use turnd_proto::stats::Stats;
+use turnd_proto::{ClientId, Command, FromClient, RelayId, Server, Transport};
+
+/// Token of the waker that interrupts `poll` for shutdown.
+const WAKE: Token = Token(usize::MAX);
+/// Relay sockets use tokens from here on: `RELAY_BASE + RelayId`.
+const RELAY_BASE: usize = 1 << 20;
+/// Batches read from one socket before others get a turn.
+const BATCHES_PER_TURN: usize = 8;
+/// The longest the loop sleeps, so shutdown and stats publication stay prompt.
+const MAX_SLEEP: Duration = Duration::from_millis(250);
+/// How often the stats snapshot is published.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// What the rest of turnd sees of a worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    pub waker: Arc<Waker>,
+    /// The latest counters of this worker, copied out by the loop.
+    pub stats: Arc<Mutex<Stats>>,
+}
+
+/// A worker ready to run on its own thread.
+pub struct Worker {
+    server: Server,
+    poll: Poll,
+    listeners: Vec<UdpSocket>,
+    relays: Vec<Option<UdpSocket>>,
+    shutdown: Arc<AtomicBool>,
+    stats: Arc<Mutex<Stats>>,
+    batch: RecvBatch,
+    /// Sockets not drained in their last turn, read again before sleeping.
+    backlog: Vec<Token>,
+}
+
+impl Worker {
+    /// Registers the listeners; returns the worker and its handle.
+    pub fn new(server: Server, listeners: Vec<std::net::UdpSocket>, shutdown: Arc<AtomicBool>) -> io::Result<(Worker, WorkerHandle)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let mut mio_listeners = Vec::with_capacity(listeners.len());
+        for (i, l) in listeners.into_iter().enumerate() {
+            let mut l = UdpSocket::from_std(l);
+            poll.registry().register(&mut l, Token(i), Interest::READABLE)?;
+            mio_listeners.push(l);
+        }
+        let stats = Arc::new(Mutex::new(server.stats().clone()));
+        let worker = Worker {
+            server,
+            poll,
+            listeners: mio_listeners,
+            relays: Vec::new(),
+            shutdown,
+            stats: stats.clone(),
+            batch: RecvBatch::new(),
+            backlog: Vec::new(),
+        };
+        Ok((worker, WorkerHandle { waker, stats }))
+    }
+
+    /// Runs until shutdown is signalled.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut last_publish = Instant::now();
+        let mut ready: Vec<Token> = Vec::with_capacity(1024);
+        while !self.shutdown.load(Ordering::Relaxed) {
+            let timeout = if self.backlog.is_empty() {
+                let until_timer = self
+                    .server
+                    .poll_timeout()
+                    .map_or(MAX_SLEEP, |t| t.saturating_duration_since(Instant::now()));
+                until_timer.min(MAX_SLEEP)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "worker poll failed");
+                    break;
+                }
+            }
+            ready.clear();
+            ready.append(&mut self.backlog);
+            ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKE));
+            for token in ready.drain(..) {
+                self.drain_socket(token);
+            }
+            let now = clock::now();
+            if self.server.poll_timeout().is_some_and(|t| t <= now.mono) {
+                self.server.handle_timeout(now);
+                self.run_commands();
+            }
+            if last_publish.elapsed() >= PUBLISH_EVERY {
+                self.publish();
+                last_publish = Instant::now();
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        if let Ok(mut s) = self.stats.lock() {
+            s.clone_from(self.server.stats());
+        }
+    }
+
+    /// Reads a ready socket for up to [`BATCHES_PER_TURN`] batches.
+    fn drain_socket(&mut self, token: Token) {
+        for _ in 0..BATCHES_PER_TURN {
+            let fd = match token.0 {
+                i if i < self.listeners.len() => self.listeners[i].as_raw_fd(),
+                t if t >= RELAY_BASE => match self.relays.get(t - RELAY_BASE) {
+                    Some(Some(s)) => s.as_raw_fd(),
+                    _ => return,
+                },
+                _ => return,
+            };
+            let n = match self.batch.recv(fd) {
+                Ok(n) => n,
+                // ICMP errors (a peer's port unreachable) surface here: nothing to do.
+                Err(_) => return,
+            };
+            let now = clock::now();
+            if token.0 < self.listeners.len() {
+                self.from_clients(token.0, n, now);
+            } else {
+                self.from_peers(RelayId((token.0 - RELAY_BASE) as u32), n, now);
+            }
+            self.run_commands();
+            if n < BATCH {
+                return;
+            }
+        }
+        self.backlog.push(token);
+    }
+
+    /// Datagrams from clients on listener `listener`.
+    #[inline]
+    fn from_clients(&mut self, listener: usize, n: usize, now: turnd_proto::Now) {
+        for i in 0..n {
+            let (slot, range, from, truncated) = self.batch.slot(i);
+            if truncated {
+                continue;
+            }
+            let client = ClientId { transport: Transport::Udp, local: listener as u32, remote: from };
+            let packet = &slot[range];
+            if let FromClient::Forward { relay, peer, payload } = self.server.handle_client_datagram(now, client, packet) {
+                if let Some(Some(sock)) = self.relays.get(relay.0 as usize) {
+                    let _ = sock.send_to(&packet[payload], peer);
+                }
+            }
+        }
+    }
+
+    /// Datagrams from peers on relay socket `relay`.
+    #[inline]
+    fn from_peers(&mut self, relay: RelayId, n: usize, now: turnd_proto::Now) {
+        for i in 0..n {
+            let (slot, range, from, truncated) = self.batch.slot(i);
+            if truncated {
+                continue;
+            }
+            if let Some(out) = self.server.handle_peer_datagram(now, relay, from, slot, range) {
+                if let Some(l) = self.listeners.get(out.client.local as usize) {
+                    let _ = l.send_to(&slot[out.range], out.client.remote);
+                }
+            }
+        }
+    }
+
+    /// Carries out the server's commands, in order.
+    fn run_commands(&mut self) {
+        while let Some(cmd) = self.server.poll_command() {
+            match cmd {
+                Command::SendToClient { client, bytes } => {
+                    if let Some(l) = self.listeners.get(client.local as usize) {
+                        let _ = l.send_to(&bytes, client.remote);
+                    }
+                }
+                Command::BindRelay { relay, addr, dont_fragment } => {
+                    let result = self.bind_relay(relay, addr, dont_fragment);
+                    if let Err(e) = &result {
+                        tracing::debug!(%addr, error = %e, "relay port bind failed");
+                    }
+                    self.server.handle_relay_bound(relay, result, clock::now());
+                }
+                Command::ReleaseRelay { relay } => {
+                    if let Some(slot) = self.relays.get_mut(relay.0 as usize) {
+                        if let Some(mut s) = slot.take() {
+                            let _ = self.poll.registry().deregister(&mut s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn bind_relay(&mut self, relay: RelayId, addr: SocketAddr, dont_fragment: bool) -> io::Result<()> {
+        let std_socket = socket::bind_relay(addr, dont_fragment)?;
+        let mut s = UdpSocket::from_std(std_socket);
+        self.poll.registry().register(&mut s, Token(RELAY_BASE + relay.0 as usize), Interest::READABLE)?;
+        let i = relay.0 as usize;
+        if self.relays.len() <= i {
+            self.relays.resize_with(i + 1, || None);
+        }
+        self.relays[i] = Some(s);
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! Starting and stopping the relay: bind every listener, build one `proto::Server` per
+//! worker, start the worker threads, and hand back the addresses actually bound (tests listen
+//! on port 0 and read them here).
+
+use crate::config::Config;
+use crate::relay::socket;
+use crate::relay::worker::{Worker, WorkerHandle};
+use anyhow::{Context, Result};
+use rand::RngCore;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use turnd_proto::auth::Credentials;
+use turnd_proto::policy::PeerPolicy;
+use turnd_proto::server::ledger::Ledger;
+use turnd_proto::server::ports::PortShard;
+use turnd_proto::stats::Stats;
+use turnd_proto::{Server, ServerConfig};
+
+/// A running relay.
+pub struct Running {
+    /// The UDP listen addresses, as bound (port 0 resolved).
+    pub udp: Vec<SocketAddr>,
+    pub ledger: Arc<Ledger>,
+    workers: Vec<WorkerHandle>,
+    threads: Vec<JoinHandle<()>>,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Running {
+    /// Asks every worker to stop; returns at once.
+    pub fn stop(&self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        for w in &self.workers {
+            let _ = w.waker.wake();
+        }
+    }
+
+    /// Stops and waits for the workers to finish.
+    pub fn shutdown(mut self) {
+        self.stop();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Counters summed over workers, as last published (at most ~100 ms old).
+    pub fn stats(&self) -> Vec<Stats> {
+        self.workers.iter().map(|w| w.stats.lock().map(|s| s.clone()).unwrap_or_default()).collect()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The credentials the relay accepts, from configuration.
+pub fn credentials(config: &Config) -> Credentials {
+    let users: HashMap<String, String> = config.users.iter().cloned().collect();
+    let secrets = config.secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
+    Credentials::new(secrets, users, config.max_ttl)
+}
+
+/// The peer policy, from configuration.
+pub fn policy(config: &Config) -> PeerPolicy {
+    PeerPolicy::new(config.allow_peer.clone(), config.deny_peer.clone())
+}
+
+/// Binds one socket per worker on each listen address (SO_REUSEPORT). Port 0 is resolved by
+/// the first bind and reused by the others.
+fn bind_listeners(config: &Config) -> Result<(Vec<SocketAddr>, Vec<Vec<std::net::UdpSocket>>)> {
+    let mut per_worker: Vec<Vec<std::net::UdpSocket>> = (0..config.workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for addr in &config.listen {
+        let first = match socket::bind_listener(*addr, true) {
+            Ok(s) => s,
+            Err(e) if config.listen_is_default && addr.is_ipv6() => {
+                tracing::warn!(%addr, error = %e, "no IPv6 listener (this host has no usable IPv6)");
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("listen: cannot bind {addr}")),
+        };
+        let actual = first.local_addr()?;
+        per_worker[0].push(first);
+        for sockets in per_worker.iter_mut().skip(1) {
+            sockets.push(socket::bind_listener(actual, true).with_context(|| format!("listen: cannot bind {actual} again (SO_REUSEPORT)"))?);
+        }
+        bound.push(actual);
+    }
+    if bound.is_empty() {
+        anyhow::bail!("listen: no listener could be bound");
+    }
+    Ok((bound, per_worker))
+}
+
+/// Binds and starts the relay.
+pub fn start(config: &Config) -> Result<Running> {
+    let (udp, listeners) = bind_listeners(config)?;
+    let ledger = Arc::new(Ledger::new(config.user_quota, config.max_allocations));
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let mut nonce_key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut nonce_key);
+    let mut workers = Vec::new();
+    let mut threads = Vec::new();
+    for (i, sockets) in listeners.into_iter().enumerate() {
+        let server_config = ServerConfig {
+            realm: config.realm.clone(),
+            credentials: credentials(config),
+            policy: policy(config),
+            relay_v4: config.relay_v4,
+            relay_v6: config.relay_v6,
+            ports: PortShard { range: config.relay_ports.clone(), worker: i as u16, workers: config.workers as u16 },
+            max_permissions: config.max_permissions,
+            max_channels: config.max_channels,
+            legacy_channel_numbers: config.legacy_channel_numbers,
+            nonce_key,
+            nonce_lifetime_secs: 600,
+            seed: rand::rngs::OsRng.next_u64(),
+        };
+        let server = Server::new(server_config, ledger.clone());
+        let (worker, handle) = Worker::new(server, sockets, shutdown.clone())?;
+        workers.push(handle);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("turnd-worker-{i}"))
+                .spawn(move || worker.run())
+                .context("cannot start a worker thread")?,
+        );
+    }
+    Ok(Running { udp, ledger, workers, threads, shutdown })
+}
