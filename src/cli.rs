@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "turnd", version, about = "A self-hosted STUN/TURN relay for WebRTC applications")]
+#[command(
+    name = "turnd",
+    version,
+    about = "A self-hosted STUN/TURN relay for WebRTC applications"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Cmd,
@@ -39,7 +43,11 @@ pub enum Cmd {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Serve(settings) => serve(settings),
-        Cmd::Credentials { username, ttl, settings } => credentials(&username, ttl, settings),
+        Cmd::Credentials {
+            username,
+            ttl,
+            settings,
+        } => credentials(&username, ttl, settings),
         Cmd::CheckConfig { file } => check_config(&file),
     }
 }
@@ -74,7 +82,8 @@ fn announce(config: &Config, running: &crate::serve::Running) {
 /// Blocks until SIGINT or SIGTERM.
 fn wait_for_signal() -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handlers")?;
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "signal received");
     }
@@ -85,7 +94,11 @@ fn wait_for_signal() -> Result<()> {
 pub fn configured_listeners(config: &Config) -> Listeners {
     let mut udp: Vec<u16> = config.listen.iter().map(|a| a.port()).collect();
     udp.dedup();
-    Listeners { udp, tcp: Vec::new(), tls: Vec::new() }
+    Listeners {
+        udp,
+        tcp: Vec::new(),
+        tls: Vec::new(),
+    }
 }
 
 fn credentials(username: &str, ttl: u64, settings: Settings) -> Result<()> {
@@ -93,7 +106,12 @@ fn credentials(username: &str, ttl: u64, settings: Settings) -> Result<()> {
     if settings.secret.as_ref().is_none_or(|s| s.is_empty()) {
         bail!("secret: needed to mint credentials (--secret, TURND_SECRET, or `secret` in the config file)");
     }
-    if username.is_empty() || username.len() > 128 || !username.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@+=".contains(&b)) {
+    if username.is_empty()
+        || username.len() > 128
+        || !username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@+=".contains(&b))
+    {
         bail!("username: must be 1 to 128 characters of A-Z a-z 0-9 - _ . @ + =");
     }
     let config = Config::from_settings(&settings)?;
@@ -101,7 +119,12 @@ fn credentials(username: &str, ttl: u64, settings: Settings) -> Result<()> {
         bail!("ttl: must be between 1 and max_ttl ({})", config.max_ttl);
     }
     // The first secret mints; every configured secret verifies (rotation).
-    let cred = turnd_proto::auth::mint_rest_credential(config.secrets[0].as_bytes(), username, crate::clock::unix_now(), ttl);
+    let cred = turnd_proto::auth::mint_rest_credential(
+        config.secrets[0].as_bytes(),
+        username,
+        crate::clock::unix_now(),
+        ttl,
+    );
     let listeners = configured_listeners(&config);
     let out = serde_json::json!({
         "username": cred.username,
@@ -121,7 +144,11 @@ fn check_config(file: &std::path::Path) -> Result<()> {
         file.display(),
         config.listen,
         config.relay_ports,
-        if config.secret_is_ephemeral { 0 } else { config.secrets.len() },
+        if config.secret_is_ephemeral {
+            0
+        } else {
+            config.secrets.len()
+        },
         config.users.len()
     );
     Ok(())

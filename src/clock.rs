@@ -5,10 +5,15 @@ use turnd_proto::Now;
 
 /// Both clocks, read once.
 pub fn now() -> Now {
-    Now { mono: Instant::now(), unix: unix_now() }
+    Now {
+        mono: Instant::now(),
+        unix: unix_now(),
+    }
 }
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

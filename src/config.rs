@@ -28,7 +28,12 @@ pub struct Settings {
     pub realm: Option<String>,
 
     /// UDP listen address, repeatable [default: 0.0.0.0:3478 and [::]:3478].
-    #[arg(long, env = "TURND_LISTEN", value_delimiter = ',', value_name = "ADDR:PORT")]
+    #[arg(
+        long,
+        env = "TURND_LISTEN",
+        value_delimiter = ',',
+        value_name = "ADDR:PORT"
+    )]
     pub listen: Option<Vec<String>>,
 
     /// Local address relay sockets bind to, one per family [default: detected].
@@ -36,7 +41,12 @@ pub struct Settings {
     pub relay_ip: Option<Vec<String>>,
 
     /// Public address advertised for relays behind 1:1 NAT, one per family.
-    #[arg(long, env = "TURND_EXTERNAL_IP", value_delimiter = ',', value_name = "IP")]
+    #[arg(
+        long,
+        env = "TURND_EXTERNAL_IP",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
     pub external_ip: Option<Vec<String>>,
 
     /// Relay port range [default: 49152-65535].
@@ -44,19 +54,40 @@ pub struct Settings {
     pub relay_ports: Option<String>,
 
     /// TURN REST shared secret, repeatable to rotate [default: a random ephemeral secret].
-    #[arg(long, env = "TURND_SECRET", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TURND_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub secret: Option<Vec<String>>,
 
     /// Static user NAME:PASSWORD, repeatable.
-    #[arg(long, env = "TURND_USER", value_delimiter = ',', hide_env_values = true, value_name = "NAME:PASSWORD")]
+    #[arg(
+        long,
+        env = "TURND_USER",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "NAME:PASSWORD"
+    )]
     pub user: Option<Vec<String>>,
 
     /// Peer range to allow despite the default deny list, repeatable (e.g. 10.0.0.0/8).
-    #[arg(long, env = "TURND_ALLOW_PEER", value_delimiter = ',', value_name = "CIDR")]
+    #[arg(
+        long,
+        env = "TURND_ALLOW_PEER",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
     pub allow_peer: Option<Vec<String>>,
 
     /// Extra peer range to refuse, repeatable; wins over --allow-peer.
-    #[arg(long, env = "TURND_DENY_PEER", value_delimiter = ',', value_name = "CIDR")]
+    #[arg(
+        long,
+        env = "TURND_DENY_PEER",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
     pub deny_peer: Option<Vec<String>>,
 
     /// Allocations per user id (0 = unlimited) [default: 10].
@@ -93,7 +124,12 @@ pub struct Settings {
     pub log_format: Option<String>,
 
     /// Host name clients use to reach this server, repeatable [default: the advertised IP].
-    #[arg(long, env = "TURND_PUBLIC_HOST", value_delimiter = ',', value_name = "HOST")]
+    #[arg(
+        long,
+        env = "TURND_PUBLIC_HOST",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
     pub public_host: Option<Vec<String>>,
 }
 
@@ -107,9 +143,28 @@ impl Settings {
     /// Fills every unset setting from `lower` (the file under the flags and environment).
     pub fn or(mut self, lower: &Settings) -> Settings {
         let s = &mut self;
-        layer!(s, lower, realm, listen, relay_ip, external_ip, relay_ports, secret, user,
-            allow_peer, deny_peer, user_quota, max_allocations, max_ttl, max_permissions,
-            max_channels, legacy_channel_numbers, workers, log_format, public_host);
+        layer!(
+            s,
+            lower,
+            realm,
+            listen,
+            relay_ip,
+            external_ip,
+            relay_ports,
+            secret,
+            user,
+            allow_peer,
+            deny_peer,
+            user_quota,
+            max_allocations,
+            max_ttl,
+            max_permissions,
+            max_channels,
+            legacy_channel_numbers,
+            workers,
+            log_format,
+            public_host
+        );
         self
     }
 
@@ -176,7 +231,12 @@ pub const DEFAULT_RELAY_PORTS: &str = "49152-65535";
 pub const DEFAULT_USER_QUOTA: u32 = 10;
 pub const DEFAULT_MAX_TTL: u64 = 86_400;
 
-fn parse_list<T>(key: &str, values: &[String], parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<Vec<T>> {
+fn parse_list<T>(
+    key: &str,
+    values: &[String],
+    parse: impl Fn(&str) -> Option<T>,
+    what: &str,
+) -> Result<Vec<T>> {
     values
         .iter()
         .map(|v| parse(v.trim()).with_context(|| format!("{key}: `{v}` is not {what}")))
@@ -186,8 +246,14 @@ fn parse_list<T>(key: &str, values: &[String], parse: impl Fn(&str) -> Option<T>
 /// Parses `LOW-HIGH` (or a single port).
 pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>> {
     let (lo, hi) = s.split_once('-').unwrap_or((s, s));
-    let lo: u16 = lo.trim().parse().with_context(|| format!("relay_ports: `{s}`: `{lo}` is not a port"))?;
-    let hi: u16 = hi.trim().parse().with_context(|| format!("relay_ports: `{s}`: `{hi}` is not a port"))?;
+    let lo: u16 = lo
+        .trim()
+        .parse()
+        .with_context(|| format!("relay_ports: `{s}`: `{lo}` is not a port"))?;
+    let hi: u16 = hi
+        .trim()
+        .parse()
+        .with_context(|| format!("relay_ports: `{s}`: `{hi}` is not a port"))?;
     if lo == 0 || lo > hi {
         bail!("relay_ports: `{s}` must be LOW-HIGH with 1 <= LOW <= HIGH <= 65535");
     }
@@ -196,11 +262,26 @@ pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>> {
 
 /// One relay address per family: from `relay_ip`, or detected from the listen addresses and
 /// the host's interfaces; advertised as the `external_ip` of the same family if given.
-fn relay_addresses(s: &Settings, listen: &[SocketAddr]) -> Result<(Option<RelayAddress>, Option<RelayAddress>)> {
-    let relay_ips = parse_list("relay_ip", s.relay_ip.as_deref().unwrap_or_default(), |v| v.parse::<IpAddr>().ok(), "an IP address")?;
-    let external = parse_list("external_ip", s.external_ip.as_deref().unwrap_or_default(), |v| v.parse::<IpAddr>().ok(), "an IP address")?;
+fn relay_addresses(
+    s: &Settings,
+    listen: &[SocketAddr],
+) -> Result<(Option<RelayAddress>, Option<RelayAddress>)> {
+    let relay_ips = parse_list(
+        "relay_ip",
+        s.relay_ip.as_deref().unwrap_or_default(),
+        |v| v.parse::<IpAddr>().ok(),
+        "an IP address",
+    )?;
+    let external = parse_list(
+        "external_ip",
+        s.external_ip.as_deref().unwrap_or_default(),
+        |v| v.parse::<IpAddr>().ok(),
+        "an IP address",
+    )?;
     for (key, ips) in [("relay_ip", &relay_ips), ("external_ip", &external)] {
-        if ips.iter().filter(|i| i.is_ipv4()).count() > 1 || ips.iter().filter(|i| i.is_ipv6()).count() > 1 {
+        if ips.iter().filter(|i| i.is_ipv4()).count() > 1
+            || ips.iter().filter(|i| i.is_ipv6()).count() > 1
+        {
             bail!("{key}: give at most one IPv4 and one IPv6 address");
         }
         if let Some(ip) = ips.iter().find(|i| i.is_unspecified() || i.is_multicast()) {
@@ -219,7 +300,10 @@ fn relay_addresses(s: &Settings, listen: &[SocketAddr]) -> Result<(Option<RelayA
         if advertised.is_some() && bind.is_none() {
             bail!("external_ip: no relay address of the same family to map it to (set relay_ip)");
         }
-        out[i] = bind.map(|bind| RelayAddress { bind, advertised: advertised.unwrap_or(bind) });
+        out[i] = bind.map(|bind| RelayAddress {
+            bind,
+            advertised: advertised.unwrap_or(bind),
+        });
     }
     if out[0].is_none() && out[1].is_none() {
         bail!("relay_ip: no relay address could be found; set one");
@@ -251,13 +335,25 @@ impl Config {
             Some(l) => l.clone(),
             None => DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect(),
         };
-        let listen = parse_list("listen", &listen_strs, |v| v.parse::<SocketAddr>().ok(), "an ADDRESS:PORT (IPv6 in brackets)")?;
+        let listen = parse_list(
+            "listen",
+            &listen_strs,
+            |v| v.parse::<SocketAddr>().ok(),
+            "an ADDRESS:PORT (IPv6 in brackets)",
+        )?;
         if listen.is_empty() {
             bail!("listen: at least one address is needed");
         }
-        let relay_ports = parse_port_range(s.relay_ports.as_deref().unwrap_or(DEFAULT_RELAY_PORTS))?;
-        if let Some(l) = listen.iter().find(|l| l.port() != 0 && relay_ports.contains(&l.port())) {
-            bail!("relay_ports: the range contains the listen port {} ({l}); keep them apart", l.port());
+        let relay_ports =
+            parse_port_range(s.relay_ports.as_deref().unwrap_or(DEFAULT_RELAY_PORTS))?;
+        if let Some(l) = listen
+            .iter()
+            .find(|l| l.port() != 0 && relay_ports.contains(&l.port()))
+        {
+            bail!(
+                "relay_ports: the range contains the listen port {} ({l}); keep them apart",
+                l.port()
+            );
         }
         let (relay_v4, relay_v6) = relay_addresses(s, &listen)?;
 
@@ -271,24 +367,46 @@ impl Config {
         if secret_is_ephemeral {
             secrets.push(random_secret());
         }
-        let users = parse_list("user", s.user.as_deref().unwrap_or_default(), |v| {
-            let (name, pass) = v.split_once(':')?;
-            let ok = |x: &str| !x.is_empty() && x.len() <= 256 && x.bytes().all(|b| b.is_ascii_graphic());
-            (ok(name) && ok(pass)).then(|| (name.to_owned(), pass.to_owned()))
-        }, "NAME:PASSWORD (printable ASCII, no spaces)")?;
-        let allow_peer = parse_list("allow_peer", s.allow_peer.as_deref().unwrap_or_default(), |v| v.parse().ok(), "an address range like 10.0.0.0/8")?;
-        let deny_peer = parse_list("deny_peer", s.deny_peer.as_deref().unwrap_or_default(), |v| v.parse().ok(), "an address range like 10.0.0.0/8")?;
+        let users = parse_list(
+            "user",
+            s.user.as_deref().unwrap_or_default(),
+            |v| {
+                let (name, pass) = v.split_once(':')?;
+                let ok = |x: &str| {
+                    !x.is_empty() && x.len() <= 256 && x.bytes().all(|b| b.is_ascii_graphic())
+                };
+                (ok(name) && ok(pass)).then(|| (name.to_owned(), pass.to_owned()))
+            },
+            "NAME:PASSWORD (printable ASCII, no spaces)",
+        )?;
+        let allow_peer = parse_list(
+            "allow_peer",
+            s.allow_peer.as_deref().unwrap_or_default(),
+            |v| v.parse().ok(),
+            "an address range like 10.0.0.0/8",
+        )?;
+        let deny_peer = parse_list(
+            "deny_peer",
+            s.deny_peer.as_deref().unwrap_or_default(),
+            |v| v.parse().ok(),
+            "an address range like 10.0.0.0/8",
+        )?;
 
         let max_ttl = s.max_ttl.unwrap_or(DEFAULT_MAX_TTL);
         if max_ttl == 0 || max_ttl > 30 * 86_400 {
             bail!("max_ttl: must be between 1 and 2592000 seconds (30 days)");
         }
-        let workers = s.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let workers = s
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         if workers == 0 || workers > 256 {
             bail!("workers: must be between 1 and 256");
         }
         if workers > relay_ports.clone().count() {
-            bail!("workers: {workers} workers need at least as many relay ports (relay_ports has {})", relay_ports.clone().count());
+            bail!(
+                "workers: {workers} workers need at least as many relay ports (relay_ports has {})",
+                relay_ports.clone().count()
+            );
         }
         let log_format = match s.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
@@ -297,7 +415,11 @@ impl Config {
         };
         let max_permissions = s.max_permissions.unwrap_or(64);
         let max_channels = s.max_channels.unwrap_or(64);
-        if max_permissions == 0 || max_channels == 0 || max_permissions > 4096 || max_channels > 4096 {
+        if max_permissions == 0
+            || max_channels == 0
+            || max_permissions > 4096
+            || max_channels > 4096
+        {
             bail!("max_permissions/max_channels: must be between 1 and 4096");
         }
         let public_hosts = s.public_host.clone().unwrap_or_default();
@@ -357,10 +479,33 @@ mod tests {
         Settings::from_toml(toml).unwrap()
     }
 
+    /// config/turnd.toml documents every setting the command line knows, and parses.
+    #[test]
+    fn shipped_config_lists_every_key() {
+        use clap::Args;
+        let text = include_str!("../config/turnd.toml");
+        Settings::from_toml(text).expect("config/turnd.toml parses");
+        let cmd = Settings::augment_args(clap::Command::new("t"));
+        for arg in cmd.get_arguments() {
+            let key = arg.get_id().as_str();
+            if key == "config" {
+                continue;
+            }
+            let listed = text.lines().any(|l| {
+                let l = l.trim_start_matches('#').trim_start();
+                l.starts_with(&format!("{key} ="))
+            });
+            assert!(listed, "config/turnd.toml does not mention `{key}`");
+        }
+    }
+
     #[test]
     fn flags_win_over_the_file() {
         let file = settings("realm = \"from-file\"\nuser_quota = 3\nlisten = [\"127.0.0.1:3478\"]");
-        let flags = Settings { realm: Some("from-flag".into()), ..Default::default() };
+        let flags = Settings {
+            realm: Some("from-flag".into()),
+            ..Default::default()
+        };
         let merged = flags.or(&file);
         assert_eq!(merged.realm.as_deref(), Some("from-flag"));
         assert_eq!(merged.user_quota, Some(3));
@@ -369,11 +514,19 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let err = |t: &str| format!("{:#}", Config::from_settings(&settings(t)).unwrap_err());
-        assert!(err("relay_ports = \"60000-50000\"\nlisten=[\"127.0.0.1:3478\"]").starts_with("relay_ports:"));
+        assert!(
+            err("relay_ports = \"60000-50000\"\nlisten=[\"127.0.0.1:3478\"]")
+                .starts_with("relay_ports:")
+        );
         assert!(err("listen = [\"nonsense\"]").starts_with("listen:"));
-        assert!(err("listen = [\"127.0.0.1:3478\"]\nallow_peer = [\"10.0.0.0/99\"]").starts_with("allow_peer:"));
+        assert!(
+            err("listen = [\"127.0.0.1:3478\"]\nallow_peer = [\"10.0.0.0/99\"]")
+                .starts_with("allow_peer:")
+        );
         assert!(err("listen = [\"127.0.0.1:3478\"]\nuser = [\"nocolon\"]").starts_with("user:"));
-        assert!(err("listen = [\"127.0.0.1:3478\"]\nlog_format = \"xml\"").starts_with("log_format:"));
+        assert!(
+            err("listen = [\"127.0.0.1:3478\"]\nlog_format = \"xml\"").starts_with("log_format:")
+        );
         assert!(err("listen = [\"127.0.0.1:50000\"]").starts_with("relay_ports:"));
         assert!(err("listen = [\"127.0.0.1:3478\"]\nsecret = [\"short\"]").starts_with("secret:"));
         let unknown = format!("{:#}", Settings::from_toml("no_such_key = 1").unwrap_err());
@@ -385,7 +538,10 @@ mod tests {
         let c = Config::from_settings(&settings("listen = [\"127.0.0.1:3478\"]")).unwrap();
         assert!(c.secret_is_ephemeral);
         assert_eq!(c.secrets.len(), 1);
-        assert_eq!(c.relay_v4.unwrap().bind, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            c.relay_v4.unwrap().bind,
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
         assert!(c.relay_v6.is_none());
     }
 
@@ -396,7 +552,10 @@ mod tests {
         ))
         .unwrap();
         let r = c.relay_v4.unwrap();
-        assert_eq!((r.bind.to_string(), r.advertised.to_string()), ("127.0.0.1".into(), "203.0.113.5".into()));
+        assert_eq!(
+            (r.bind.to_string(), r.advertised.to_string()),
+            ("127.0.0.1".into(), "203.0.113.5".into())
+        );
         assert_eq!(c.client_hosts(), vec!["203.0.113.5".to_string()]);
     }
 }

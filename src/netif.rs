@@ -9,10 +9,19 @@ pub fn first_usable_address(v6: bool) -> Option<IpAddr> {
     let all = interface_addresses();
     let family = all.iter().filter(|ip| ip.is_ipv6() == v6);
     let usable = family.clone().find(|ip| match ip {
-        IpAddr::V4(a) => !a.is_loopback() && !a.is_link_local() && !a.is_unspecified() && !a.is_multicast(),
-        IpAddr::V6(a) => !a.is_loopback() && !a.is_unspecified() && !a.is_multicast() && (a.segments()[0] & 0xffc0) != 0xfe80,
+        IpAddr::V4(a) => {
+            !a.is_loopback() && !a.is_link_local() && !a.is_unspecified() && !a.is_multicast()
+        }
+        IpAddr::V6(a) => {
+            !a.is_loopback()
+                && !a.is_unspecified()
+                && !a.is_multicast()
+                && (a.segments()[0] & 0xffc0) != 0xfe80
+        }
     });
-    usable.or_else(|| family.clone().find(|ip| ip.is_loopback())).copied()
+    usable
+        .or_else(|| family.clone().find(|ip| ip.is_loopback()))
+        .copied()
 }
 
 /// Every address on every interface that is up.

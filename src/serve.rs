@@ -48,7 +48,10 @@ impl Running {
 
     /// Counters summed over workers, as last published (at most ~100 ms old).
     pub fn stats(&self) -> Vec<Stats> {
-        self.workers.iter().map(|w| w.stats.lock().map(|s| s.clone()).unwrap_or_default()).collect()
+        self.workers
+            .iter()
+            .map(|w| w.stats.lock().map(|s| s.clone()).unwrap_or_default())
+            .collect()
     }
 }
 
@@ -61,7 +64,11 @@ impl Drop for Running {
 /// The credentials the relay accepts, from configuration.
 pub fn credentials(config: &Config) -> Credentials {
     let users: HashMap<String, String> = config.users.iter().cloned().collect();
-    let secrets = config.secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let secrets = config
+        .secrets
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
     Credentials::new(secrets, users, config.max_ttl)
 }
 
@@ -73,7 +80,8 @@ pub fn policy(config: &Config) -> PeerPolicy {
 /// Binds one socket per worker on each listen address (SO_REUSEPORT). Port 0 is resolved by
 /// the first bind and reused by the others.
 fn bind_listeners(config: &Config) -> Result<(Vec<SocketAddr>, Vec<Vec<std::net::UdpSocket>>)> {
-    let mut per_worker: Vec<Vec<std::net::UdpSocket>> = (0..config.workers).map(|_| Vec::new()).collect();
+    let mut per_worker: Vec<Vec<std::net::UdpSocket>> =
+        (0..config.workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for addr in &config.listen {
         let first = match socket::bind_listener(*addr, true) {
@@ -87,7 +95,11 @@ fn bind_listeners(config: &Config) -> Result<(Vec<SocketAddr>, Vec<Vec<std::net:
         let actual = first.local_addr()?;
         per_worker[0].push(first);
         for sockets in per_worker.iter_mut().skip(1) {
-            sockets.push(socket::bind_listener(actual, true).with_context(|| format!("listen: cannot bind {actual} again (SO_REUSEPORT)"))?);
+            sockets.push(
+                socket::bind_listener(actual, true).with_context(|| {
+                    format!("listen: cannot bind {actual} again (SO_REUSEPORT)")
+                })?,
+            );
         }
         bound.push(actual);
     }
@@ -113,7 +125,11 @@ pub fn start(config: &Config) -> Result<Running> {
             policy: policy(config),
             relay_v4: config.relay_v4,
             relay_v6: config.relay_v6,
-            ports: PortShard { range: config.relay_ports.clone(), worker: i as u16, workers: config.workers as u16 },
+            ports: PortShard {
+                range: config.relay_ports.clone(),
+                worker: i as u16,
+                workers: config.workers as u16,
+            },
             max_permissions: config.max_permissions,
             max_channels: config.max_channels,
             legacy_channel_numbers: config.legacy_channel_numbers,
@@ -131,5 +147,11 @@ pub fn start(config: &Config) -> Result<Running> {
                 .context("cannot start a worker thread")?,
         );
     }
-    Ok(Running { udp, ledger, workers, threads, shutdown })
+    Ok(Running {
+        udp,
+        ledger,
+        workers,
+        threads,
+        shutdown,
+    })
 }

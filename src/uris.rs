@@ -22,7 +22,9 @@ pub fn is_valid_host(h: &str) -> bool {
         && h.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -61,13 +63,22 @@ pub fn turn_urls(hosts: &[String], l: &Listeners) -> Vec<String> {
     let mut out = Vec::new();
     for h in hosts {
         let h = url_host(h);
-        for p in dedup(&l.udp).into_iter().filter(|p| browser_allows_port(*p)) {
+        for p in dedup(&l.udp)
+            .into_iter()
+            .filter(|p| browser_allows_port(*p))
+        {
             out.push(format!("turn:{h}:{p}?transport=udp"));
         }
-        for p in dedup(&l.tcp).into_iter().filter(|p| browser_allows_port(*p)) {
+        for p in dedup(&l.tcp)
+            .into_iter()
+            .filter(|p| browser_allows_port(*p))
+        {
             out.push(format!("turn:{h}:{p}?transport=tcp"));
         }
-        for p in dedup(&l.tls).into_iter().filter(|p| browser_allows_port(*p)) {
+        for p in dedup(&l.tls)
+            .into_iter()
+            .filter(|p| browser_allows_port(*p))
+        {
             out.push(format!("turns:{h}:{p}?transport=tcp"));
         }
     }
@@ -87,7 +98,11 @@ mod tests {
 
     #[test]
     fn urls_follow_browser_rules() {
-        let l = Listeners { udp: vec![3478, 3478, 478], tcp: vec![3478], tls: vec![443] };
+        let l = Listeners {
+            udp: vec![3478, 3478, 478],
+            tcp: vec![3478],
+            tls: vec![443],
+        };
         let hosts = vec!["relay.example.com".to_string(), "2001:db8::1".to_string()];
         let stun = stun_urls(&hosts[..1], &l);
         assert!(stun.iter().all(|u| !u.contains("transport")));
@@ -95,7 +110,10 @@ mod tests {
         assert_eq!(turn[0], "turn:relay.example.com:3478?transport=udp");
         assert!(turn.contains(&"turns:relay.example.com:443?transport=tcp".to_string()));
         assert!(turn.contains(&"turn:[2001:db8::1]:3478?transport=tcp".to_string()));
-        assert!(!turn.iter().any(|u| u.contains(":478")), "port 478 is refused by browsers");
+        assert!(
+            !turn.iter().any(|u| u.contains(":478")),
+            "port 478 is refused by browsers"
+        );
     }
 
     #[test]

@@ -34,7 +34,12 @@ pub struct RestCredential {
 
 /// Mints a REST credential for `user_id`, valid for `ttl` seconds from `now_unix`. This one
 /// function serves the HTTP endpoint, `turnd credentials` and the tests.
-pub fn mint_rest_credential(secret: &[u8], user_id: &str, now_unix: u64, ttl: u64) -> RestCredential {
+pub fn mint_rest_credential(
+    secret: &[u8],
+    user_id: &str,
+    now_unix: u64,
+    ttl: u64,
+) -> RestCredential {
     let expires_at = now_unix.saturating_add(ttl);
     let username = format!("{expires_at}:{user_id}");
     let password = rest_password(secret, &username);
@@ -104,7 +109,9 @@ pub enum LongTermKey {
 impl LongTermKey {
     pub fn derive(alg: PasswordAlgorithm, username: &str, realm: &str, password: &str) -> Self {
         match alg {
-            PasswordAlgorithm::Md5 => LongTermKey::Md5(long_term_key_md5(username, realm, password)),
+            PasswordAlgorithm::Md5 => {
+                LongTermKey::Md5(long_term_key_md5(username, realm, password))
+            }
             PasswordAlgorithm::Sha256 => {
                 LongTermKey::Sha256(long_term_key_sha256(username, realm, password))
             }
@@ -193,7 +200,10 @@ impl std::fmt::Debug for Credentials {
         // Never print secrets or passwords.
         f.debug_struct("Credentials")
             .field("secrets", &self.secrets.len())
-            .field("static_users", &self.static_users.keys().collect::<Vec<_>>())
+            .field(
+                "static_users",
+                &self.static_users.keys().collect::<Vec<_>>(),
+            )
             .field("max_ttl", &self.max_ttl)
             .finish()
     }
@@ -233,7 +243,11 @@ impl Credentials {
         if expiry - now_unix > self.max_ttl {
             return Err(AuthFailure::TtlTooLong);
         }
-        let passwords = self.secrets.iter().map(|s| rest_password(s, username)).collect();
+        let passwords = self
+            .secrets
+            .iter()
+            .map(|s| rest_password(s, username))
+            .collect();
         let principal = Principal {
             user_id: user_id.to_owned(),
             expires_at: Some(expiry),
@@ -327,7 +341,10 @@ mod tests {
         let c = mint_rest_credential(b"secret", "alice", 1_700_000_000, 3600);
         assert_eq!(c.username, "1700003600:alice");
         assert_eq!(c.password, rest_password(b"secret", "1700003600:alice"));
-        assert_eq!(parse_rest_username(&c.username), Some((1_700_003_600, "alice")));
+        assert_eq!(
+            parse_rest_username(&c.username),
+            Some((1_700_003_600, "alice"))
+        );
         assert_eq!(parse_rest_username("alice"), None);
         assert_eq!(parse_rest_username("1700003600"), Some((1_700_003_600, "")));
         assert_eq!(parse_rest_username(":alice"), None);
@@ -338,13 +355,19 @@ mod tests {
     fn max_ttl_is_inclusive_and_expiry_is_refused() {
         let creds = Credentials::new(vec![b"s".to_vec()], HashMap::new(), 86_400);
         let now = 1_000_000;
-        assert!(creds.candidates(&format!("{}:u", now + 86_400), now).is_ok());
+        assert!(creds
+            .candidates(&format!("{}:u", now + 86_400), now)
+            .is_ok());
         assert_eq!(
-            creds.candidates(&format!("{}:u", now + 86_401), now).unwrap_err(),
+            creds
+                .candidates(&format!("{}:u", now + 86_401), now)
+                .unwrap_err(),
             AuthFailure::TtlTooLong
         );
         assert_eq!(
-            creds.candidates(&format!("{}:u", now - 1), now).unwrap_err(),
+            creds
+                .candidates(&format!("{}:u", now - 1), now)
+                .unwrap_err(),
             AuthFailure::Expired
         );
         assert_eq!(

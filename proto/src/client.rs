@@ -29,7 +29,11 @@ impl ClientAuth {
 
     /// The MD5 long-term key, once the realm is known.
     pub fn key(&self) -> Option<[u8; 16]> {
-        Some(long_term_key_md5(&self.username, self.realm.as_deref()?, &self.password))
+        Some(long_term_key_md5(
+            &self.username,
+            self.realm.as_deref()?,
+            &self.password,
+        ))
     }
 
     /// Remembers REALM and NONCE from an error response (401 or 438).

@@ -29,4 +29,7 @@ pub mod server;
 pub mod stats;
 pub mod wire;
 
-pub use server::{ClientId, Command, FromClient, Now, RelayAddress, RelayId, Server, ServerConfig, ToClient, Transport};
+pub use server::{
+    ClientId, Command, FromClient, Now, RelayAddress, RelayId, Server, ServerConfig, ToClient,
+    Transport,
+};

@@ -37,7 +37,9 @@ impl Cidr {
 
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(a)) => u32::from(a) & mask32(self.prefix) == u32::from(net),
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                u32::from(a) & mask32(self.prefix) == u32::from(net)
+            }
             (IpAddr::V6(net), IpAddr::V6(a)) => {
                 u128::from(a) & mask128(self.prefix) == u128::from(net)
             }
@@ -50,11 +52,17 @@ impl Cidr {
         match self.addr {
             IpAddr::V4(a) => {
                 let first = u32::from(a);
-                (IpAddr::V4(a), IpAddr::V4(Ipv4Addr::from(first | !mask32(self.prefix))))
+                (
+                    IpAddr::V4(a),
+                    IpAddr::V4(Ipv4Addr::from(first | !mask32(self.prefix))),
+                )
             }
             IpAddr::V6(a) => {
                 let first = u128::from(a);
-                (IpAddr::V6(a), IpAddr::V6(Ipv6Addr::from(first | !mask128(self.prefix))))
+                (
+                    IpAddr::V6(a),
+                    IpAddr::V6(Ipv6Addr::from(first | !mask128(self.prefix))),
+                )
             }
         }
     }
@@ -213,7 +221,8 @@ impl PeerPolicy {
                     // Mapped addresses are IPv4 hosts in IPv6 clothing: judge only the IPv4.
                     return self.judge_one(IpAddr::V4(v4));
                 }
-                self.judge_one(ip) && embedded_ipv4(v6).is_none_or(|v4| self.judge_one(IpAddr::V4(v4)))
+                self.judge_one(ip)
+                    && embedded_ipv4(v6).is_none_or(|v4| self.judge_one(IpAddr::V4(v4)))
             }
         }
     }
@@ -272,6 +281,9 @@ mod tests {
     fn cidr_parsing_names_the_bad_value() {
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("nonsense".parse::<Cidr>().is_err());
-        assert_eq!("10.1.2.3/8".parse::<Cidr>().unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            "10.1.2.3/8".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
     }
 }

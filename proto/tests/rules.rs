@@ -31,11 +31,16 @@ fn binding_answers_xor_mapped_address_with_fingerprint_when_asked() {
     let c = client(1);
     for fp in [false, true] {
         let tid = h.tid();
-        let resp = h.send(c, &client::request(Method::BINDING, tid, &[], None, fp)).unwrap();
+        let resp = h
+            .send(c, &client::request(Method::BINDING, tid, &[], None, fp))
+            .unwrap();
         let msg = Message::parse(&resp).unwrap();
         assert_eq!(msg.class(), Class::Success);
         assert_eq!(msg.transaction_id(), tid);
-        assert_eq!(client::address(&msg, attr::XOR_MAPPED_ADDRESS), Some(c.remote));
+        assert_eq!(
+            client::address(&msg, attr::XOR_MAPPED_ADDRESS),
+            Some(c.remote)
+        );
         assert_eq!(msg.has_fingerprint(), fp);
     }
     assert_eq!(h.server.stats().binding_requests, 2);
@@ -46,7 +51,13 @@ fn binding_answers_xor_mapped_address_with_fingerprint_when_asked() {
 fn malformed_requests_get_400_and_garbage_is_dropped() {
     let mut h = Harness::new(config());
     let tid = h.tid();
-    let mut bad = client::request(Method::BINDING, tid, &[Attr::Raw(0x8022, b"abcd".to_vec())], None, false);
+    let mut bad = client::request(
+        Method::BINDING,
+        tid,
+        &[Attr::Raw(0x8022, b"abcd".to_vec())],
+        None,
+        false,
+    );
     bad[23] = 200; // attribute length runs past the message
     assert_eq!(code(&h.send(client(1), &bad).unwrap()), Some(400));
     assert_eq!(h.send(client(1), &[0xFF; 40]), None);
@@ -61,7 +72,16 @@ fn malformed_requests_get_400_and_garbage_is_dropped() {
 fn unknown_comprehension_required_attribute_gets_420() {
     let mut h = Harness::new(config());
     let tid = h.tid();
-    let req = client::request(Method::BINDING, tid, &[Attr::Raw(0x0003, vec![0, 0, 0, 4]), Attr::Raw(0xC001, vec![1, 2, 3, 4])], None, false);
+    let req = client::request(
+        Method::BINDING,
+        tid,
+        &[
+            Attr::Raw(0x0003, vec![0, 0, 0, 4]),
+            Attr::Raw(0xC001, vec![1, 2, 3, 4]),
+        ],
+        None,
+        false,
+    );
     let resp = h.send(client(1), &req).unwrap();
     let msg = Message::parse(&resp).unwrap();
     assert_eq!(client::error_code(&msg), Some(420));
@@ -76,7 +96,13 @@ fn unknown_comprehension_required_attribute_gets_420() {
 fn request_without_integrity_gets_401_with_realm_and_nonce() {
     let mut h = Harness::new(config());
     let tid = h.tid();
-    let req = client::request(Method::ALLOCATE, tid, &[Attr::RequestedTransport(17)], None, false);
+    let req = client::request(
+        Method::ALLOCATE,
+        tid,
+        &[Attr::RequestedTransport(17)],
+        None,
+        false,
+    );
     let resp = h.send(client(1), &req).unwrap();
     let msg = Message::parse(&resp).unwrap();
     assert_eq!(client::error_code(&msg), Some(401));
@@ -84,7 +110,12 @@ fn request_without_integrity_gets_401_with_realm_and_nonce() {
     assert_eq!(msg.get(attr::NONCE).map(|n| n.len()), Some(32));
     assert!(!msg.has_integrity(), "401 is not integrity-protected");
     // Amplification: the challenge stays within 4x the request.
-    assert!(resp.len() <= 4 * req.len(), "{} vs {}", resp.len(), req.len());
+    assert!(
+        resp.len() <= 4 * req.len(),
+        "{} vs {}",
+        resp.len(),
+        req.len()
+    );
 }
 
 /// RFC 8489 §9.2.4: "If the NONCE is no longer valid, the server MUST generate an error
@@ -98,14 +129,24 @@ fn stale_nonce_gets_438_with_a_fresh_nonce() {
     let old = auth.nonce.clone().unwrap();
     h.advance(Duration::from_secs(601));
     let tid = h.tid();
-    let resp = h.send(c, &client::request(Method::REFRESH, tid, &[], Some(&auth), false)).unwrap();
+    let resp = h
+        .send(
+            c,
+            &client::request(Method::REFRESH, tid, &[], Some(&auth), false),
+        )
+        .unwrap();
     let msg = Message::parse(&resp).unwrap();
     assert_eq!(client::error_code(&msg), Some(438));
     let fresh = String::from_utf8(msg.get(attr::NONCE).unwrap().to_vec()).unwrap();
     assert_ne!(fresh, old);
     auth.nonce = Some(fresh);
     let tid = h.tid();
-    let resp = h.send(c, &client::request(Method::REFRESH, tid, &[], Some(&auth), false)).unwrap();
+    let resp = h
+        .send(
+            c,
+            &client::request(Method::REFRESH, tid, &[], Some(&auth), false),
+        )
+        .unwrap();
     assert_eq!(code(&resp), None, "the fresh nonce works");
 }
 
@@ -114,7 +155,12 @@ fn stale_nonce_gets_438_with_a_fresh_nonce() {
 fn integrity_without_username_realm_or_nonce_is_400() {
     let mut h = Harness::new(config());
     let mut out = Vec::new();
-    let mut enc = MessageEncoder::new(&mut out, Method::ALLOCATE, Class::Request, TransactionId([3; 12]));
+    let mut enc = MessageEncoder::new(
+        &mut out,
+        Method::ALLOCATE,
+        Class::Request,
+        TransactionId([3; 12]),
+    );
     enc.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
     enc.message_integrity(b"whatever");
     enc.finish();
@@ -128,10 +174,20 @@ fn wrong_password_gets_401_and_success_is_protected() {
     let mut h = Harness::new(config());
     let mut auth = h.rest_auth("alice", 3600);
     auth.password = "not-the-password".into();
-    let resp = h.request(client(1), Method::ALLOCATE, &[Attr::RequestedTransport(17)], &mut auth);
+    let resp = h.request(
+        client(1),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17)],
+        &mut auth,
+    );
     assert_eq!(code(&resp), Some(401));
     let mut good = h.rest_auth("alice", 3600);
-    let resp = h.request(client(1), Method::ALLOCATE, &[Attr::RequestedTransport(17)], &mut good);
+    let resp = h.request(
+        client(1),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17)],
+        &mut good,
+    );
     let msg = Message::parse(&resp).unwrap();
     assert!(msg.verify_integrity(&good.key().unwrap()));
 }
@@ -146,16 +202,32 @@ fn rest_expiry_and_max_ttl_are_enforced() {
         &format!("{}:bob", T0 - 1),
         &turnd_proto::auth::rest_password(SECRET, &format!("{}:bob", T0 - 1)),
     );
-    let r = h.request(client(1), Method::ALLOCATE, &[Attr::RequestedTransport(17)], &mut expired);
+    let r = h.request(
+        client(1),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17)],
+        &mut expired,
+    );
     assert_eq!(code(&r), Some(401));
     let mut too_long = h.rest_auth("bob", 86_401);
-    let r = h.request(client(1), Method::ALLOCATE, &[Attr::RequestedTransport(17)], &mut too_long);
+    let r = h.request(
+        client(1),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17)],
+        &mut too_long,
+    );
     assert_eq!(code(&r), Some(401));
     let mut at_max = h.rest_auth("bob", 86_400);
     h.allocate(client(1), &mut at_max);
     let s = h.server.stats();
-    assert_eq!(s.auth_failures[turnd_proto::auth::AuthFailure::Expired.index()], 1);
-    assert_eq!(s.auth_failures[turnd_proto::auth::AuthFailure::TtlTooLong.index()], 1);
+    assert_eq!(
+        s.auth_failures[turnd_proto::auth::AuthFailure::Expired.index()],
+        1
+    );
+    assert_eq!(
+        s.auth_failures[turnd_proto::auth::AuthFailure::TtlTooLong.index()],
+        1
+    );
 }
 
 /// Secret rotation: credentials minted with any configured secret work.
@@ -167,7 +239,12 @@ fn every_configured_secret_is_accepted() {
     h.allocate(client(1), &mut auth);
     let c = turnd_proto::auth::mint_rest_credential(b"unknown-secret", "carol", T0, 600);
     let mut auth = ClientAuth::new(&c.username, &c.password);
-    let r = h.request(client(2), Method::ALLOCATE, &[Attr::RequestedTransport(17)], &mut auth);
+    let r = h.request(
+        client(2),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17)],
+        &mut auth,
+    );
     assert_eq!(code(&r), Some(401));
 }
 
@@ -187,11 +264,27 @@ fn message_integrity_sha256_is_verified_and_answered_in_kind() {
     let mut h = Harness::new(config());
     let mut auth = h.rest_auth("erin", 600);
     let tid = h.tid();
-    let r = h.send(client(1), &client::request(Method::ALLOCATE, tid, &[Attr::RequestedTransport(17)], None, false)).unwrap();
+    let r = h
+        .send(
+            client(1),
+            &client::request(
+                Method::ALLOCATE,
+                tid,
+                &[Attr::RequestedTransport(17)],
+                None,
+                false,
+            ),
+        )
+        .unwrap();
     auth.learn(&Message::parse(&r).unwrap());
     let key = auth.key().unwrap();
     let mut out = Vec::new();
-    let mut enc = MessageEncoder::new(&mut out, Method::ALLOCATE, Class::Request, TransactionId([9; 12]));
+    let mut enc = MessageEncoder::new(
+        &mut out,
+        Method::ALLOCATE,
+        Class::Request,
+        TransactionId([9; 12]),
+    );
     enc.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
     enc.attr(attr::USERNAME, auth.username.as_bytes());
     enc.attr(attr::REALM, REALM.as_bytes());
@@ -226,22 +319,50 @@ fn allocate_answers_relayed_address_lifetime_and_mapped_address() {
     let mut h = Harness::new(config());
     let mut auth = h.rest_auth("alice", 600);
     let c = client(1);
-    let resp = h.request(c, Method::ALLOCATE, &[Attr::RequestedTransport(17)], &mut auth);
+    let resp = h.request(
+        c,
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17)],
+        &mut auth,
+    );
     let msg = Message::parse(&resp).unwrap();
     let relayed = client::address(&msg, attr::XOR_RELAYED_ADDRESS).unwrap();
     assert_eq!(relayed.ip(), relay_v4().advertised);
     assert!((50000..=50099).contains(&relayed.port()));
     assert_eq!(msg.get(attr::LIFETIME), Some(&600u32.to_be_bytes()[..]));
-    assert_eq!(client::address(&msg, attr::XOR_MAPPED_ADDRESS), Some(c.remote));
+    assert_eq!(
+        client::address(&msg, attr::XOR_MAPPED_ADDRESS),
+        Some(c.remote)
+    );
     let bound = h.bound.values().next().unwrap();
-    assert_eq!(bound.ip(), relay_v4().bind, "relay sockets bind the local address");
+    assert_eq!(
+        bound.ip(),
+        relay_v4().bind,
+        "relay sockets bind the local address"
+    );
 
     let mut auth2 = h.rest_auth("bob", 600);
-    let r = h.request(client(2), Method::ALLOCATE, &[Attr::RequestedTransport(17), Attr::Lifetime(7200)], &mut auth2);
-    assert_eq!(Message::parse(&r).unwrap().get(attr::LIFETIME), Some(&3600u32.to_be_bytes()[..]));
+    let r = h.request(
+        client(2),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17), Attr::Lifetime(7200)],
+        &mut auth2,
+    );
+    assert_eq!(
+        Message::parse(&r).unwrap().get(attr::LIFETIME),
+        Some(&3600u32.to_be_bytes()[..])
+    );
     let mut auth3 = h.rest_auth("carol", 600);
-    let r = h.request(client(3), Method::ALLOCATE, &[Attr::RequestedTransport(17), Attr::Lifetime(30)], &mut auth3);
-    assert_eq!(Message::parse(&r).unwrap().get(attr::LIFETIME), Some(&600u32.to_be_bytes()[..]));
+    let r = h.request(
+        client(3),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17), Attr::Lifetime(30)],
+        &mut auth3,
+    );
+    assert_eq!(
+        Message::parse(&r).unwrap().get(attr::LIFETIME),
+        Some(&600u32.to_be_bytes()[..])
+    );
 }
 
 /// RFC 8656 §7.2: REQUESTED-TRANSPORT other than UDP → 442; missing → 400.
@@ -249,8 +370,19 @@ fn allocate_answers_relayed_address_lifetime_and_mapped_address() {
 fn allocate_tcp_transport_gets_442_and_missing_transport_400() {
     let mut h = Harness::new(config());
     let mut auth = h.rest_auth("alice", 600);
-    assert_eq!(code(&h.request(client(1), Method::ALLOCATE, &[Attr::RequestedTransport(6)], &mut auth)), Some(442));
-    assert_eq!(code(&h.request(client(1), Method::ALLOCATE, &[], &mut auth)), Some(400));
+    assert_eq!(
+        code(&h.request(
+            client(1),
+            Method::ALLOCATE,
+            &[Attr::RequestedTransport(6)],
+            &mut auth
+        )),
+        Some(442)
+    );
+    assert_eq!(
+        code(&h.request(client(1), Method::ALLOCATE, &[], &mut auth)),
+        Some(400)
+    );
 }
 
 /// RFC 8656 §7.2: a second Allocate on a 5-tuple that has one is 437, while a retransmission
@@ -261,15 +393,40 @@ fn second_allocate_gets_437_and_retransmission_the_same_answer() {
     let mut auth = h.rest_auth("alice", 600);
     let c = client(1);
     let tid = h.tid();
-    let r = h.send(c, &client::request(Method::ALLOCATE, tid, &[Attr::RequestedTransport(17)], None, false)).unwrap();
+    let r = h
+        .send(
+            c,
+            &client::request(
+                Method::ALLOCATE,
+                tid,
+                &[Attr::RequestedTransport(17)],
+                None,
+                false,
+            ),
+        )
+        .unwrap();
     auth.learn(&Message::parse(&r).unwrap());
     let tid = h.tid();
-    let req = client::request(Method::ALLOCATE, tid, &[Attr::RequestedTransport(17)], Some(&auth), false);
+    let req = client::request(
+        Method::ALLOCATE,
+        tid,
+        &[Attr::RequestedTransport(17)],
+        Some(&auth),
+        false,
+    );
     let first = h.send(c, &req).unwrap();
     let again = h.send(c, &req).unwrap();
     assert_eq!(first, again);
     assert_eq!(h.bound.len(), 1, "a retransmission does not allocate twice");
-    assert_eq!(code(&h.request(c, Method::ALLOCATE, &[Attr::RequestedTransport(17)], &mut auth)), Some(437));
+    assert_eq!(
+        code(&h.request(
+            c,
+            Method::ALLOCATE,
+            &[Attr::RequestedTransport(17)],
+            &mut auth
+        )),
+        Some(437)
+    );
 }
 
 /// RFC 8656 §7.3: Refresh with LIFETIME 0 deletes the allocation; Refresh without one is 437.
@@ -283,7 +440,10 @@ fn refresh_zero_deletes_and_refresh_without_allocation_is_437() {
     assert_eq!(code(&r), None);
     assert_eq!(h.server.allocation_count(), 0);
     assert_eq!(h.released.len(), 1, "the relay socket is closed");
-    assert_eq!(code(&h.request(c, Method::REFRESH, &[], &mut auth)), Some(437));
+    assert_eq!(
+        code(&h.request(c, Method::REFRESH, &[], &mut auth)),
+        Some(437)
+    );
 }
 
 /// RFC 8656 §7: "When the lifetime expires, the server deletes the allocation", and its relay
@@ -320,7 +480,12 @@ fn user_quota_holds_across_minted_usernames() {
         h.allocate(client(i as u16), &mut a);
     }
     let mut third = h.rest_auth("alice", 602);
-    let r = h.request(client(9), Method::ALLOCATE, &[Attr::RequestedTransport(17)], &mut third);
+    let r = h.request(
+        client(9),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17)],
+        &mut third,
+    );
     assert_eq!(code(&r), Some(486));
     let mut other = h.rest_auth("bob", 600);
     h.allocate(client(10), &mut other);
@@ -334,7 +499,15 @@ fn total_cap_and_port_exhaustion_get_508() {
     let mut a = h.rest_auth("a", 600);
     h.allocate(client(1), &mut a);
     let mut b = h.rest_auth("b", 600);
-    assert_eq!(code(&h.request(client(2), Method::ALLOCATE, &[Attr::RequestedTransport(17)], &mut b)), Some(508));
+    assert_eq!(
+        code(&h.request(
+            client(2),
+            Method::ALLOCATE,
+            &[Attr::RequestedTransport(17)],
+            &mut b
+        )),
+        Some(508)
+    );
 
     let mut cfg = config();
     cfg.ports = PortShard::whole(50000..=50001);
@@ -342,10 +515,23 @@ fn total_cap_and_port_exhaustion_get_508() {
     let mut auths: Vec<_> = (0..3).map(|i| h.rest_auth(&format!("u{i}"), 600)).collect();
     h.allocate(client(1), &mut auths[0]);
     h.allocate(client(2), &mut auths[1]);
-    let r = h.request(client(3), Method::ALLOCATE, &[Attr::RequestedTransport(17)], &mut auths[2]);
+    let r = h.request(
+        client(3),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17)],
+        &mut auths[2],
+    );
     assert_eq!(code(&r), Some(508));
     assert_eq!(h.server.stats().relay_ports_free, 0);
-    assert_eq!(code(&h.request(client(1), Method::REFRESH, &[Attr::Lifetime(0)], &mut auths[0])), None);
+    assert_eq!(
+        code(&h.request(
+            client(1),
+            Method::REFRESH,
+            &[Attr::Lifetime(0)],
+            &mut auths[0]
+        )),
+        None
+    );
     assert_eq!(h.server.stats().relay_ports_free, 1);
     h.allocate(client(3), &mut auths[2]);
 }
@@ -363,9 +549,18 @@ fn relay_bind_failures_retry_then_answer_508() {
     assert_eq!(relayed.port(), 50003);
     h.busy_ports.insert(50003);
     let mut b = h.rest_auth("b", 600);
-    let r = h.request(client(2), Method::ALLOCATE, &[Attr::RequestedTransport(17)], &mut b);
+    let r = h.request(
+        client(2),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17)],
+        &mut b,
+    );
     assert_eq!(code(&r), Some(508));
-    assert_eq!(h.server.ledger().total(), 1, "the failed allocation returned its quota");
+    assert_eq!(
+        h.server.ledger().total(),
+        1,
+        "the failed allocation returned its quota"
+    );
 }
 
 // ---------------------------------------------------------------- address families
@@ -376,9 +571,19 @@ fn relay_bind_failures_retry_then_answer_508() {
 fn address_families_440_and_dual_allocation() {
     let mut h = Harness::new(config());
     let mut a = h.rest_auth("a", 600);
-    let r = h.request(client(1), Method::ALLOCATE, &[Attr::RequestedTransport(17), Attr::RequestedFamily(2)], &mut a);
+    let r = h.request(
+        client(1),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17), Attr::RequestedFamily(2)],
+        &mut a,
+    );
     assert_eq!(code(&r), Some(440));
-    let r = h.request(client(1), Method::ALLOCATE, &[Attr::RequestedTransport(17), Attr::AdditionalFamily(2)], &mut a);
+    let r = h.request(
+        client(1),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17), Attr::AdditionalFamily(2)],
+        &mut a,
+    );
     let msg = Message::parse(&r).unwrap();
     assert_eq!(client::error_code(&msg), None);
     assert_eq!(client::addresses(&msg, attr::XOR_RELAYED_ADDRESS).len(), 1);
@@ -389,17 +594,32 @@ fn address_families_440_and_dual_allocation() {
     cfg.relay_v6 = Some(relay_v6());
     let mut h = Harness::new(cfg);
     let mut a = h.rest_auth("a", 600);
-    let r = h.request(client(1), Method::ALLOCATE, &[Attr::RequestedTransport(17), Attr::AdditionalFamily(2)], &mut a);
+    let r = h.request(
+        client(1),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17), Attr::AdditionalFamily(2)],
+        &mut a,
+    );
     let msg = Message::parse(&r).unwrap();
     let relayed = client::addresses(&msg, attr::XOR_RELAYED_ADDRESS);
     assert_eq!(relayed.len(), 2);
     assert!(relayed[0].is_ipv4() && relayed[1].is_ipv6());
     let mut b = h.rest_auth("b", 600);
-    let r = h.request(client(2), Method::ALLOCATE, &[Attr::RequestedTransport(17), Attr::RequestedFamily(2)], &mut b);
+    let r = h.request(
+        client(2),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17), Attr::RequestedFamily(2)],
+        &mut b,
+    );
     let relayed = client::address(&Message::parse(&r).unwrap(), attr::XOR_RELAYED_ADDRESS).unwrap();
     assert!(relayed.is_ipv6());
     // RFC 8656 §9.2: a peer of a family the allocation does not relay → 443.
-    let r = h.request(client(2), Method::CREATE_PERMISSION, &[Attr::Peer(peer("8.8.8.8:53"))], &mut b);
+    let r = h.request(
+        client(2),
+        Method::CREATE_PERMISSION,
+        &[Attr::Peer(peer("8.8.8.8:53"))],
+        &mut b,
+    );
     assert_eq!(code(&r), Some(443));
 }
 
@@ -418,16 +638,40 @@ fn allocated(h: &mut Harness, n: u16) -> (turnd_proto::ClientId, ClientAuth, Soc
 fn create_permission_is_all_or_nothing() {
     let mut h = Harness::new(config());
     let (c, mut auth, _) = allocated(&mut h, 1);
-    let r = h.request(c, Method::CREATE_PERMISSION, &[Attr::Peer(peer("8.8.8.8:1")), Attr::Peer(peer("127.0.0.1:1"))], &mut auth);
+    let r = h.request(
+        c,
+        Method::CREATE_PERMISSION,
+        &[
+            Attr::Peer(peer("8.8.8.8:1")),
+            Attr::Peer(peer("127.0.0.1:1")),
+        ],
+        &mut auth,
+    );
     assert_eq!(code(&r), Some(403));
     let relay = h.bound.keys().next().copied().unwrap();
     let mut buf = vec![0u8; 128];
     buf[48..52].copy_from_slice(b"ping");
-    assert_eq!(h.server.handle_peer_datagram(h.now, relay, peer("8.8.8.8:1"), &mut buf, 48..52), None, "no permission was installed");
-    let r = h.request(c, Method::CREATE_PERMISSION, &[Attr::Peer(peer("8.8.8.8:1")), Attr::Peer(peer("1.1.1.1:1"))], &mut auth);
+    assert_eq!(
+        h.server
+            .handle_peer_datagram(h.now, relay, peer("8.8.8.8:1"), &mut buf, 48..52),
+        None,
+        "no permission was installed"
+    );
+    let r = h.request(
+        c,
+        Method::CREATE_PERMISSION,
+        &[Attr::Peer(peer("8.8.8.8:1")), Attr::Peer(peer("1.1.1.1:1"))],
+        &mut auth,
+    );
     assert_eq!(code(&r), None);
-    assert!(h.server.handle_peer_datagram(h.now, relay, peer("8.8.8.8:9"), &mut buf, 48..52).is_some());
-    assert!(h.server.handle_peer_datagram(h.now, relay, peer("1.1.1.1:9"), &mut buf, 48..52).is_some());
+    assert!(h
+        .server
+        .handle_peer_datagram(h.now, relay, peer("8.8.8.8:9"), &mut buf, 48..52)
+        .is_some());
+    assert!(h
+        .server
+        .handle_peer_datagram(h.now, relay, peer("1.1.1.1:9"), &mut buf, 48..52)
+        .is_some());
 }
 
 /// RFC 8656 §9: "permissions ... last 300 seconds"; data from the peer is dropped after that.
@@ -435,33 +679,69 @@ fn create_permission_is_all_or_nothing() {
 fn permissions_expire_after_300_seconds() {
     let mut h = Harness::new(config());
     let (c, mut auth, _) = allocated(&mut h, 1);
-    h.request(c, Method::CREATE_PERMISSION, &[Attr::Peer(peer("8.8.8.8:1"))], &mut auth);
+    h.request(
+        c,
+        Method::CREATE_PERMISSION,
+        &[Attr::Peer(peer("8.8.8.8:1"))],
+        &mut auth,
+    );
     let relay = h.bound.keys().next().copied().unwrap();
     let mut buf = vec![0u8; 128];
     h.advance(Duration::from_secs(299));
-    assert!(h.server.handle_peer_datagram(h.now, relay, peer("8.8.8.8:5"), &mut buf, 48..52).is_some());
+    assert!(h
+        .server
+        .handle_peer_datagram(h.now, relay, peer("8.8.8.8:5"), &mut buf, 48..52)
+        .is_some());
     h.advance(Duration::from_secs(1));
-    assert!(h.server.handle_peer_datagram(h.now, relay, peer("8.8.8.8:5"), &mut buf, 48..52).is_none());
+    assert!(h
+        .server
+        .handle_peer_datagram(h.now, relay, peer("8.8.8.8:5"), &mut buf, 48..52)
+        .is_none());
 }
 
 /// The default policy refuses loopback, metadata, private and IPv4-mapped forms with 403 on
 /// CreatePermission and ChannelBind, and drops Send to them silently.
 #[test]
 fn denied_peers_get_403_and_send_is_dropped() {
-    let mut h = Harness::new(config());
-    let (c, mut auth, _) = allocated(&mut h, 1);
-    for p in ["127.0.0.1:80", "169.254.169.254:80", "10.1.2.3:80", "0.0.0.0:80", "[::ffff:127.0.0.1]:80", "[::1]:80"] {
+    let mut cfg = config();
+    cfg.relay_v6 = Some(relay_v6());
+    let mut h = Harness::new(cfg);
+    let c = client(1);
+    let mut auth = h.rest_auth("dual", 3600);
+    h.allocate_with(
+        c,
+        &mut auth,
+        &[Attr::AdditionalFamily(2), Attr::Lifetime(3600)],
+    );
+    for p in [
+        "127.0.0.1:80",
+        "169.254.169.254:80",
+        "10.1.2.3:80",
+        "0.0.0.0:80",
+        "[::ffff:127.0.0.1]:80",
+        "[::1]:80",
+        "[::]:80",
+        "[fd00:ec2::254]:80",
+        "[64:ff9b::a9fe:a9fe]:80",
+    ] {
         let p = peer(p);
-        let want = if p.is_ipv6() && p.ip().to_string() == "::1" { 443 } else if p.is_ipv6() { 443 } else { 403 };
         let r = h.request(c, Method::CREATE_PERMISSION, &[Attr::Peer(p)], &mut auth);
-        assert_eq!(code(&r), Some(want), "{p}");
-        let r = h.request(c, Method::CHANNEL_BIND, &[Attr::Channel(0x4000), Attr::Peer(p)], &mut auth);
-        assert_eq!(code(&r), Some(want), "{p}");
+        assert_eq!(code(&r), Some(403), "{p}");
+        let r = h.request(
+            c,
+            Method::CHANNEL_BIND,
+            &[Attr::Channel(0x4000), Attr::Peer(p)],
+            &mut auth,
+        );
+        assert_eq!(code(&r), Some(403), "{p}");
     }
     let tid = h.tid();
     let ind = client::send_indication(tid, peer("127.0.0.1:80"), b"x");
-    assert_eq!(h.server.handle_client_datagram(h.now, c, &ind), FromClient::Done);
-    assert!(h.server.stats().peer_denied >= 9);
+    assert_eq!(
+        h.server.handle_client_datagram(h.now, c, &ind),
+        FromClient::Done
+    );
+    assert_eq!(h.server.stats().peer_denied, 19);
 }
 
 /// Operators' --allow-peer opens a range; the server's own relayed addresses are reachable by
@@ -469,21 +749,45 @@ fn denied_peers_get_403_and_send_is_dropped() {
 #[test]
 fn own_relayed_addresses_are_reachable_but_not_other_ports() {
     let mut cfg = config();
-    let local = RelayAddress { bind: "127.0.0.1".parse().unwrap(), advertised: "127.0.0.1".parse().unwrap() };
+    let local = RelayAddress {
+        bind: "127.0.0.1".parse().unwrap(),
+        advertised: "127.0.0.1".parse().unwrap(),
+    };
     cfg.relay_v4 = Some(local);
     let mut h = Harness::new(cfg);
     let (c1, mut a1, r1) = allocated(&mut h, 1);
     let (_c2, _a2, r2) = allocated(&mut h, 2);
-    assert_eq!(code(&h.request(c1, Method::CREATE_PERMISSION, &[Attr::Peer(r2)], &mut a1)), None);
-    assert_eq!(code(&h.request(c1, Method::CHANNEL_BIND, &[Attr::Channel(0x4001), Attr::Peer(r2)], &mut a1)), None);
+    assert_eq!(
+        code(&h.request(c1, Method::CREATE_PERMISSION, &[Attr::Peer(r2)], &mut a1)),
+        None
+    );
+    assert_eq!(
+        code(&h.request(
+            c1,
+            Method::CHANNEL_BIND,
+            &[Attr::Channel(0x4001), Attr::Peer(r2)],
+            &mut a1
+        )),
+        None
+    );
     // The permission is for 127.0.0.1, but its other ports (HTTP, metrics) stay closed.
     let tid = h.tid();
     let ind = client::send_indication(tid, peer("127.0.0.1:8080"), b"GET /");
-    assert_eq!(h.server.handle_client_datagram(h.now, c1, &ind), FromClient::Done);
+    assert_eq!(
+        h.server.handle_client_datagram(h.now, c1, &ind),
+        FromClient::Done
+    );
     let tid = h.tid();
     let ind = client::send_indication(tid, r2, b"hello");
-    assert!(matches!(h.server.handle_client_datagram(h.now, c1, &ind), FromClient::Forward { peer, .. } if peer == r2));
-    let r = h.request(c1, Method::CHANNEL_BIND, &[Attr::Channel(0x4002), Attr::Peer(peer("127.0.0.1:8080"))], &mut a1);
+    assert!(
+        matches!(h.server.handle_client_datagram(h.now, c1, &ind), FromClient::Forward { peer, .. } if peer == r2)
+    );
+    let r = h.request(
+        c1,
+        Method::CHANNEL_BIND,
+        &[Attr::Channel(0x4002), Attr::Peer(peer("127.0.0.1:8080"))],
+        &mut a1,
+    );
     assert_eq!(code(&r), Some(403));
     let _ = r1;
 }
@@ -496,10 +800,18 @@ fn channel_numbers_out_of_range_are_400() {
     let mut h = Harness::new(config());
     let (c, mut auth, _) = allocated(&mut h, 1);
     for n in [0x3FFF, 0x5000, 0xFFFF] {
-        let r = h.request(c, Method::CHANNEL_BIND, &[Attr::Channel(n), Attr::Peer(peer("8.8.8.8:1"))], &mut auth);
+        let r = h.request(
+            c,
+            Method::CHANNEL_BIND,
+            &[Attr::Channel(n), Attr::Peer(peer("8.8.8.8:1"))],
+            &mut auth,
+        );
         assert_eq!(code(&r), Some(400), "{n:#x}");
     }
-    assert_eq!(code(&h.request(c, Method::CHANNEL_BIND, &[Attr::Channel(0x4000)], &mut auth)), Some(400));
+    assert_eq!(
+        code(&h.request(c, Method::CHANNEL_BIND, &[Attr::Channel(0x4000)], &mut auth)),
+        Some(400)
+    );
 }
 
 /// RFC 5766 allowed channels up to 0x7FFF; RFC 8656 does not. With `legacy_channel_numbers`
@@ -511,18 +823,45 @@ fn legacy_channel_numbers_are_an_explicit_setting() {
     let mut h = Harness::new(cfg);
     let (c, mut auth, _) = allocated(&mut h, 1);
     let p = peer("8.8.8.8:1000");
-    assert_eq!(code(&h.request(c, Method::CHANNEL_BIND, &[Attr::Channel(0x7FFF), Attr::Peer(p)], &mut auth)), None);
+    assert_eq!(
+        code(&h.request(
+            c,
+            Method::CHANNEL_BIND,
+            &[Attr::Channel(0x7FFF), Attr::Peer(p)],
+            &mut auth
+        )),
+        None
+    );
     let cd = client::channel_data(0x7FFF, b"old", false);
-    assert!(matches!(h.server.handle_client_datagram(h.now, c, &cd), FromClient::Forward { .. }));
-    assert_eq!(code(&h.request(c, Method::CHANNEL_BIND, &[Attr::Channel(0x8000), Attr::Peer(p)], &mut auth)), Some(400));
+    assert!(matches!(
+        h.server.handle_client_datagram(h.now, c, &cd),
+        FromClient::Forward { .. }
+    ));
+    assert_eq!(
+        code(&h.request(
+            c,
+            Method::CHANNEL_BIND,
+            &[Attr::Channel(0x8000), Attr::Peer(p)],
+            &mut auth
+        )),
+        Some(400)
+    );
 
     let mut strict = Harness::new(config());
     let (c, mut auth, _) = allocated(&mut strict, 1);
-    let r = strict.request(c, Method::CHANNEL_BIND, &[Attr::Channel(0x5234), Attr::Peer(p)], &mut auth);
+    let r = strict.request(
+        c,
+        Method::CHANNEL_BIND,
+        &[Attr::Channel(0x5234), Attr::Peer(p)],
+        &mut auth,
+    );
     let msg = Message::parse(&r).unwrap();
     let (code, reason) = attr::read_error_code(msg.get(attr::ERROR_CODE).unwrap()).unwrap();
     assert_eq!(code, 400);
-    assert!(reason.contains("0x4000-0x4FFF"), "the reason names the rule: {reason}");
+    assert!(
+        reason.contains("0x4000-0x4FFF"),
+        "the reason names the rule: {reason}"
+    );
 }
 
 /// RFC 8656 §11.2: a channel already bound to another peer, or a peer bound to another
@@ -535,17 +874,46 @@ fn channels_cannot_be_rebound_too_soon() {
     let p1 = peer("8.8.8.8:1000");
     let p2 = peer("8.8.4.4:1000");
     let bind = |h: &mut Harness, auth: &mut ClientAuth, n: u16, p: SocketAddr| {
-        code(&h.request(c, Method::CHANNEL_BIND, &[Attr::Channel(n), Attr::Peer(p)], auth))
+        code(&h.request(
+            c,
+            Method::CHANNEL_BIND,
+            &[Attr::Channel(n), Attr::Peer(p)],
+            auth,
+        ))
     };
     assert_eq!(bind(&mut h, &mut auth, 0x4000, p1), None);
-    assert_eq!(bind(&mut h, &mut auth, 0x4000, p2), Some(400), "number taken by another peer");
-    assert_eq!(bind(&mut h, &mut auth, 0x4001, p1), Some(400), "peer bound to another number");
-    assert_eq!(bind(&mut h, &mut auth, 0x4000, p1), None, "same pair refreshes");
+    assert_eq!(
+        bind(&mut h, &mut auth, 0x4000, p2),
+        Some(400),
+        "number taken by another peer"
+    );
+    assert_eq!(
+        bind(&mut h, &mut auth, 0x4001, p1),
+        Some(400),
+        "peer bound to another number"
+    );
+    assert_eq!(
+        bind(&mut h, &mut auth, 0x4000, p1),
+        None,
+        "same pair refreshes"
+    );
     h.advance(Duration::from_secs(600));
-    assert_eq!(bind(&mut h, &mut auth, 0x4000, p2), Some(400), "cooling down");
-    assert_eq!(bind(&mut h, &mut auth, 0x4001, p1), Some(400), "cooling down");
+    assert_eq!(
+        bind(&mut h, &mut auth, 0x4000, p2),
+        Some(400),
+        "cooling down"
+    );
+    assert_eq!(
+        bind(&mut h, &mut auth, 0x4001, p1),
+        Some(400),
+        "cooling down"
+    );
     h.advance(Duration::from_secs(301));
-    assert_eq!(bind(&mut h, &mut auth, 0x4000, p2), None, "free after the cooldown");
+    assert_eq!(
+        bind(&mut h, &mut auth, 0x4000, p2),
+        None,
+        "free after the cooldown"
+    );
 }
 
 /// RFC 8656 §12: "channel bindings last 10 minutes"; ChannelData on an expired channel is
@@ -555,16 +923,27 @@ fn channels_expire_after_600_seconds() {
     let mut h = Harness::new(config());
     let (c, mut auth, _) = allocated(&mut h, 1);
     let p = peer("8.8.8.8:1000");
-    h.request(c, Method::CHANNEL_BIND, &[Attr::Channel(0x4000), Attr::Peer(p)], &mut auth);
+    h.request(
+        c,
+        Method::CHANNEL_BIND,
+        &[Attr::Channel(0x4000), Attr::Peer(p)],
+        &mut auth,
+    );
     let cd = client::channel_data(0x4000, b"hello", false);
     // Keep the permission alive so that only the channel can expire.
     for step in [250, 250, 99] {
         h.advance(Duration::from_secs(step));
         h.request(c, Method::CREATE_PERMISSION, &[Attr::Peer(p)], &mut auth);
     }
-    assert!(matches!(h.server.handle_client_datagram(h.now, c, &cd), FromClient::Forward { .. }));
+    assert!(matches!(
+        h.server.handle_client_datagram(h.now, c, &cd),
+        FromClient::Forward { .. }
+    ));
     h.advance(Duration::from_secs(1));
-    assert_eq!(h.server.handle_client_datagram(h.now, c, &cd), FromClient::Done);
+    assert_eq!(
+        h.server.handle_client_datagram(h.now, c, &cd),
+        FromClient::Done
+    );
 }
 
 /// RFC 8656 §12.6/§12.7 and §10: ChannelData and Send/Data indications both ways, framed in
@@ -581,36 +960,63 @@ fn data_flows_both_ways_over_channels_and_indications() {
     let tid = h.tid();
     let ind = client::send_indication(tid, p, b"hello");
     match h.server.handle_client_datagram(h.now, c, &ind) {
-        FromClient::Forward { relay: r, peer, payload } => {
+        FromClient::Forward {
+            relay: r,
+            peer,
+            payload,
+        } => {
             assert_eq!((r, peer, &ind[payload]), (relay, p, &b"hello"[..]));
         }
         other => panic!("{other:?}"),
     }
     let mut buf = vec![0xAAu8; 48 + 5 + 3];
     buf[48..53].copy_from_slice(b"world");
-    let out = h.server.handle_peer_datagram(h.now, relay, p, &mut buf, 48..53).unwrap();
+    let out = h
+        .server
+        .handle_peer_datagram(h.now, relay, p, &mut buf, 48..53)
+        .unwrap();
     assert_eq!(out.client, c);
     let msg = Message::parse(&buf[out.range.clone()]).unwrap();
-    assert_eq!((msg.method(), msg.class()), (Method::DATA, Class::Indication));
+    assert_eq!(
+        (msg.method(), msg.class()),
+        (Method::DATA, Class::Indication)
+    );
     assert_eq!(client::address(&msg, attr::XOR_PEER_ADDRESS), Some(p));
     assert_eq!(msg.get(attr::DATA), Some(&b"world"[..]));
-    assert_eq!(&buf[out.range.end - 3..out.range.end], &[0, 0, 0], "padding is zero");
+    assert_eq!(
+        &buf[out.range.end - 3..out.range.end],
+        &[0, 0, 0],
+        "padding is zero"
+    );
 
     // ChannelData both ways.
-    h.request(c, Method::CHANNEL_BIND, &[Attr::Channel(0x4ABC), Attr::Peer(p)], &mut auth);
+    h.request(
+        c,
+        Method::CHANNEL_BIND,
+        &[Attr::Channel(0x4ABC), Attr::Peer(p)],
+        &mut auth,
+    );
     let cd = client::channel_data(0x4ABC, b"over channel", false);
     match h.server.handle_client_datagram(h.now, c, &cd) {
-        FromClient::Forward { peer, payload, .. } => assert_eq!((peer, &cd[payload]), (p, &b"over channel"[..])),
+        FromClient::Forward { peer, payload, .. } => {
+            assert_eq!((peer, &cd[payload]), (p, &b"over channel"[..]))
+        }
         other => panic!("{other:?}"),
     }
     let mut buf = vec![0u8; 48 + 4 + 3];
     buf[48..52].copy_from_slice(b"back");
-    let out = h.server.handle_peer_datagram(h.now, relay, p, &mut buf, 48..52).unwrap();
+    let out = h
+        .server
+        .handle_peer_datagram(h.now, relay, p, &mut buf, 48..52)
+        .unwrap();
     assert_eq!(&buf[out.range], &[0x4A, 0xBC, 0, 4, b'b', b'a', b'c', b'k']);
 
     let mut lying = client::channel_data(0x4ABC, b"abc", false);
     lying[3] = 200;
-    assert_eq!(h.server.handle_client_datagram(h.now, c, &lying), FromClient::Done);
+    assert_eq!(
+        h.server.handle_client_datagram(h.now, c, &lying),
+        FromClient::Done
+    );
     let s = h.server.stats();
     assert_eq!((s.packets_to_peer, s.packets_to_client), (2, 2));
     assert_eq!(s.bytes_to_peer, 5 + 12);
@@ -621,7 +1027,12 @@ fn data_flows_both_ways_over_channels_and_indications() {
 fn response_padding_is_zero() {
     let mut h = Harness::new(config());
     let mut auth = h.rest_auth("alice", 600);
-    let resp = h.request(client(1), Method::ALLOCATE, &[Attr::RequestedTransport(17), Attr::Raw(0x0099, vec![1])], &mut auth);
+    let resp = h.request(
+        client(1),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17), Attr::Raw(0x0099, vec![1])],
+        &mut auth,
+    );
     for bytes in [resp].iter().chain(h.sent.iter().map(|(_, b)| b)) {
         let msg = Message::parse(bytes).unwrap();
         let mut at = 20;
@@ -641,25 +1052,61 @@ fn response_padding_is_zero() {
 fn even_port_reservations() {
     let mut h = Harness::new(config());
     let mut a = h.rest_auth("rtp", 600);
-    let resp = h.request(client(1), Method::ALLOCATE, &[Attr::RequestedTransport(17), Attr::Raw(attr::EVEN_PORT, vec![0x80])], &mut a);
+    let resp = h.request(
+        client(1),
+        Method::ALLOCATE,
+        &[
+            Attr::RequestedTransport(17),
+            Attr::Raw(attr::EVEN_PORT, vec![0x80]),
+        ],
+        &mut a,
+    );
     let msg = Message::parse(&resp).unwrap();
     let rtp = client::address(&msg, attr::XOR_RELAYED_ADDRESS).unwrap();
     assert_eq!(rtp.port() % 2, 0);
     let token = msg.get(attr::RESERVATION_TOKEN).expect("a token").to_vec();
     assert_eq!(token.len(), 8);
     let mut b = h.rest_auth("rtp", 600);
-    let resp = h.request(client(2), Method::ALLOCATE, &[Attr::RequestedTransport(17), Attr::Raw(attr::RESERVATION_TOKEN, token.clone())], &mut b);
+    let resp = h.request(
+        client(2),
+        Method::ALLOCATE,
+        &[
+            Attr::RequestedTransport(17),
+            Attr::Raw(attr::RESERVATION_TOKEN, token.clone()),
+        ],
+        &mut b,
+    );
     let rtcp = client::address(&Message::parse(&resp).unwrap(), attr::XOR_RELAYED_ADDRESS).unwrap();
     assert_eq!(rtcp.port(), rtp.port() + 1);
     let mut c = h.rest_auth("x", 600);
-    let r = h.request(client(3), Method::ALLOCATE, &[Attr::RequestedTransport(17), Attr::Raw(attr::RESERVATION_TOKEN, token)], &mut c);
+    let r = h.request(
+        client(3),
+        Method::ALLOCATE,
+        &[
+            Attr::RequestedTransport(17),
+            Attr::Raw(attr::RESERVATION_TOKEN, token),
+        ],
+        &mut c,
+    );
     assert_eq!(code(&r), Some(508), "a token is good once");
 
     let mut d = h.rest_auth("y", 600);
-    h.request(client(4), Method::ALLOCATE, &[Attr::RequestedTransport(17), Attr::Raw(attr::EVEN_PORT, vec![0x80])], &mut d);
+    h.request(
+        client(4),
+        Method::ALLOCATE,
+        &[
+            Attr::RequestedTransport(17),
+            Attr::Raw(attr::EVEN_PORT, vec![0x80]),
+        ],
+        &mut d,
+    );
     assert_eq!(h.server.ledger().reservations(), 1);
     let free = h.server.stats().relay_ports_free;
     h.advance(Duration::from_secs(31));
     assert_eq!(h.server.ledger().reservations(), 0);
-    assert_eq!(h.server.stats().relay_ports_free, free + 1, "the reserved port came back");
+    assert_eq!(
+        h.server.stats().relay_ports_free,
+        free + 1,
+        "the reserved port came back"
+    );
 }

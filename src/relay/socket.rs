@@ -47,9 +47,17 @@ pub fn bind_relay(addr: SocketAddr, dont_fragment: bool) -> io::Result<std::net:
 fn set_dont_fragment(socket: &Socket, v6: bool) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let (level, name, value) = if v6 {
-        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DO)
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )
     } else {
-        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
     };
     // SAFETY: setsockopt with a valid fd and a pointer to a live c_int of the stated size.
     let rc = unsafe {

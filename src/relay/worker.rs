@@ -54,13 +54,18 @@ pub struct Worker {
 
 impl Worker {
     /// Registers the listeners; returns the worker and its handle.
-    pub fn new(server: Server, listeners: Vec<std::net::UdpSocket>, shutdown: Arc<AtomicBool>) -> io::Result<(Worker, WorkerHandle)> {
+    pub fn new(
+        server: Server,
+        listeners: Vec<std::net::UdpSocket>,
+        shutdown: Arc<AtomicBool>,
+    ) -> io::Result<(Worker, WorkerHandle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let mut mio_listeners = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.into_iter().enumerate() {
             let mut l = UdpSocket::from_std(l);
-            poll.registry().register(&mut l, Token(i), Interest::READABLE)?;
+            poll.registry()
+                .register(&mut l, Token(i), Interest::READABLE)?;
             mio_listeners.push(l);
         }
         let stats = Arc::new(Mutex::new(server.stats().clone()));
@@ -141,9 +146,9 @@ impl Worker {
             };
             let now = clock::now();
             if token.0 < self.listeners.len() {
-                self.from_clients(token.0, n, now);
+                self.relay_client_batch(token.0, n, now);
             } else {
-                self.from_peers(RelayId((token.0 - RELAY_BASE) as u32), n, now);
+                self.relay_peer_batch(RelayId((token.0 - RELAY_BASE) as u32), n, now);
             }
             self.run_commands();
             if n < BATCH {
@@ -155,15 +160,24 @@ impl Worker {
 
     /// Datagrams from clients on listener `listener`.
     #[inline]
-    fn from_clients(&mut self, listener: usize, n: usize, now: turnd_proto::Now) {
+    fn relay_client_batch(&mut self, listener: usize, n: usize, now: turnd_proto::Now) {
         for i in 0..n {
             let (slot, range, from, truncated) = self.batch.slot(i);
             if truncated {
                 continue;
             }
-            let client = ClientId { transport: Transport::Udp, local: listener as u32, remote: from };
+            let client = ClientId {
+                transport: Transport::Udp,
+                local: listener as u32,
+                remote: from,
+            };
             let packet = &slot[range];
-            if let FromClient::Forward { relay, peer, payload } = self.server.handle_client_datagram(now, client, packet) {
+            if let FromClient::Forward {
+                relay,
+                peer,
+                payload,
+            } = self.server.handle_client_datagram(now, client, packet)
+            {
                 if let Some(Some(sock)) = self.relays.get(relay.0 as usize) {
                     let _ = sock.send_to(&packet[payload], peer);
                 }
@@ -173,13 +187,16 @@ impl Worker {
 
     /// Datagrams from peers on relay socket `relay`.
     #[inline]
-    fn from_peers(&mut self, relay: RelayId, n: usize, now: turnd_proto::Now) {
+    fn relay_peer_batch(&mut self, relay: RelayId, n: usize, now: turnd_proto::Now) {
         for i in 0..n {
             let (slot, range, from, truncated) = self.batch.slot(i);
             if truncated {
                 continue;
             }
-            if let Some(out) = self.server.handle_peer_datagram(now, relay, from, slot, range) {
+            if let Some(out) = self
+                .server
+                .handle_peer_datagram(now, relay, from, slot, range)
+            {
                 if let Some(l) = self.listeners.get(out.client.local as usize) {
                     let _ = l.send_to(&slot[out.range], out.client.remote);
                 }
@@ -196,7 +213,11 @@ impl Worker {
                         let _ = l.send_to(&bytes, client.remote);
                     }
                 }
-                Command::BindRelay { relay, addr, dont_fragment } => {
+                Command::BindRelay {
+                    relay,
+                    addr,
+                    dont_fragment,
+                } => {
                     let result = self.bind_relay(relay, addr, dont_fragment);
                     if let Err(e) = &result {
                         tracing::debug!(%addr, error = %e, "relay port bind failed");
@@ -214,10 +235,19 @@ impl Worker {
         }
     }
 
-    fn bind_relay(&mut self, relay: RelayId, addr: SocketAddr, dont_fragment: bool) -> io::Result<()> {
+    fn bind_relay(
+        &mut self,
+        relay: RelayId,
+        addr: SocketAddr,
+        dont_fragment: bool,
+    ) -> io::Result<()> {
         let std_socket = socket::bind_relay(addr, dont_fragment)?;
         let mut s = UdpSocket::from_std(std_socket);
-        self.poll.registry().register(&mut s, Token(RELAY_BASE + relay.0 as usize), Interest::READABLE)?;
+        self.poll.registry().register(
+            &mut s,
+            Token(RELAY_BASE + relay.0 as usize),
+            Interest::READABLE,
+        )?;
         let i = relay.0 as usize;
         if self.relays.len() <= i {
             self.relays.resize_with(i + 1, || None);

@@ -158,7 +158,13 @@ impl Allocation {
 
     /// Binds or refreshes a channel; the caller has checked [`Allocation::channel_conflict`].
     /// Returns true if the binding is new.
-    pub fn bind_channel(&mut self, number: u16, peer: SocketAddr, now: Instant, hairpin_only: bool) -> bool {
+    pub fn bind_channel(
+        &mut self,
+        number: u16,
+        peer: SocketAddr,
+        now: Instant,
+        hairpin_only: bool,
+    ) -> bool {
         let expires = now + CHANNEL_LIFETIME;
         if let Some(c) = self.channels.iter_mut().find(|c| c.number == number) {
             let was_live = now < c.expires;
@@ -179,9 +185,9 @@ impl Allocation {
     /// second number, while the first binding lives or cools down. Rebinding the same pair
     /// refreshes it.
     pub fn channel_conflict(&self, number: u16, peer: SocketAddr, now: Instant) -> bool {
-        self.channels.iter().any(|c| {
-            c.reserved(now) && ((c.number == number) != (c.peer == peer))
-        })
+        self.channels
+            .iter()
+            .any(|c| c.reserved(now) && ((c.number == number) != (c.peer == peer)))
     }
 
     /// Channels that reserve a number (live or cooling down), for the per-allocation limit.

@@ -47,7 +47,8 @@ impl Server {
             self.auth_failed(AuthFailure::MissingAttributes);
             return Err(Reject::BadRequest);
         };
-        if self.nonces.check(nonce, client.remote.ip(), now.unix) != crate::auth::NonceCheck::Valid {
+        if self.nonces.check(nonce, client.remote.ip(), now.unix) != crate::auth::NonceCheck::Valid
+        {
             self.auth_failed(AuthFailure::StaleNonce);
             return Err(Reject::StaleNonce);
         }

@@ -92,11 +92,17 @@ impl Ledger {
 
     /// How many distinct user ids hold allocations (bounded by the total cap).
     pub fn users(&self) -> usize {
-        self.per_user.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.per_user
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     pub(crate) fn reserve(&self, r: Reservation) {
-        self.reservations.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+        self.reservations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(r);
     }
 
     /// Takes the reservation with this token, if it exists (expired ones are swept within a
@@ -117,7 +123,10 @@ impl Ledger {
 
     /// Reservations outstanding.
     pub fn reservations(&self) -> usize {
-        self.reservations.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.reservations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     fn bitmap(&self, ip: IpAddr) -> &PortBitmap {

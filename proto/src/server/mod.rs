@@ -19,8 +19,8 @@ pub mod allocation;
 mod authenticate;
 pub mod ledger;
 pub mod ports;
-mod relay_path;
 pub mod reject;
+mod relay_path;
 mod requests;
 mod respond;
 
@@ -375,12 +375,17 @@ impl Server {
         if !matches!(choice, PortChoice::Reserved(_)) {
             self.stats.relay_ports_free = self.stats.relay_ports_free.saturating_sub(1);
         }
-        let existing = self.allocations[alloc as usize].as_ref().and_then(|a| a.relays[family]).map(|r| r.id);
+        let existing = self.allocations[alloc as usize]
+            .as_ref()
+            .and_then(|a| a.relays[family])
+            .map(|r| r.id);
         let id = match existing {
             Some(id) => id,
             None => self.new_relay_slot(alloc),
         };
-        let a = self.allocations[alloc as usize].as_mut().expect("live allocation");
+        let a = self.allocations[alloc as usize]
+            .as_mut()
+            .expect("live allocation");
         let dont_fragment = a.dont_fragment;
         let r = a.relays[family].get_or_insert(allocation::Relay {
             id,
@@ -393,13 +398,20 @@ impl Server {
         r.attempts += 1;
         let bind = SocketAddr::new(addr.bind, port);
         self.relays[id.0 as usize].addr = Some(bind);
-        self.commands.push_back(Command::BindRelay { relay: id, addr: bind, dont_fragment });
+        self.commands.push_back(Command::BindRelay {
+            relay: id,
+            addr: bind,
+            dont_fragment,
+        });
         true
     }
 
     /// Drops the reservation an allocation made, returning its port to this worker's pool.
     fn cancel_reservation(&mut self, alloc: u32) {
-        let Some(token) = self.allocations[alloc as usize].as_mut().and_then(|a| a.reservation.take()) else {
+        let Some(token) = self.allocations[alloc as usize]
+            .as_mut()
+            .and_then(|a| a.reservation.take())
+        else {
             return;
         };
         if let Some(r) = self.ledger.claim(&token) {
@@ -410,7 +422,12 @@ impl Server {
 
     /// The shell bound (or failed to bind) a relay socket. On failure another port is tried;
     /// after [`MAX_BIND_ATTEMPTS`] the Allocate is answered 508 (RFC 8656 §7.2).
-    pub fn handle_relay_bound(&mut self, relay: RelayId, result: Result<(), std::io::Error>, now: Now) {
+    pub fn handle_relay_bound(
+        &mut self,
+        relay: RelayId,
+        result: Result<(), std::io::Error>,
+        now: Now,
+    ) {
         let Some(slot) = self.relays.get(relay.0 as usize).copied() else {
             return;
         };
@@ -435,14 +452,18 @@ impl Server {
                 self.pools[family].give_back(bind.port());
                 self.stats.relay_ports_free += 1;
                 self.relays[relay.0 as usize].addr = None;
-                let Some(relay) = self.allocations[alloc as usize].as_ref().and_then(|a| a.relays[family]) else {
+                let Some(relay) = self.allocations[alloc as usize]
+                    .as_ref()
+                    .and_then(|a| a.relays[family])
+                else {
                     return;
                 };
                 if relay.choice == PortChoice::EvenReserveNext {
                     self.cancel_reservation(alloc);
                 }
                 // A reserved port is the only one the client may have: no second try.
-                let retry = relay.attempts < MAX_BIND_ATTEMPTS && !matches!(relay.choice, PortChoice::Reserved(_));
+                let retry = relay.attempts < MAX_BIND_ATTEMPTS
+                    && !matches!(relay.choice, PortChoice::Reserved(_));
                 if !retry || !self.request_bind(alloc, family, relay.choice, now) {
                     self.fail_pending_allocation(alloc, now);
                 }
@@ -452,7 +473,10 @@ impl Server {
 
     /// Removes an allocation: relay sockets closed, ports and quota returned.
     fn remove_allocation(&mut self, index: u32, now: Now) {
-        if self.allocations[index as usize].as_ref().is_some_and(|a| !a.is_ready()) {
+        if self.allocations[index as usize]
+            .as_ref()
+            .is_some_and(|a| !a.is_ready())
+        {
             // Never answered: the reservation it made was never handed out.
             self.cancel_reservation(index);
         }
@@ -467,7 +491,8 @@ impl Server {
             if let Some(bind) = slot.addr {
                 if r.bound {
                     self.ledger.mark_relay_port(bind.ip(), bind.port(), false);
-                    self.commands.push_back(Command::ReleaseRelay { relay: r.id });
+                    self.commands
+                        .push_back(Command::ReleaseRelay { relay: r.id });
                 }
                 self.pools[family].give_back(bind.port());
                 self.stats.relay_ports_free += 1;

@@ -24,22 +24,23 @@ pub struct PortShard {
 impl PortShard {
     /// The whole range for a single worker.
     pub fn whole(range: RangeInclusive<u16>) -> Self {
-        PortShard { range, worker: 0, workers: 1 }
+        PortShard {
+            range,
+            worker: 0,
+            workers: 1,
+        }
     }
 
-    /// This worker's contiguous block of the range.
-    pub fn block(&self) -> RangeInclusive<u16> {
+    /// This worker's contiguous block of the range (half-open; empty when there are more
+    /// workers than ports).
+    pub fn block(&self) -> std::ops::Range<u32> {
         let start = u32::from(*self.range.start());
         let len = u32::from(*self.range.end()) - start + 1;
         let n = u32::from(self.workers.max(1));
         let i = u32::from(self.worker.min(self.workers.max(1) - 1));
         let lo = start + len * i / n;
         let hi = start + len * (i + 1) / n;
-        if hi == lo {
-            // More workers than ports: this worker gets none (an empty range).
-            return 1..=0;
-        }
-        (lo as u16)..=((hi - 1) as u16)
+        lo..hi
     }
 }
 
@@ -54,13 +55,17 @@ pub struct PortPool {
 
 impl PortPool {
     pub fn new(shard: &PortShard, rng: &mut impl RngCore) -> Self {
-        let mut ports: Vec<u16> = shard.block().collect();
+        let mut ports: Vec<u16> = shard.block().map(|p| p as u16).collect();
         // Fisher-Yates with the seeded generator: deterministic in tests, unguessable in use.
         for i in (1..ports.len()).rev() {
             let j = (rng.next_u32() as usize) % (i + 1);
             ports.swap(i, j);
         }
-        let mut pool = PortPool { capacity: ports.len(), free: VecDeque::new(), is_free: vec![0; 1024] };
+        let mut pool = PortPool {
+            capacity: ports.len(),
+            free: VecDeque::new(),
+            is_free: vec![0; 1024],
+        };
         for p in ports {
             pool.give_back(p);
         }
@@ -138,7 +143,11 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let mut seen = std::collections::BTreeSet::new();
         for w in 0..3 {
-            let shard = PortShard { range: 50000..=50010, worker: w, workers: 3 };
+            let shard = PortShard {
+                range: 50000..=50010,
+                worker: w,
+                workers: 3,
+            };
             let mut pool = PortPool::new(&shard, &mut rng);
             while let Some(p) = pool.take(false) {
                 assert!(seen.insert(p), "port {p} handed to two workers");
@@ -163,6 +172,10 @@ mod tests {
         while let Some(p) = pool.take(false) {
             order.push(p);
         }
-        assert_eq!(&order[order.len() - 2..], &[a, b], "freed ports are reused last");
+        assert_eq!(
+            &order[order.len() - 2..],
+            &[a, b],
+            "freed ports are reused last"
+        );
     }
 }

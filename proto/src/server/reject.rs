@@ -62,7 +62,9 @@ impl Reject {
     pub fn reason(self) -> &'static str {
         match self {
             Reject::BadRequest => "Bad Request",
-            Reject::ChannelNumberOutOfRange => "Bad Request: channel number outside 0x4000-0x4FFF (RFC 8656)",
+            Reject::ChannelNumberOutOfRange => {
+                "Bad Request: channel number outside 0x4000-0x4FFF (RFC 8656)"
+            }
             Reject::Unauthorized => "Unauthorized",
             Reject::Forbidden => "Forbidden",
             Reject::UnknownAttribute => "Unknown Attribute",

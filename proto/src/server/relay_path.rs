@@ -38,10 +38,17 @@ pub struct ToClient {
 impl Server {
     /// Everything a client sends: STUN requests, Send indications and ChannelData.
     #[inline]
-    pub fn handle_client_datagram(&mut self, now: Now, client: ClientId, packet: &[u8]) -> FromClient {
+    pub fn handle_client_datagram(
+        &mut self,
+        now: Now,
+        client: ClientId,
+        packet: &[u8],
+    ) -> FromClient {
         let forward = match wire::classify(packet) {
             PacketKind::ChannelData => self.channel_data_to_peer(now, &client, packet),
-            PacketKind::Stun if is_send_indication(packet) => self.send_indication(now, &client, packet),
+            PacketKind::Stun if is_send_indication(packet) => {
+                self.send_indication(now, &client, packet)
+            }
             PacketKind::Stun => {
                 self.handle_stun(now, client, packet);
                 return FromClient::Done;
@@ -148,7 +155,10 @@ impl Server {
         buf: &mut [u8],
         payload: Range<usize>,
     ) -> Option<ToClient> {
-        if payload.start < PEER_HEADROOM || payload.end + PEER_TAILROOM > buf.len() || payload.len() > 0xFFFF - 64 {
+        if payload.start < PEER_HEADROOM
+            || payload.end + PEER_TAILROOM > buf.len()
+            || payload.len() > 0xFFFF - 64
+        {
             return None;
         }
         let RelayOwner::Allocation(index) = self.relays.get(relay.0 as usize)?.owner else {

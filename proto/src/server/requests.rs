@@ -152,7 +152,13 @@ impl Server {
     }
 
     /// RFC 8656 §7.2: Allocate.
-    fn allocate(&mut self, now: Now, req: &Request, msg: &Message<'_>, auth: &Authed) -> Result<(), Reject> {
+    fn allocate(
+        &mut self,
+        now: Now,
+        req: &Request,
+        msg: &Message<'_>,
+        auth: &Authed,
+    ) -> Result<(), Reject> {
         if self.allocation_of(&req.client).is_some() {
             return Err(Reject::AllocationMismatch);
         }
@@ -165,7 +171,9 @@ impl Server {
         let additional_family = msg.get(attr::ADDITIONAL_ADDRESS_FAMILY);
         let even_port = msg.get(attr::EVEN_PORT);
         let token = msg.get(attr::RESERVATION_TOKEN);
-        if token.is_some() && (even_port.is_some() || requested_family.is_some() || additional_family.is_some()) {
+        if token.is_some()
+            && (even_port.is_some() || requested_family.is_some() || additional_family.is_some())
+        {
             // §7.2: RESERVATION-TOKEN excludes EVEN-PORT and the family attributes.
             return Err(Reject::BadRequest);
         }
@@ -184,7 +192,10 @@ impl Server {
         let mut reserved = None;
         if let Some(token) = token {
             // §7.2: an unknown or expired token is 508.
-            let r = self.ledger.claim(token).ok_or(Reject::InsufficientCapacity)?;
+            let r = self
+                .ledger
+                .claim(token)
+                .ok_or(Reject::InsufficientCapacity)?;
             choice = PortChoice::Reserved(r.port);
             families[r.family] = true;
             reserved = Some(r);
@@ -207,7 +218,9 @@ impl Server {
             }
             Some(_) => return Err(Reject::BadRequest),
         }
-        if families[0] && self.config.relay_v4.is_none() || families[1] && self.config.relay_v6.is_none() {
+        if families[0] && self.config.relay_v4.is_none()
+            || families[1] && self.config.relay_v6.is_none()
+        {
             return Err(Reject::AddressFamilyNotSupported);
         }
         for (f, wanted) in families.iter().enumerate() {
@@ -254,7 +267,11 @@ impl Server {
         self.by_client.insert(req.client, index);
         for (f, wanted) in families.iter().enumerate() {
             // Only the first family honours EVEN-PORT; an additional IPv6 relay takes any port.
-            let this_choice = if f == 0 || !families[0] { choice } else { PortChoice::Any };
+            let this_choice = if f == 0 || !families[0] {
+                choice
+            } else {
+                PortChoice::Any
+            };
             if *wanted && !self.request_bind(index, f, this_choice, now) {
                 self.fail_pending_allocation(index, now);
                 return Ok(());
@@ -339,13 +356,27 @@ impl Server {
     }
 
     /// RFC 8656 §7.3: Refresh; LIFETIME 0 deletes the allocation.
-    fn refresh(&mut self, now: Now, req: &Request, msg: &Message<'_>, auth: &Authed) -> Result<(), Reject> {
-        let index = *self.by_client.get(&req.client).ok_or(Reject::AllocationMismatch)?;
-        let a = self.allocations[index as usize].as_mut().ok_or(Reject::AllocationMismatch)?;
+    fn refresh(
+        &mut self,
+        now: Now,
+        req: &Request,
+        msg: &Message<'_>,
+        auth: &Authed,
+    ) -> Result<(), Reject> {
+        let index = *self
+            .by_client
+            .get(&req.client)
+            .ok_or(Reject::AllocationMismatch)?;
+        let a = self.allocations[index as usize]
+            .as_mut()
+            .ok_or(Reject::AllocationMismatch)?;
         if !a.is_ready() {
             return Err(Reject::AllocationMismatch);
         }
-        match msg.get(attr::REQUESTED_ADDRESS_FAMILY).map(attr::read_family) {
+        match msg
+            .get(attr::REQUESTED_ADDRESS_FAMILY)
+            .map(attr::read_family)
+        {
             None => {}
             Some(Some(attr::FAMILY_IPV4)) if a.relays[0].is_some() => {}
             Some(Some(attr::FAMILY_IPV6)) if a.relays[1].is_some() => {}
@@ -372,7 +403,9 @@ impl Server {
     /// (443), and the policy must allow it (403) unless it is one of this server's own relayed
     /// addresses. Returns whether the peer is reachable only as such a hairpin.
     fn check_peer(&mut self, index: u32, peer: SocketAddr) -> Result<bool, Reject> {
-        let a = self.allocations[index as usize].as_ref().ok_or(Reject::AllocationMismatch)?;
+        let a = self.allocations[index as usize]
+            .as_ref()
+            .ok_or(Reject::AllocationMismatch)?;
         if a.relay_for(peer.ip()).is_none() {
             return Err(Reject::PeerAddressFamilyMismatch);
         }
@@ -397,7 +430,10 @@ impl Server {
     }
 
     fn ready_allocation(&self, client: &ClientId) -> Result<u32, Reject> {
-        let index = *self.by_client.get(client).ok_or(Reject::AllocationMismatch)?;
+        let index = *self
+            .by_client
+            .get(client)
+            .ok_or(Reject::AllocationMismatch)?;
         match self.allocations[index as usize].as_ref() {
             Some(a) if a.is_ready() => Ok(index),
             _ => Err(Reject::AllocationMismatch),
@@ -425,7 +461,9 @@ impl Server {
         for peer in &peers {
             checked.push((peer.ip(), self.check_peer(index, *peer)?));
         }
-        let a = self.allocations[index as usize].as_mut().expect("ready allocation");
+        let a = self.allocations[index as usize]
+            .as_mut()
+            .expect("ready allocation");
         let new = checked
             .iter()
             .filter(|(ip, _)| a.permission(*ip, now.mono).is_none())
@@ -443,13 +481,23 @@ impl Server {
     }
 
     /// RFC 8656 §11.2: ChannelBind; also installs or refreshes the peer's permission.
-    fn channel_bind(&mut self, now: Now, req: &Request, msg: &Message<'_>, auth: &Authed) -> Result<(), Reject> {
+    fn channel_bind(
+        &mut self,
+        now: Now,
+        req: &Request,
+        msg: &Message<'_>,
+        auth: &Authed,
+    ) -> Result<(), Reject> {
         let index = self.ready_allocation(&req.client)?;
         let number = msg
             .get(attr::CHANNEL_NUMBER)
             .and_then(attr::read_channel_number)
             .ok_or(Reject::BadRequest)?;
-        let max = if self.config.legacy_channel_numbers { LEGACY_CHANNEL_MAX } else { CHANNEL_MAX };
+        let max = if self.config.legacy_channel_numbers {
+            LEGACY_CHANNEL_MAX
+        } else {
+            CHANNEL_MAX
+        };
         if !(CHANNEL_MIN..=max).contains(&number) {
             return Err(if (CHANNEL_MIN..=LEGACY_CHANNEL_MAX).contains(&number) {
                 Reject::ChannelNumberOutOfRange
@@ -464,7 +512,9 @@ impl Server {
         let hairpin = self.check_peer(index, peer)?;
         let max_channels = self.config.max_channels;
         let max_permissions = self.config.max_permissions;
-        let a = self.allocations[index as usize].as_mut().expect("ready allocation");
+        let a = self.allocations[index as usize]
+            .as_mut()
+            .expect("ready allocation");
         if a.channel_conflict(number, peer, now.mono) {
             return Err(Reject::BadRequest);
         }

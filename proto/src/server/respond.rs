@@ -55,7 +55,13 @@ impl Server {
     }
 
     /// Answers `req` with an error response and counts it.
-    pub(super) fn reject(&mut self, req: &Request, reject: Reject, auth: Option<&Authed>, now: Now) {
+    pub(super) fn reject(
+        &mut self,
+        req: &Request,
+        reject: Reject,
+        auth: Option<&Authed>,
+        now: Now,
+    ) {
         self.reject_with(req, reject, auth, now, &[]);
     }
 

@@ -167,7 +167,9 @@ mod tests {
         let tid = TransactionId([7; 12]);
         for addr in [
             "192.0.2.1:32853".parse::<SocketAddr>().unwrap(),
-            "[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse().unwrap(),
+            "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+                .parse()
+                .unwrap(),
         ] {
             let mut buf = vec![0u8; xor_address_len(&addr)];
             write_xor_address(&mut buf, &addr, &tid);

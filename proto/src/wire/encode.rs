@@ -55,7 +55,7 @@ impl<'b> MessageEncoder<'b> {
         self.buf.resize(at + len, 0);
         fill(&mut self.buf[at..at + len]);
         let pad = super::padded(len) - len;
-        self.buf.extend(std::iter::repeat(self.padding).take(pad));
+        self.buf.extend(std::iter::repeat_n(self.padding, pad));
         self.set_length();
     }
 

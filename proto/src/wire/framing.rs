@@ -52,7 +52,10 @@ mod tests {
             next_frame(&[0x40, 0, 0, 5, 1, 2, 3, 4, 5, 0, 0, 0]),
             Frame::Complete(12)
         );
-        assert_eq!(next_frame(&[0x40, 0, 0, 5, 1, 2, 3, 4, 5]), Frame::Incomplete);
+        assert_eq!(
+            next_frame(&[0x40, 0, 0, 5, 1, 2, 3, 4, 5]),
+            Frame::Incomplete
+        );
         assert_eq!(next_frame(&[0xFF, 0, 0, 5]), Frame::Invalid);
     }
 }

@@ -127,7 +127,7 @@ impl<'a> Message<'a> {
         let (method, class, transaction_id) =
             Self::peek_header(packet).ok_or(DecodeError::NotStun)?;
         let body_len = u16::from_be_bytes([packet[2], packet[3]]) as usize;
-        if body_len % 4 != 0 || HEADER_LEN + body_len != packet.len() {
+        if !body_len.is_multiple_of(4) || HEADER_LEN + body_len != packet.len() {
             return Err(DecodeError::Malformed);
         }
         let mut msg = Message {
@@ -167,7 +167,7 @@ impl<'a> Message<'a> {
                 }
                 attr::MESSAGE_INTEGRITY_SHA256 if msg.integrity_sha256.is_none() => {
                     // RFC 8489 §14.6: 16 to 32 bytes, a multiple of 4.
-                    if !(16..=32).contains(&len) || len % 4 != 0 {
+                    if !(16..=32).contains(&len) || !len.is_multiple_of(4) {
                         return Err(DecodeError::Malformed);
                     }
                     msg.integrity_sha256 = Some(at);
@@ -309,7 +309,12 @@ mod tests {
     #[test]
     fn message_type_round_trips_every_method_and_class() {
         for m in 0..0x1000u16 {
-            for c in [Class::Request, Class::Indication, Class::Success, Class::Error] {
+            for c in [
+                Class::Request,
+                Class::Indication,
+                Class::Success,
+                Class::Error,
+            ] {
                 let t = message_type(Method(m), c);
                 assert_eq!(t & 0xC000, 0);
                 assert_eq!(split_type(t), (Method(m), c));

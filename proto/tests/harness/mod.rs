@@ -12,7 +12,9 @@ use turnd_proto::client::{self, Attr, ClientAuth};
 use turnd_proto::server::ledger::Ledger;
 use turnd_proto::server::ports::PortShard;
 use turnd_proto::wire::{attr, Message, Method, TransactionId};
-use turnd_proto::{ClientId, Command, FromClient, Now, RelayAddress, RelayId, Server, ServerConfig, Transport};
+use turnd_proto::{
+    ClientId, Command, FromClient, Now, RelayAddress, RelayId, Server, ServerConfig, Transport,
+};
 
 pub const SECRET: &[u8] = b"rotation-secret-2";
 pub const OLD_SECRET: &[u8] = b"rotation-secret-1";
@@ -130,14 +132,22 @@ impl Harness {
     }
 
     /// Sends a request with `auth`, re-trying once after a 401/438 challenge like a client.
-    pub fn request(&mut self, c: ClientId, method: Method, attrs: &[Attr], auth: &mut ClientAuth) -> Vec<u8> {
+    pub fn request(
+        &mut self,
+        c: ClientId,
+        method: Method,
+        attrs: &[Attr],
+        auth: &mut ClientAuth,
+    ) -> Vec<u8> {
         for _ in 0..2 {
             let tid = self.tid();
             let req = client::request(method, tid, attrs, Some(auth), false);
             let resp = self.send(c, &req).expect("a response");
             let msg = Message::parse(&resp).unwrap();
             match client::error_code(&msg) {
-                Some(401) | Some(438) if auth.nonce.is_none() || client::error_code(&msg) == Some(438) => {
+                Some(401) | Some(438)
+                    if auth.nonce.is_none() || client::error_code(&msg) == Some(438) =>
+                {
                     auth.learn(&msg);
                 }
                 _ => return resp,
@@ -157,7 +167,12 @@ impl Harness {
     }
 
     /// Allocates with extra attributes (LIFETIME, families) and returns the relayed address.
-    pub fn allocate_with(&mut self, c: ClientId, auth: &mut ClientAuth, extra: &[Attr]) -> SocketAddr {
+    pub fn allocate_with(
+        &mut self,
+        c: ClientId,
+        auth: &mut ClientAuth,
+        extra: &[Attr],
+    ) -> SocketAddr {
         let mut attrs = vec![Attr::RequestedTransport(17)];
         attrs.extend_from_slice(extra);
         let resp = self.request(c, Method::ALLOCATE, &attrs, auth);
