@@ -73,6 +73,18 @@ fn announce(config: &Config, running: &crate::serve::Running) {
             tracing::warn!("the relay address {} is loopback: only clients on this host can use it; set --relay-ip/--external-ip", r.advertised);
         }
     }
+    if let Some(http) = &running.http {
+        tracing::info!(addr = %http.addr, "HTTP credential API and health checks");
+        if config.api_keys.is_empty() {
+            tracing::warn!("no --api-key: the credential endpoints answer loopback clients only");
+        }
+    }
+    if let Some(http) = &running.http {
+        tracing::info!(addr = %http.addr, "HTTP credential API and health checks");
+        if config.api_keys.is_empty() {
+            tracing::warn!("no --api-key: the credential endpoints answer loopback clients only");
+        }
+    }
     if config.secret_is_ephemeral {
         tracing::warn!("no --secret configured: using a random ephemeral secret; REST credentials minted elsewhere will not work and none survive a restart");
     }

@@ -123,6 +123,38 @@ pub struct Settings {
     #[arg(long, env = "TURND_LOG_FORMAT")]
     pub log_format: Option<String>,
 
+    /// HTTP listen address of the credential API and health checks ("off" disables it)
+    /// [default: 127.0.0.1:8080].
+    #[arg(long, env = "TURND_HTTP_LISTEN", value_name = "ADDR:PORT")]
+    pub http_listen: Option<String>,
+
+    /// API key for the credential endpoints, repeatable (`Authorization: Bearer KEY` or
+    /// `key=KEY`). Without one, the endpoints answer loopback clients only.
+    #[arg(
+        long,
+        env = "TURND_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_key: Option<Vec<String>>,
+
+    /// Browser origin allowed to call the credential endpoints directly, repeatable.
+    #[arg(
+        long,
+        env = "TURND_CORS_ORIGIN",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub cors_origin: Option<Vec<String>>,
+
+    /// Credential requests per minute per client address (0 = no limit) [default: 60].
+    #[arg(long, env = "TURND_HTTP_RATE_LIMIT")]
+    pub http_rate_limit: Option<u32>,
+
+    /// Lifetime of credentials when the request names none, seconds [default: 3600].
+    #[arg(long, env = "TURND_DEFAULT_TTL")]
+    pub default_ttl: Option<u64>,
+
     /// Host name clients use to reach this server, repeatable [default: the advertised IP].
     #[arg(
         long,
@@ -223,6 +255,12 @@ pub struct Config {
     pub workers: usize,
     pub log_format: LogFormat,
     pub public_hosts: Vec<String>,
+    /// None when the HTTP service is off.
+    pub http_listen: Option<SocketAddr>,
+    pub api_keys: Vec<String>,
+    pub cors_origins: Vec<String>,
+    pub http_rate_limit: u32,
+    pub default_ttl: u64,
 }
 
 pub const DEFAULT_LISTEN: [&str; 2] = ["0.0.0.0:3478", "[::]:3478"];
@@ -230,6 +268,7 @@ pub const DEFAULT_REALM: &str = "turnd";
 pub const DEFAULT_RELAY_PORTS: &str = "49152-65535";
 pub const DEFAULT_USER_QUOTA: u32 = 10;
 pub const DEFAULT_MAX_TTL: u64 = 86_400;
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
 
 fn parse_list<T>(
     key: &str,
@@ -426,7 +465,36 @@ impl Config {
         if let Some(h) = public_hosts.iter().find(|h| !crate::uris::is_valid_host(h)) {
             bail!("public_host: `{h}` is not a host name or IP address");
         }
+        let http_listen = match s.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN) {
+            "off" | "" => None,
+            v => Some(v.parse::<SocketAddr>().map_err(|_| {
+                anyhow::anyhow!("http_listen: `{v}` is not an ADDRESS:PORT or \"off\"")
+            })?),
+        };
+        let api_keys = s.api_key.clone().unwrap_or_default();
+        if api_keys
+            .iter()
+            .any(|k| k.len() < 16 || !k.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            bail!("api_key: each key must be at least 16 printable ASCII characters");
+        }
+        let cors_origins = s.cors_origin.clone().unwrap_or_default();
+        if let Some(o) = cors_origins
+            .iter()
+            .find(|o| !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/'))
+        {
+            bail!("cors_origin: `{o}` must be an origin like https://app.example.com (scheme and host, no path)");
+        }
+        let default_ttl = s.default_ttl.unwrap_or(3600);
+        if default_ttl == 0 {
+            bail!("default_ttl: must be at least 1 second");
+        }
         Ok(Config {
+            http_listen,
+            api_keys,
+            cors_origins,
+            http_rate_limit: s.http_rate_limit.unwrap_or(60),
+            default_ttl: default_ttl.min(max_ttl),
             realm,
             listen,
             listen_is_default,

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use rand::RngCore;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use turnd_proto::auth::Credentials;
@@ -24,6 +24,12 @@ pub struct Running {
     /// The UDP listen addresses, as bound (port 0 resolved).
     pub udp: Vec<SocketAddr>,
     pub ledger: Arc<Ledger>,
+    /// The HTTP service, when enabled.
+    pub http: Option<crate::http::HttpServer>,
+    /// Shared with the HTTP handlers (credentials issued).
+    pub http_state: Option<Arc<crate::http::HttpState>>,
+    /// Worker threads currently in their loop.
+    pub workers_running: Arc<AtomicUsize>,
     workers: Vec<WorkerHandle>,
     threads: Vec<JoinHandle<()>>,
     shutdown: Arc<AtomicBool>,
@@ -41,6 +47,9 @@ impl Running {
     /// Stops and waits for the workers to finish.
     pub fn shutdown(mut self) {
         self.stop();
+        if let Some(mut h) = self.http.take() {
+            h.stop();
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -118,6 +127,7 @@ pub fn start(config: &Config) -> Result<Running> {
     rand::rngs::OsRng.fill_bytes(&mut nonce_key);
     let mut workers = Vec::new();
     let mut threads = Vec::new();
+    let workers_running = Arc::new(AtomicUsize::new(0));
     for (i, sockets) in listeners.into_iter().enumerate() {
         let server_config = ServerConfig {
             realm: config.realm.clone(),
@@ -140,18 +150,58 @@ pub fn start(config: &Config) -> Result<Running> {
         let server = Server::new(server_config, ledger.clone());
         let (worker, handle) = Worker::new(server, sockets, shutdown.clone())?;
         workers.push(handle);
+        let running = workers_running.clone();
+        running.fetch_add(1, Ordering::Relaxed);
         threads.push(
             std::thread::Builder::new()
                 .name(format!("turnd-worker-{i}"))
-                .spawn(move || worker.run())
+                .spawn(move || {
+                    // Counted down however the loop ends, panics included: /readyz sees it.
+                    let _alive = RunningGuard(running);
+                    worker.run();
+                })
                 .context("cannot start a worker thread")?,
         );
     }
+    let listeners = crate::uris::Listeners {
+        udp: udp.iter().map(|a| a.port()).collect(),
+        ..Default::default()
+    };
+    let (http, http_state) = match config.http_listen {
+        None => (None, None),
+        Some(addr) => {
+            let state = Arc::new(crate::http::HttpState {
+                secret: config.secrets[0].clone(),
+                max_ttl: config.max_ttl,
+                default_ttl: config.default_ttl,
+                hosts: config.client_hosts(),
+                listeners,
+                api_keys: config.api_keys.clone(),
+                cors_origins: config.cors_origins.clone(),
+                limiter: crate::http::access::RateLimiter::new(config.http_rate_limit),
+                workers_running: workers_running.clone(),
+                workers_expected: config.workers,
+                credentials_issued: Default::default(),
+            });
+            (Some(crate::http::start(addr, state.clone())?), Some(state))
+        }
+    };
     Ok(Running {
         udp,
         ledger,
+        http,
+        http_state,
+        workers_running,
         workers,
         threads,
         shutdown,
     })
+}
+
+struct RunningGuard(Arc<AtomicUsize>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

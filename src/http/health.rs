@@ -1,0 +1,31 @@
+//! `/healthz` (the process answers) and `/readyz` (listeners bound and every worker running).
+
+use super::HttpState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, Json<Value>) {
+    let running = state.workers_running.load(Ordering::Relaxed);
+    let ready = running == state.workers_expected && running > 0;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "ready": ready,
+            "workers": { "running": running, "expected": state.workers_expected },
+            "listeners": { "udp": state.listeners.udp },
+        })),
+    )
+}

@@ -1,0 +1,139 @@
+//! The HTTP service inside `turnd serve`: the credential endpoints a WebRTC app calls before
+//! it creates a peer connection, and health checks. It runs on its own thread with its own
+//! tokio runtime, so nothing here shares a thread with the relay workers.
+
+pub mod access;
+pub mod credentials;
+pub mod error;
+pub mod health;
+
+use crate::uris::{self, Listeners};
+use anyhow::{Context, Result};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Everything the handlers read.
+pub struct HttpState {
+    /// The secret that mints (the first configured one).
+    pub secret: String,
+    pub max_ttl: u64,
+    pub default_ttl: u64,
+    pub hosts: Vec<String>,
+    /// The listeners that are actually up.
+    pub listeners: Listeners,
+    pub api_keys: Vec<String>,
+    pub cors_origins: Vec<String>,
+    pub limiter: access::RateLimiter,
+    pub workers_running: Arc<AtomicUsize>,
+    pub workers_expected: usize,
+    pub credentials_issued: AtomicU64,
+}
+
+impl HttpState {
+    pub fn turn_urls(&self) -> Vec<String> {
+        uris::turn_urls(&self.hosts, &self.listeners)
+    }
+    pub fn stun_urls(&self) -> Vec<String> {
+        uris::stun_urls(&self.hosts, &self.listeners)
+    }
+}
+
+/// The routes.
+pub fn router(state: Arc<HttpState>) -> Router {
+    use error::method_not_allowed;
+    let api = Router::new()
+        .route(
+            "/api/v1/credentials",
+            get(credentials::rest).fallback(method_not_allowed),
+        )
+        .route(
+            "/api/v1/ice-servers",
+            get(credentials::ice_servers)
+                .post(credentials::ice_servers)
+                .fallback(method_not_allowed),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::cors,
+        ));
+    Router::new()
+        .merge(api)
+        .route(
+            "/healthz",
+            get(health::healthz).fallback(method_not_allowed),
+        )
+        .route("/readyz", get(health::readyz).fallback(method_not_allowed))
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .with_state(state)
+}
+
+/// A running HTTP service.
+pub struct HttpServer {
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HttpServer {
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Binds `addr` (synchronously, so a bad address fails start-up) and serves on a thread.
+pub fn start(addr: SocketAddr, state: Arc<HttpState>) -> Result<HttpServer> {
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("http_listen: cannot bind {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(state);
+    let thread = std::thread::Builder::new()
+        .name("turnd-http".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!(error = %e, "cannot start the HTTP runtime"),
+            };
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => return tracing::error!(error = %e, "cannot use the HTTP listener"),
+                };
+                let service = app.into_make_service_with_connect_info::<SocketAddr>();
+                let result = axum::serve(listener, service)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "HTTP service stopped");
+                }
+            });
+        })?;
+    Ok(HttpServer {
+        addr: bound,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
+}

@@ -1,0 +1,466 @@
+//! The credential HTTP service over real sockets: what an app's backend or a browser does.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use turn::client::{Client, ClientConfig};
+
+const KEY: &str = "test-api-key-0123456789";
+
+async fn allocate_with(
+    server: std::net::SocketAddr,
+    username: &str,
+    password: &str,
+) -> Result<(), turn::Error> {
+    let conn = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let cfg = ClientConfig {
+        stun_serv_addr: server.to_string(),
+        turn_serv_addr: server.to_string(),
+        username: username.into(),
+        password: password.into(),
+        realm: "turnd".into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: Arc::new(conn),
+        vnet: None,
+    };
+    let c = Client::new(cfg).await?;
+    c.listen().await?;
+    let r = tokio::time::timeout(Duration::from_secs(5), c.allocate())
+        .await
+        .expect("allocate answers");
+    c.close().await?;
+    r.map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_fetched_over_http_authenticate_a_real_allocate() {
+    let turnd = start(settings());
+    let http = turnd.http();
+    let r = tokio::task::spawn_blocking(move || {
+        get(
+            http,
+            "/api/v1/credentials?username=alice&ttl=600&service=turn",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let (user, pass) = (
+        v["username"].as_str().unwrap().to_owned(),
+        v["password"].as_str().unwrap().to_owned(),
+    );
+    assert!(user.ends_with(":alice"));
+    assert_eq!(v["ttl"], 600);
+    assert_eq!(
+        v["uris"],
+        serde_json::json!([format!(
+            "turn:127.0.0.1:{}?transport=udp",
+            turnd.addr.port()
+        )])
+    );
+    allocate_with(turnd.addr, &user, &pass)
+        .await
+        .expect("the minted credential works");
+
+    let mut tampered = pass.clone().into_bytes();
+    tampered[0] = if tampered[0] == b'A' { b'B' } else { b'A' };
+    assert!(
+        allocate_with(turnd.addr, &user, std::str::from_utf8(&tampered).unwrap())
+            .await
+            .is_err()
+    );
+    let other_user = user.replace("alice", "mallory");
+    assert!(allocate_with(turnd.addr, &other_user, &pass).await.is_err());
+
+    // A one-second credential stops working once its expiry has passed.
+    let r =
+        tokio::task::spawn_blocking(move || get(http, "/api/v1/credentials?username=brief&ttl=1"))
+            .await
+            .unwrap();
+    let v = r.json();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let expired = allocate_with(
+        turnd.addr,
+        v["username"].as_str().unwrap(),
+        v["password"].as_str().unwrap(),
+    )
+    .await;
+    assert!(expired.is_err(), "an expired credential is refused");
+}
+
+/// What `new RTCPeerConnection({iceServers})` and aiortc's `RTCIceServer(urls=s["urls"],
+/// username=s.get("username"), credential=s.get("credential"))` need of each entry.
+fn check_ice_servers(servers: &Value) {
+    let list = servers.as_array().expect("an array of ice servers");
+    assert_eq!(list.len(), 2);
+    for s in list {
+        let urls = s["urls"].as_array().expect("urls is always an array");
+        assert!(!urls.is_empty());
+        for u in urls {
+            let u = u.as_str().unwrap();
+            if u.starts_with("stun:") {
+                assert!(!u.contains('?'), "no ?transport on stun: URLs");
+                assert!(s.get("username").is_none());
+            } else {
+                assert!(u.starts_with("turn:") || u.starts_with("turns:"));
+                assert!(s["username"].is_string() && s["credential"].is_string());
+            }
+        }
+    }
+}
+
+#[test]
+fn ice_servers_in_both_shapes_and_as_a_bare_array() {
+    let mut s = settings();
+    s.public_host = Some(vec!["relay.example.com".into()]);
+    let turnd = start(s);
+    let http = turnd.http();
+    for (method, body) in [
+        ("GET", ""),
+        ("POST", ""),
+        ("POST", "{\"username\":\"bob\",\"ttl\":120}"),
+    ] {
+        let target = if body.is_empty() {
+            "/api/v1/ice-servers?username=bob&ttl=120"
+        } else {
+            "/api/v1/ice-servers"
+        };
+        let r = http_request(
+            http,
+            method,
+            target,
+            &[("Content-Type", "application/json")],
+            body,
+        );
+        assert_eq!(r.status, 200, "{method} {}", r.body);
+        let v = r.json();
+        check_ice_servers(&v["iceServers"]);
+        assert_eq!(v["ttl"], 120, "ttl is a number");
+        let turn = &v["iceServers"][1];
+        assert!(turn["username"].as_str().unwrap().ends_with(":bob"));
+        assert_eq!(
+            v["iceServers"][0]["urls"][0],
+            format!("stun:relay.example.com:{}", turnd.addr.port())
+        );
+        let expires = v["expiresAt"].as_str().unwrap();
+        let expiry: u64 = turn["username"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(expires, turnd::clock::rfc3339(expiry));
+    }
+    let r = get(http, "/api/v1/ice-servers?format=array&ttl=999999999");
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    check_ice_servers(&v);
+    let user = v[1]["username"].as_str().unwrap();
+    let expiry: u64 = user.split(':').next().unwrap().parse().unwrap();
+    assert!(
+        expiry <= turnd::clock::unix_now() + 86_400,
+        "ttl clamped to max_ttl"
+    );
+}
+
+#[test]
+fn api_keys_are_required_when_configured() {
+    let mut s = settings();
+    s.api_key = Some(vec![KEY.into()]);
+    let turnd = start(s);
+    let http = turnd.http();
+    let missing = get(http, "/api/v1/credentials?username=a");
+    assert_eq!(missing.status, 401);
+    assert!(missing.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("missing"));
+    assert_eq!(missing.header("www-authenticate"), Some("Bearer"));
+    let wrong = http_request(
+        http,
+        "GET",
+        "/api/v1/credentials",
+        &[("Authorization", "Bearer not-the-key-at-all")],
+        "",
+    );
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.json()["error"].is_string());
+    let bearer = http_request(
+        http,
+        "GET",
+        "/api/v1/credentials",
+        &[("Authorization", &format!("Bearer {KEY}"))],
+        "",
+    );
+    assert_eq!(bearer.status, 200);
+    assert_eq!(
+        get(http, &format!("/api/v1/ice-servers?key={KEY}")).status,
+        200
+    );
+    assert_eq!(
+        get(http, "/healthz").status,
+        200,
+        "health checks need no key"
+    );
+}
+
+#[test]
+fn rate_limit_answers_429_with_retry_after() {
+    let mut s = settings();
+    s.http_rate_limit = Some(20); // bursts of 5
+    let turnd = start(s);
+    let http = turnd.http();
+    let statuses: Vec<u16> = (0..7)
+        .map(|_| get(http, "/api/v1/credentials").status)
+        .collect();
+    assert_eq!(&statuses[..5], &[200; 5]);
+    let r = get(http, "/api/v1/credentials");
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(r.json()["error"].as_str().unwrap().contains("too many"));
+}
+
+#[test]
+fn cors_preflight_passes_for_allowed_origins_only() {
+    let mut s = settings();
+    s.cors_origin = Some(vec!["https://app.example.com".into()]);
+    let turnd = start(s);
+    let http = turnd.http();
+    let preflight = |origin: &str| {
+        http_request(
+            http,
+            "OPTIONS",
+            "/api/v1/ice-servers",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "POST"),
+                ("Access-Control-Request-Headers", "authorization"),
+            ],
+            "",
+        )
+    };
+    let ok = preflight("https://app.example.com");
+    assert_eq!(ok.status, 204);
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert!(ok
+        .header("access-control-allow-headers")
+        .unwrap()
+        .contains("authorization"));
+    let bad = preflight("https://evil.example.net");
+    assert_eq!(bad.status, 403);
+    assert_eq!(bad.header("access-control-allow-origin"), None);
+    assert!(bad.json()["error"].is_string());
+    let r = http_request(
+        http,
+        "GET",
+        "/api/v1/ice-servers",
+        &[("Origin", "https://app.example.com")],
+        "",
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let r = http_request(
+        http,
+        "GET",
+        "/api/v1/ice-servers",
+        &[("Origin", "https://evil.example.net")],
+        "",
+    );
+    assert_eq!(r.header("access-control-allow-origin"), None);
+}
+
+#[test]
+fn hostile_query_strings_get_400_never_500() {
+    let mut s = settings();
+    s.http_rate_limit = Some(0);
+    let turnd = start(s);
+    let http = turnd.http();
+    let huge = format!("/api/v1/credentials?username={}", "a".repeat(5000));
+    let long_user = format!("/api/v1/credentials?username={}", "b".repeat(129));
+    let targets = [
+        huge.as_str(),
+        long_user.as_str(),
+        "/api/v1/credentials?username=%E2%98%83",
+        "/api/v1/credentials?username=al%00ice",
+        "/api/v1/credentials?username=al%0Dice",
+        "/api/v1/credentials?username=a&username=b",
+        "/api/v1/credentials?username=a%20b",
+        "/api/v1/credentials?username=a:b",
+        "/api/v1/credentials?username=",
+        "/api/v1/credentials?ttl=-1",
+        "/api/v1/credentials?ttl=0",
+        "/api/v1/credentials?ttl=99999999999999999999999",
+        "/api/v1/credentials?ttl=1e3",
+        "/api/v1/credentials?ttl=60&ttl=70",
+        "/api/v1/credentials?service=stun",
+        "/api/v1/credentials?username=%ZZ%",
+        "/api/v1/ice-servers?format=xml",
+        "/api/v1/ice-servers?username=%F0%9F%92%A9",
+    ];
+    for t in targets {
+        let r = get(http, t);
+        assert_eq!(r.status, 400, "{t}: {}", r.body);
+        assert!(r.json()["error"].is_string(), "{t}");
+    }
+    let r = http_request(http, "POST", "/api/v1/ice-servers", &[], "{not json");
+    assert_eq!(r.status, 400);
+    let r = http_request(
+        http,
+        "POST",
+        "/api/v1/ice-servers",
+        &[],
+        "{\"username\":[1]}",
+    );
+    assert_eq!(r.status, 400);
+    let r = http_request(http, "DELETE", "/api/v1/credentials", &[], "");
+    assert_eq!(r.status, 405);
+    assert!(r.json()["error"].is_string());
+    let r = get(http, "/nope");
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"].is_string());
+    assert_eq!(get(http, "/healthz").status, 200, "still serving");
+}
+
+#[test]
+fn health_and_readiness() {
+    let turnd = start(settings());
+    let r = get(turnd.http(), "/healthz");
+    assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("ok")));
+    let r = get(turnd.http(), "/readyz");
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["ready"], true);
+    assert_eq!(v["workers"]["running"], 2);
+    assert_eq!(v["listeners"]["udp"][0], turnd.addr.port());
+}
+
+// ------------------------------------------------------------------ OpenAPI
+
+fn resolve<'a>(spec: &'a Value, v: &'a Value) -> &'a Value {
+    match v.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let mut cur = spec;
+            for part in r.trim_start_matches("#/").split('/') {
+                cur = &cur[part];
+            }
+            resolve(spec, cur)
+        }
+        None => v,
+    }
+}
+
+/// Checks `v` against the subset of JSON Schema the spec uses.
+fn conforms(spec: &Value, schema: &Value, v: &Value) -> Result<(), String> {
+    let schema = resolve(spec, schema);
+    if let Some(options) = schema.get("oneOf").and_then(Value::as_array) {
+        let matching = options
+            .iter()
+            .filter(|o| conforms(spec, o, v).is_ok())
+            .count();
+        return if matching == 1 {
+            Ok(())
+        } else {
+            Err(format!("{v} matches {matching} of oneOf"))
+        };
+    }
+    let ok = match schema.get("type").and_then(Value::as_str) {
+        Some("object") => v.is_object(),
+        Some("array") => v.is_array(),
+        Some("string") => v.is_string(),
+        Some("integer") => v.is_u64() || v.is_i64(),
+        Some("boolean") => v.is_boolean(),
+        _ => true,
+    };
+    if !ok {
+        return Err(format!("{v} is not {}", schema["type"]));
+    }
+    for r in schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = r.as_str().unwrap();
+        if v.get(key).is_none() {
+            return Err(format!("missing `{key}` in {v}"));
+        }
+    }
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (k, s) in props {
+            if let Some(x) = v.get(k) {
+                conforms(spec, s, x)?;
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
+        for x in arr {
+            conforms(spec, items, x)?;
+        }
+    }
+    Ok(())
+}
+
+/// docs/openapi.json describes what the server really answers: every documented operation is
+/// called, and its status and body must be among those documented.
+#[test]
+fn openapi_description_matches_the_server() {
+    let spec: Value = serde_json::from_str(include_str!("../docs/openapi.json")).unwrap();
+    let mut s = settings();
+    s.api_key = Some(vec![KEY.into()]);
+    s.http_rate_limit = Some(0);
+    let turnd = start(s);
+    let http = turnd.http();
+    let auth = format!("Bearer {KEY}");
+    let mut checked = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let m = method.to_uppercase();
+            let cases: Vec<(String, Vec<(&str, &str)>)> = vec![
+                (
+                    format!("{path}?username=openapi&ttl=60"),
+                    vec![("Authorization", auth.as_str())],
+                ),
+                (
+                    format!("{path}?format=array"),
+                    vec![("Authorization", auth.as_str())],
+                ),
+                (
+                    format!("{path}?ttl=zero"),
+                    vec![("Authorization", auth.as_str())],
+                ),
+                (path.clone(), vec![]),
+            ];
+            for (target, headers) in cases {
+                let r = http_request(http, &m, &target, &headers, "");
+                let documented = &op["responses"][r.status.to_string()];
+                assert!(
+                    !documented.is_null(),
+                    "{m} {target} answered {} which the spec does not list",
+                    r.status
+                );
+                let schema = &resolve(&spec, documented)["content"]["application/json"]["schema"];
+                conforms(&spec, schema, &r.json()).unwrap_or_else(|e| panic!("{m} {target}: {e}"));
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 4 * 5, "every documented operation was exercised");
+    // And nothing undocumented answers: another method on a documented path is 405, which the
+    // credential endpoints list.
+    assert_eq!(
+        http_request(http, "PUT", "/api/v1/credentials", &[], "").status,
+        405
+    );
+}
