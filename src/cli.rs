@@ -85,6 +85,9 @@ fn announce(config: &Config, running: &crate::serve::Running) {
             tracing::warn!("no --api-key: the credential endpoints answer loopback clients only");
         }
     }
+    if let Some(m) = &running.metrics {
+        tracing::info!(addr = %m.addr, "Prometheus metrics at /metrics");
+    }
     if config.secret_is_ephemeral {
         tracing::warn!("no --secret configured: using a random ephemeral secret; REST credentials minted elsewhere will not work and none survive a restart");
     }

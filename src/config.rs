@@ -128,6 +128,10 @@ pub struct Settings {
     #[arg(long, env = "TURND_HTTP_LISTEN", value_name = "ADDR:PORT")]
     pub http_listen: Option<String>,
 
+    /// Prometheus metrics listen address ("off" disables it) [default: 127.0.0.1:9641].
+    #[arg(long, env = "TURND_METRICS_LISTEN", value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<String>,
+
     /// API key for the credential endpoints, repeatable (`Authorization: Bearer KEY` or
     /// `key=KEY`). Without one, the endpoints answer loopback clients only.
     #[arg(
@@ -257,6 +261,8 @@ pub struct Config {
     pub public_hosts: Vec<String>,
     /// None when the HTTP service is off.
     pub http_listen: Option<SocketAddr>,
+    /// None when metrics are off.
+    pub metrics_listen: Option<SocketAddr>,
     pub api_keys: Vec<String>,
     pub cors_origins: Vec<String>,
     pub http_rate_limit: u32,
@@ -269,6 +275,18 @@ pub const DEFAULT_RELAY_PORTS: &str = "49152-65535";
 pub const DEFAULT_USER_QUOTA: u32 = 10;
 pub const DEFAULT_MAX_TTL: u64 = 86_400;
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9641";
+
+/// An `ADDRESS:PORT`, or "off" (None).
+fn optional_addr(key: &str, v: &str) -> Result<Option<SocketAddr>> {
+    match v {
+        "off" | "" => Ok(None),
+        v => v
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("{key}: `{v}` is not an ADDRESS:PORT or \"off\"")),
+    }
+}
 
 fn parse_list<T>(
     key: &str,
@@ -465,12 +483,16 @@ impl Config {
         if let Some(h) = public_hosts.iter().find(|h| !crate::uris::is_valid_host(h)) {
             bail!("public_host: `{h}` is not a host name or IP address");
         }
-        let http_listen = match s.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN) {
-            "off" | "" => None,
-            v => Some(v.parse::<SocketAddr>().map_err(|_| {
-                anyhow::anyhow!("http_listen: `{v}` is not an ADDRESS:PORT or \"off\"")
-            })?),
-        };
+        let http_listen = optional_addr(
+            "http_listen",
+            s.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN),
+        )?;
+        let metrics_listen = optional_addr(
+            "metrics_listen",
+            s.metrics_listen
+                .as_deref()
+                .unwrap_or(DEFAULT_METRICS_LISTEN),
+        )?;
         let api_keys = s.api_key.clone().unwrap_or_default();
         if api_keys
             .iter()
@@ -491,6 +513,7 @@ impl Config {
         }
         Ok(Config {
             http_listen,
+            metrics_listen,
             api_keys,
             cors_origins,
             http_rate_limit: s.http_rate_limit.unwrap_or(60),

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod netif;
 pub mod relay;
 pub mod serve;

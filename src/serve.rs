@@ -28,6 +28,8 @@ pub struct Running {
     pub http: Option<crate::http::HttpServer>,
     /// Shared with the HTTP handlers (credentials issued).
     pub http_state: Option<Arc<crate::http::HttpState>>,
+    /// The metrics listener, when enabled.
+    pub metrics: Option<crate::http::HttpServer>,
     /// Worker threads currently in their loop.
     pub workers_running: Arc<AtomicUsize>,
     workers: Vec<WorkerHandle>,
@@ -47,7 +49,10 @@ impl Running {
     /// Stops and waits for the workers to finish.
     pub fn shutdown(mut self) {
         self.stop();
-        if let Some(mut h) = self.http.take() {
+        for mut h in [self.http.take(), self.metrics.take()]
+            .into_iter()
+            .flatten()
+        {
             h.stop();
         }
         for t in self.threads.drain(..) {
@@ -186,11 +191,28 @@ pub fn start(config: &Config) -> Result<Running> {
             (Some(crate::http::start(addr, state.clone())?), Some(state))
         }
     };
+    let metrics = match config.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let sources = Arc::new(crate::metrics::Sources {
+                workers: workers.iter().map(|w| w.stats.clone()).collect(),
+                workers_running: workers_running.clone(),
+                http: http_state.clone(),
+            });
+            let registry = crate::metrics::exposition::registry(sources);
+            Some(crate::http::serve_router(
+                addr,
+                crate::metrics::exposition::router(registry),
+                "metrics_listen",
+            )?)
+        }
+    };
     Ok(Running {
         udp,
         ledger,
         http,
         http_state,
+        metrics,
         workers_running,
         workers,
         threads,

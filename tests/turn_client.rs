@@ -33,7 +33,8 @@ async fn client(server: SocketAddr, username: &str, password: &str) -> Client {
 }
 
 /// Sends `msg` from `from` until `to` receives it (the first packets may race the permission
-/// the client creates on first send); returns what arrived and its source.
+/// the client creates on first send; earlier packets still in flight are skipped); returns what
+/// arrived and its source.
 async fn deliver(
     from: &(impl Conn + ?Sized),
     target: SocketAddr,
@@ -43,10 +44,12 @@ async fn deliver(
     let mut buf = vec![0u8; 1500];
     for _ in 0..20 {
         from.send_to(msg, target).await.unwrap();
-        if let Ok(Ok((n, src))) =
-            tokio::time::timeout(Duration::from_millis(250), to.recv_from(&mut buf)).await
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
+        while let Ok(Ok((n, src))) = tokio::time::timeout_at(deadline, to.recv_from(&mut buf)).await
         {
-            return (buf[..n].to_vec(), src);
+            if &buf[..n] == msg {
+                return (buf[..n].to_vec(), src);
+            }
         }
     }
     panic!("{msg:?} never arrived");

@@ -34,6 +34,16 @@ pub struct HttpState {
     pub credentials_issued: AtomicU64,
 }
 
+impl std::fmt::Debug for HttpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret and API keys are never printed.
+        f.debug_struct("HttpState")
+            .field("hosts", &self.hosts)
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
 impl HttpState {
     pub fn turn_urls(&self) -> Vec<String> {
         uris::turn_urls(&self.hosts, &self.listeners)
@@ -99,12 +109,17 @@ impl Drop for HttpServer {
 
 /// Binds `addr` (synchronously, so a bad address fails start-up) and serves on a thread.
 pub fn start(addr: SocketAddr, state: Arc<HttpState>) -> Result<HttpServer> {
-    let listener = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("http_listen: cannot bind {addr}"))?;
+    serve_router(addr, router(state), "http_listen")
+}
+
+/// Binds `addr` and serves `app` on its own thread and runtime; `key` names the setting in
+/// errors.
+pub fn serve_router(addr: SocketAddr, app: Router, key: &str) -> Result<HttpServer> {
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("{key}: cannot bind {addr}"))?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(state);
     let thread = std::thread::Builder::new()
         .name("turnd-http".into())
         .spawn(move || {

@@ -16,6 +16,7 @@ pub fn settings() -> Settings {
         secret: Some(vec![SECRET.into()]),
         workers: Some(2),
         http_listen: Some("127.0.0.1:0".into()),
+        metrics_listen: Some("127.0.0.1:0".into()),
         ..Default::default()
     }
 }
@@ -161,4 +162,112 @@ fn dechunk(mut s: &str) -> String {
 
 pub fn get(addr: SocketAddr, target: &str) -> HttpResponse {
     http_request(addr, "GET", target, &[], "")
+}
+
+/// A blocking TURN client over real UDP, built on turnd-proto's codec (not the engine).
+pub struct UdpTurnClient {
+    pub sock: std::net::UdpSocket,
+    pub server: SocketAddr,
+    pub auth: turnd_proto::client::ClientAuth,
+    tid: u64,
+}
+
+impl UdpTurnClient {
+    pub fn new(server: SocketAddr, username: &str, password: &str) -> Self {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+            .unwrap();
+        UdpTurnClient {
+            sock,
+            server,
+            auth: turnd_proto::client::ClientAuth::new(username, password),
+            tid: 0,
+        }
+    }
+
+    fn next_tid(&mut self) -> turnd_proto::wire::TransactionId {
+        self.tid += 1;
+        let mut t = [0u8; 12];
+        t[..8].copy_from_slice(&self.tid.to_be_bytes());
+        t[8..].copy_from_slice(&rand_suffix());
+        turnd_proto::wire::TransactionId(t)
+    }
+
+    /// Sends a request, answering one 401/438 challenge; returns the final response.
+    pub fn request(
+        &mut self,
+        method: turnd_proto::wire::Method,
+        attrs: &[turnd_proto::client::Attr],
+    ) -> Vec<u8> {
+        use turnd_proto::client;
+        for _ in 0..3 {
+            let tid = self.next_tid();
+            let req = client::request(method, tid, attrs, Some(&self.auth), false);
+            self.sock.send_to(&req, self.server).unwrap();
+            let resp = self.recv_response(tid);
+            let msg = turnd_proto::wire::Message::parse(&resp).unwrap();
+            match client::error_code(&msg) {
+                Some(401) if self.auth.nonce.is_none() => self.auth.learn(&msg),
+                Some(438) => self.auth.learn(&msg),
+                _ => return resp,
+            }
+        }
+        panic!("challenge loop did not settle");
+    }
+
+    fn recv_response(&self, tid: turnd_proto::wire::TransactionId) -> Vec<u8> {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let (n, _) = self
+                .sock
+                .recv_from(&mut buf)
+                .expect("a response within 3 s");
+            if let Ok(m) = turnd_proto::wire::Message::parse(&buf[..n]) {
+                if m.transaction_id() == tid {
+                    return buf[..n].to_vec();
+                }
+            }
+        }
+    }
+
+    /// The error code of a response (None for success).
+    pub fn code(resp: &[u8]) -> Option<u16> {
+        turnd_proto::client::error_code(&turnd_proto::wire::Message::parse(resp).unwrap())
+    }
+
+    /// Allocates and returns the relayed address.
+    pub fn allocate(&mut self) -> SocketAddr {
+        use turnd_proto::client::{self, Attr};
+        let resp = self.request(
+            turnd_proto::wire::Method::ALLOCATE,
+            &[Attr::RequestedTransport(17)],
+        );
+        let msg = turnd_proto::wire::Message::parse(&resp).unwrap();
+        assert_eq!(client::error_code(&msg), None, "allocate failed");
+        client::address(&msg, turnd_proto::wire::attr::XOR_RELAYED_ADDRESS).unwrap()
+    }
+}
+
+fn rand_suffix() -> [u8; 4] {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(1);
+    (N.fetch_add(1, Ordering::Relaxed) ^ std::process::id()).to_be_bytes()
+}
+
+/// Scrapes `/metrics` (classic format) into `series → value`.
+pub fn scrape(turnd: &Turnd) -> std::collections::BTreeMap<String, f64> {
+    let addr = turnd
+        .running
+        .metrics
+        .as_ref()
+        .expect("metrics enabled")
+        .addr;
+    let r = get(addr, "/metrics");
+    assert_eq!(r.status, 200);
+    r.body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
+        .collect()
 }

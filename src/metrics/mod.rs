@@ -1,0 +1,231 @@
+//! Prometheus metrics: per-worker counters gathered at scrape time.
+//!
+//! The workers never touch a metric: each counts in its own `turnd_proto::stats::Stats` (plain
+//! integers) and copies them out a few times a second. A scrape sums the copies and encodes
+//! them with prometheus-client. Every label value is a bounded enum, never a username, an
+//! address or a port, so the number of series is fixed at start-up.
+
+pub mod exposition;
+pub mod names;
+
+use crate::http::HttpState;
+use names::*;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use turnd_proto::auth::AuthFailure;
+use turnd_proto::server::reject::Reject;
+use turnd_proto::stats::{Stats, LIFETIME_BUCKETS};
+use turnd_proto::Transport;
+
+/// Where a scrape reads from.
+#[derive(Debug)]
+pub struct Sources {
+    pub workers: Vec<Arc<Mutex<Stats>>>,
+    pub workers_running: Arc<AtomicUsize>,
+    pub http: Option<Arc<HttpState>>,
+}
+
+impl Sources {
+    /// The workers' counters, summed.
+    fn total(&self) -> Stats {
+        let mut t = Stats::default();
+        for w in &self.workers {
+            let s = w.lock().map(|s| s.clone()).unwrap_or_default();
+            add(&mut t, &s);
+        }
+        t
+    }
+}
+
+fn add(t: &mut Stats, s: &Stats) {
+    t.binding_requests += s.binding_requests;
+    t.allocations_created += s.allocations_created;
+    t.allocations_expired += s.allocations_expired;
+    t.allocations_deleted += s.allocations_deleted;
+    t.allocations_refused += s.allocations_refused;
+    for (a, b) in t
+        .allocations_active
+        .iter_mut()
+        .flatten()
+        .zip(s.allocations_active.iter().flatten())
+    {
+        *a += b;
+    }
+    t.permissions_active += s.permissions_active;
+    t.channels_active += s.channels_active;
+    t.relay_ports_free += s.relay_ports_free;
+    t.relay_ports_total += s.relay_ports_total;
+    for (a, b) in t.error_responses.iter_mut().zip(s.error_responses) {
+        *a += b;
+    }
+    for (a, b) in t.auth_failures.iter_mut().zip(s.auth_failures) {
+        *a += b;
+    }
+    t.peer_denied += s.peer_denied;
+    t.packets_to_peer += s.packets_to_peer;
+    t.bytes_to_peer += s.bytes_to_peer;
+    t.packets_to_client += s.packets_to_client;
+    t.bytes_to_client += s.bytes_to_client;
+    t.dropped_packets += s.dropped_packets;
+    t.relay_bind_failures += s.relay_bind_failures;
+    for (a, b) in t.lifetime_buckets.iter_mut().zip(s.lifetime_buckets) {
+        *a += b;
+    }
+    t.lifetime_sum_secs += s.lifetime_sum_secs;
+    t.lifetime_count += s.lifetime_count;
+}
+
+/// Counter families are registered without `_total`; OpenMetrics adds it to the sample.
+fn base(name: &str) -> &str {
+    name.strip_suffix("_total").unwrap_or(name)
+}
+
+fn help(name: &str) -> &'static str {
+    ALL.iter()
+        .find(|(n, _, _)| *n == name)
+        .map_or("", |(_, _, h)| h)
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, v: u64) -> fmt::Result {
+    let m = enc.encode_descriptor(base(name), help(name), None, MetricType::Counter)?;
+    ConstCounter::new(v).encode(m)
+}
+
+fn counters(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    label: &str,
+    rows: &[(&str, u64)],
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(base(name), help(name), None, MetricType::Counter)?;
+    for (value, v) in rows {
+        let labels = [(label, *value)];
+        ConstCounter::new(*v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, v: u64) -> fmt::Result {
+    let m = enc.encode_descriptor(name, help(name), None, MetricType::Gauge)?;
+    ConstGauge::new(v as i64).encode(m)
+}
+
+impl Collector for Sources {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let s = self.total();
+        let e = &mut enc;
+
+        let m = e.encode_descriptor(
+            base(BUILD_INFO).trim_end_matches("_info"),
+            help(BUILD_INFO),
+            None,
+            MetricType::Info,
+        )?;
+        let mut m = m;
+        m.encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
+        gauge(
+            e,
+            WORKERS_RUNNING,
+            self.workers_running.load(Ordering::Relaxed) as u64,
+        )?;
+
+        let mut m = e.encode_descriptor(
+            ALLOCATIONS_ACTIVE,
+            help(ALLOCATIONS_ACTIVE),
+            None,
+            MetricType::Gauge,
+        )?;
+        for t in Transport::ALL {
+            for (f, family) in ["ipv4", "ipv6"].iter().enumerate() {
+                let labels = [("transport", t.label()), ("family", family)];
+                ConstGauge::new(s.allocations_active[t as usize][f] as i64)
+                    .encode(m.encode_family(&labels)?)?;
+            }
+        }
+        counter(e, ALLOCATIONS_TOTAL, s.allocations_created)?;
+        counters(
+            e,
+            ALLOCATIONS_ENDED_TOTAL,
+            "reason",
+            &[
+                ("expired", s.allocations_expired),
+                ("deleted", s.allocations_deleted),
+            ],
+        )?;
+        counter(e, ALLOCATIONS_REFUSED_TOTAL, s.allocations_refused)?;
+
+        let mut buckets: Vec<(f64, u64)> = LIFETIME_BUCKETS
+            .iter()
+            .copied()
+            .zip(s.lifetime_buckets)
+            .collect();
+        buckets.push((f64::MAX, s.lifetime_buckets[LIFETIME_BUCKETS.len()]));
+        e.encode_descriptor(
+            ALLOCATION_LIFETIME_SECONDS,
+            help(ALLOCATION_LIFETIME_SECONDS),
+            None,
+            MetricType::Histogram,
+        )?
+        .encode_histogram::<NoLabelSet>(
+            s.lifetime_sum_secs,
+            s.lifetime_count,
+            &buckets,
+            None,
+        )?;
+
+        counter(e, STUN_BINDING_REQUESTS_TOTAL, s.binding_requests)?;
+        // One series per code: rejects that share a code (two kinds of 400) are summed.
+        let mut by_code: Vec<(u16, u64)> = Vec::new();
+        for r in Reject::ALL {
+            match by_code.iter_mut().find(|(c, _)| *c == r.code()) {
+                Some((_, v)) => *v += s.error_responses[r.index()],
+                None => by_code.push((r.code(), s.error_responses[r.index()])),
+            }
+        }
+        let codes: Vec<(String, u64)> = by_code.iter().map(|(c, v)| (c.to_string(), *v)).collect();
+        let rows: Vec<(&str, u64)> = codes.iter().map(|(c, v)| (c.as_str(), *v)).collect();
+        counters(e, ERROR_RESPONSES_TOTAL, "code", &rows)?;
+        let rows: Vec<(&str, u64)> = AuthFailure::ALL
+            .iter()
+            .map(|f| (f.label(), s.auth_failures[f.index()]))
+            .collect();
+        counters(e, AUTH_FAILURES_TOTAL, "reason", &rows)?;
+        counter(e, PEER_DENIED_TOTAL, s.peer_denied)?;
+        counters(
+            e,
+            RELAYED_PACKETS_TOTAL,
+            "direction",
+            &[
+                ("to_peer", s.packets_to_peer),
+                ("to_client", s.packets_to_client),
+            ],
+        )?;
+        counters(
+            e,
+            RELAYED_BYTES_TOTAL,
+            "direction",
+            &[
+                ("to_peer", s.bytes_to_peer),
+                ("to_client", s.bytes_to_client),
+            ],
+        )?;
+        counter(e, DROPPED_PACKETS_TOTAL, s.dropped_packets)?;
+        gauge(e, PERMISSIONS_ACTIVE, s.permissions_active)?;
+        gauge(e, CHANNELS_ACTIVE, s.channels_active)?;
+        gauge(e, RELAY_PORTS_FREE, s.relay_ports_free)?;
+        gauge(e, RELAY_PORTS_CONFIGURED, s.relay_ports_total)?;
+        counter(e, RELAY_BIND_FAILURES_TOTAL, s.relay_bind_failures)?;
+        let issued = self
+            .http
+            .as_ref()
+            .map_or(0, |h| h.credentials_issued.load(Ordering::Relaxed));
+        counter(e, CREDENTIALS_ISSUED_TOTAL, issued)?;
+        Ok(())
+    }
+}

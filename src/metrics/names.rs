@@ -1,0 +1,47 @@
+//! Metric names: one constant per series family, imported by the collector and the tests.
+//! Dashboards and alerts are written against these exact names.
+
+pub const BUILD_INFO: &str = "turnd_build_info";
+pub const WORKERS_RUNNING: &str = "turnd_workers_running";
+pub const ALLOCATIONS_ACTIVE: &str = "turnd_allocations_active";
+pub const ALLOCATIONS_TOTAL: &str = "turnd_allocations_total";
+pub const ALLOCATIONS_ENDED_TOTAL: &str = "turnd_allocations_ended_total";
+pub const ALLOCATIONS_REFUSED_TOTAL: &str = "turnd_allocations_refused_total";
+pub const ALLOCATION_LIFETIME_SECONDS: &str = "turnd_allocation_lifetime_seconds";
+pub const STUN_BINDING_REQUESTS_TOTAL: &str = "turnd_stun_binding_requests_total";
+pub const ERROR_RESPONSES_TOTAL: &str = "turnd_error_responses_total";
+pub const AUTH_FAILURES_TOTAL: &str = "turnd_auth_failures_total";
+pub const PEER_DENIED_TOTAL: &str = "turnd_peer_denied_total";
+pub const RELAYED_PACKETS_TOTAL: &str = "turnd_relayed_packets_total";
+pub const RELAYED_BYTES_TOTAL: &str = "turnd_relayed_bytes_total";
+pub const DROPPED_PACKETS_TOTAL: &str = "turnd_dropped_packets_total";
+pub const PERMISSIONS_ACTIVE: &str = "turnd_permissions_active";
+pub const CHANNELS_ACTIVE: &str = "turnd_channels_active";
+pub const RELAY_PORTS_FREE: &str = "turnd_relay_ports_free";
+pub const RELAY_PORTS_CONFIGURED: &str = "turnd_relay_ports_configured";
+pub const RELAY_BIND_FAILURES_TOTAL: &str = "turnd_relay_bind_failures_total";
+pub const CREDENTIALS_ISSUED_TOTAL: &str = "turnd_credentials_issued_total";
+
+/// Every family, with its type and meaning: the source of the README's metric table.
+pub const ALL: &[(&str, &str, &str)] = &[
+    (BUILD_INFO, "info", "Build information; label `version`. Always 1."),
+    (WORKERS_RUNNING, "gauge", "Relay worker threads running their loop."),
+    (ALLOCATIONS_ACTIVE, "gauge", "Allocations now, by `transport` (udp, tcp, tls) and `family` (ipv4, ipv6)."),
+    (ALLOCATIONS_TOTAL, "counter", "Allocations created."),
+    (ALLOCATIONS_ENDED_TOTAL, "counter", "Allocations ended, by `reason` (expired, deleted)."),
+    (ALLOCATIONS_REFUSED_TOTAL, "counter", "Allocate requests refused after the 401 challenge (quota, capacity, bad request, auth)."),
+    (ALLOCATION_LIFETIME_SECONDS, "histogram", "How long ended allocations lived."),
+    (STUN_BINDING_REQUESTS_TOTAL, "counter", "STUN Binding requests answered."),
+    (ERROR_RESPONSES_TOTAL, "counter", "STUN error responses sent, by `code` (400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508)."),
+    (AUTH_FAILURES_TOTAL, "counter", "Failed authentications, by `reason` (unknown_user, expired, ttl_too_long, bad_integrity, stale_nonce, missing_attributes, wrong_credentials)."),
+    (PEER_DENIED_TOTAL, "counter", "Peer addresses refused by policy (403 on CreatePermission/ChannelBind, Send dropped)."),
+    (RELAYED_PACKETS_TOTAL, "counter", "Packets relayed, by `direction` (to_peer, to_client)."),
+    (RELAYED_BYTES_TOTAL, "counter", "Application bytes relayed (no TURN framing), by `direction`."),
+    (DROPPED_PACKETS_TOTAL, "counter", "Packets dropped: not STUN/TURN, no allocation, no permission, unknown channel."),
+    (PERMISSIONS_ACTIVE, "gauge", "Permissions installed (refreshed every second)."),
+    (CHANNELS_ACTIVE, "gauge", "Channel bindings live (refreshed every second)."),
+    (RELAY_PORTS_FREE, "gauge", "Relay ports free to allocate."),
+    (RELAY_PORTS_CONFIGURED, "gauge", "Relay ports configured (per address family)."),
+    (RELAY_BIND_FAILURES_TOTAL, "counter", "Relay ports that could not be bound (held by another process); another port is tried."),
+    (CREDENTIALS_ISSUED_TOTAL, "counter", "Credentials minted by the HTTP API."),
+];
