@@ -4,9 +4,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::sync::Arc;
 use std::time::Duration;
-use turn::client::{Client, ClientConfig};
 
 const KEY: &str = "test-api-key-0123456789";
 
@@ -15,20 +13,7 @@ async fn allocate_with(
     username: &str,
     password: &str,
 ) -> Result<(), turn::Error> {
-    let conn = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let cfg = ClientConfig {
-        stun_serv_addr: server.to_string(),
-        turn_serv_addr: server.to_string(),
-        username: username.into(),
-        password: password.into(),
-        realm: "turnd".into(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(conn),
-        vnet: None,
-    };
-    let c = Client::new(cfg).await?;
-    c.listen().await?;
+    let c = turn_client(server, username, password).await;
     let r = tokio::time::timeout(Duration::from_secs(5), c.allocate())
         .await
         .expect("allocate answers");

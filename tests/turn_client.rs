@@ -6,30 +6,15 @@ mod common;
 
 use common::*;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use turn::client::{Client, ClientConfig};
+use turn::client::Client;
 use webrtc_util::Conn;
 
 const STEP: Duration = Duration::from_secs(5);
 
 async fn client(server: SocketAddr, username: &str, password: &str) -> Client {
-    let conn = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let cfg = ClientConfig {
-        stun_serv_addr: server.to_string(),
-        turn_serv_addr: server.to_string(),
-        username: username.into(),
-        password: password.into(),
-        realm: "turnd".into(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(conn),
-        vnet: None,
-    };
-    let c = Client::new(cfg).await.unwrap();
-    c.listen().await.unwrap();
-    c
+    turn_client(server, username, password).await
 }
 
 /// Sends `msg` from `from` until `to` receives it (the first packets may race the permission

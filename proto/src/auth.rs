@@ -13,6 +13,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use md5::Md5;
 use sha1::Sha1;
+use sha2::digest;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -70,26 +71,26 @@ pub fn parse_rest_username(username: &str) -> Option<(u64, &str)> {
     Some((expiry.parse().ok()?, user_id))
 }
 
+/// `H(username ":" realm ":" password)`, the long-term key of RFC 8489 §9.2.2.
+fn long_term_key<D: Digest>(username: &str, realm: &str, password: &str) -> digest::Output<D> {
+    let mut h = D::new();
+    for (i, part) in [username, realm, password].iter().enumerate() {
+        if i > 0 {
+            h.update(b":");
+        }
+        h.update(part.as_bytes());
+    }
+    h.finalize()
+}
+
 /// The MD5 long-term key (RFC 8489 §9.2.2).
 pub fn long_term_key_md5(username: &str, realm: &str, password: &str) -> [u8; 16] {
-    let mut h = Md5::new();
-    h.update(username.as_bytes());
-    h.update(b":");
-    h.update(realm.as_bytes());
-    h.update(b":");
-    h.update(password.as_bytes());
-    h.finalize().into()
+    long_term_key::<Md5>(username, realm, password).into()
 }
 
 /// The SHA-256 long-term key (RFC 8489 §9.2.2, PASSWORD-ALGORITHM 0x0002).
 pub fn long_term_key_sha256(username: &str, realm: &str, password: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(username.as_bytes());
-    h.update(b":");
-    h.update(realm.as_bytes());
-    h.update(b":");
-    h.update(password.as_bytes());
-    h.finalize().into()
+    long_term_key::<Sha256>(username, realm, password).into()
 }
 
 /// Which hash turns a password into a long-term key (RFC 8489 §18.5).

@@ -271,3 +271,26 @@ pub fn scrape(turnd: &Turnd) -> std::collections::BTreeMap<String, f64> {
         .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
         .collect()
 }
+
+/// A client of the `turn` crate (webrtc-rs), listening, for `server`.
+pub async fn turn_client(
+    server: SocketAddr,
+    username: &str,
+    password: &str,
+) -> turn::client::Client {
+    let conn = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let cfg = turn::client::ClientConfig {
+        stun_serv_addr: server.to_string(),
+        turn_serv_addr: server.to_string(),
+        username: username.into(),
+        password: password.into(),
+        realm: "turnd".into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: std::sync::Arc::new(conn),
+        vnet: None,
+    };
+    let c = turn::client::Client::new(cfg).await.unwrap();
+    c.listen().await.unwrap();
+    c
+}

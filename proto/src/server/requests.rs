@@ -23,6 +23,24 @@ fn unknown_required(msg: &Message<'_>) -> Vec<u16> {
     unknown
 }
 
+/// The Allocate request an allocation answers, and the credentials its answer is protected
+/// with: what a response sent after the relay binds (or fails to) needs.
+fn allocate_context(a: &Allocation) -> (Request, Authed) {
+    let req = Request {
+        client: a.client,
+        method: Method::ALLOCATE,
+        tid: a.allocate_tid,
+        fingerprint: a.request_fingerprint,
+    };
+    let auth = Authed {
+        username: a.username.clone(),
+        user_id: a.user_id.clone(),
+        key: a.key.clone(),
+        sha256: a.use_sha256,
+    };
+    (req, auth)
+}
+
 /// RFC 8656 §7.2 and §7.3: the lifetime a client gets: its request clamped to
 /// [default, max] on Allocate, to max on Refresh; 600 s when it asks nothing.
 fn granted_lifetime(requested: Option<u32>, allocate: bool) -> Duration {
@@ -289,18 +307,7 @@ impl Server {
         if a.is_ready() || a.relays.iter().flatten().any(|r| !r.bound) {
             return;
         }
-        let req = Request {
-            client: a.client,
-            method: Method::ALLOCATE,
-            tid: a.allocate_tid,
-            fingerprint: a.request_fingerprint,
-        };
-        let auth = Authed {
-            username: a.username.clone(),
-            user_id: a.user_id.clone(),
-            key: a.key.clone(),
-            sha256: a.use_sha256,
-        };
+        let (req, auth) = allocate_context(a);
         let relayed: Vec<SocketAddr> = a.relays.iter().flatten().map(|r| r.advertised).collect();
         let lifetime = a.expires.saturating_duration_since(now.mono).as_secs() as u32;
         let refused = a.additional_family_refused;
@@ -338,18 +345,7 @@ impl Server {
         let Some(a) = self.allocations[index as usize].as_ref() else {
             return;
         };
-        let req = Request {
-            client: a.client,
-            method: Method::ALLOCATE,
-            tid: a.allocate_tid,
-            fingerprint: a.request_fingerprint,
-        };
-        let auth = Authed {
-            username: a.username.clone(),
-            user_id: a.user_id.clone(),
-            key: a.key.clone(),
-            sha256: a.use_sha256,
-        };
+        let (req, auth) = allocate_context(a);
         self.remove_allocation(index, now);
         self.stats.allocations_refused += 1;
         self.reject(&req, Reject::InsufficientCapacity, Some(&auth), now);
