@@ -55,10 +55,14 @@ pub fn run(cli: Cli) -> Result<()> {
 fn serve(settings: Settings) -> Result<()> {
     let config = Config::from_settings(&settings.resolve()?)?;
     crate::logging::init(config.log_format);
+    // Installed before anything is bound, so a signal that arrives as soon as /readyz says
+    // ready still takes the clean path.
+    let mut signals = stop_signals()?;
     let running = crate::serve::start(&config)?;
     announce(&config, &running);
-    wait_for_signal()?;
-    tracing::info!("stopping");
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, "stopping");
+    }
     running.shutdown();
     Ok(())
 }
@@ -94,15 +98,10 @@ fn announce(config: &Config, running: &crate::serve::Running) {
     tracing::info!(workers = config.workers, realm = %config.realm, "turnd ready");
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() -> Result<()> {
+/// SIGINT and SIGTERM, caught.
+fn stop_signals() -> Result<signal_hook::iterator::Signals> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .context("cannot install signal handlers")?;
-    if let Some(sig) = signals.forever().next() {
-        tracing::info!(signal = sig, "signal received");
-    }
-    Ok(())
+    signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")
 }
 
 /// The listeners a configuration will open, for URLs minted offline.

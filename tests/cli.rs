@@ -148,3 +148,64 @@ fn shipped_config_file_is_valid() {
     assert_eq!(code, 2);
     assert!(err.contains("nonexistent"), "{err}");
 }
+
+/// A free loopback port (bound and released; the tiny race is acceptable in a test).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// SIGTERM and SIGINT stop `turnd serve` cleanly: exit status 0, promptly.
+#[test]
+fn sigterm_and_sigint_stop_cleanly() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let (udp, http) = (free_port(), free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_turnd"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{udp}"),
+                "--http-listen",
+                &format!("127.0.0.1:{http}"),
+            ])
+            .args(["--metrics-listen", "off", "--secret", "a-long-test-secret"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            use std::io::{Read, Write};
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", http)) {
+                let _ =
+                    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut r = String::new();
+                let _ = s.read_to_string(&mut r);
+                if r.starts_with("HTTP/1.1 200") {
+                    break;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "turnd never became ready"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("turnd did not stop within 5 s of signal {signal}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(0), "signal {signal}");
+    }
+}

@@ -1,4 +1,5 @@
-//! Receiving many datagrams per system call (recvmmsg on Linux; one at a time elsewhere).
+//! Receiving and sending many datagrams per system call (recvmmsg/sendmmsg on Linux; one at a
+//! time elsewhere).
 //!
 //! Each datagram lands in its own slot at offset [`HEADROOM`], leaving room for the server to
 //! write a ChannelData or Data-indication header in front of a peer's payload without copying
@@ -140,6 +141,109 @@ impl RecvBatch {
             }
         }
         Ok(n)
+    }
+}
+
+/// A datagram to send from a slot of the last receive: `slot`, the bytes `range` within it,
+/// and the destination.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub slot: usize,
+    pub range: std::ops::Range<usize>,
+    pub to: SocketAddr,
+}
+
+impl RecvBatch {
+    /// Sends datagrams whose bytes are in this batch's slots, all from one socket, with as
+    /// few system calls as the kernel allows. A datagram the kernel will not take now (full
+    /// send buffer) is dropped, as UDP would drop it on the wire. Returns how many were sent.
+    #[cfg(target_os = "linux")]
+    pub fn send(&mut self, fd: RawFd, out: &[Outgoing]) -> usize {
+        let mut sent = 0;
+        for chunk in out.chunks(BATCH) {
+            for (i, o) in chunk.iter().enumerate() {
+                let base = o.slot * SLOT;
+                self.iovecs[i] = libc::iovec {
+                    iov_base: self.buf[base + o.range.start..].as_mut_ptr() as *mut libc::c_void,
+                    iov_len: o.range.len(),
+                };
+                let namelen = std_to_sockaddr(&o.to, &mut self.addrs[i]);
+                let h = &mut self.hdrs[i].msg_hdr;
+                h.msg_name = &mut self.addrs[i] as *mut _ as *mut libc::c_void;
+                h.msg_namelen = namelen;
+                h.msg_iov = &mut self.iovecs[i];
+                h.msg_iovlen = 1;
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
+                h.msg_flags = 0;
+            }
+            let mut from = 0;
+            while from < chunk.len() {
+                // SAFETY: headers from..len point at live buffers owned by `self`.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        fd,
+                        self.hdrs[from..].as_mut_ptr(),
+                        (chunk.len() - from) as libc::c_uint,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n <= 0 {
+                    // EAGAIN or an error for the first datagram (e.g. ICMP unreachable
+                    // reported on this socket): skip it and go on with the rest.
+                    from += 1;
+                    continue;
+                }
+                sent += n as usize;
+                from += n as usize;
+            }
+        }
+        sent
+    }
+
+    /// Sends one datagram at a time where sendmmsg is not available.
+    #[cfg(not(target_os = "linux"))]
+    pub fn send(&mut self, fd: RawFd, out: &[Outgoing]) -> usize {
+        use std::os::fd::FromRawFd;
+        let socket = std::mem::ManuallyDrop::new(unsafe { std::net::UdpSocket::from_raw_fd(fd) });
+        out.iter()
+            .filter(|o| {
+                socket
+                    .send_to(
+                        &self.buf[o.slot * SLOT + o.range.start..o.slot * SLOT + o.range.end],
+                        o.to,
+                    )
+                    .is_ok()
+            })
+            .count()
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn std_to_sockaddr(addr: &SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
+            let sin = unsafe { &mut *(ss as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            };
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in6.
+            let sin6 = unsafe { &mut *(ss as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! (bounded per round, so one flooded socket cannot starve the rest); after each batch, carry
 //! out the server's commands; publish a stats snapshot a few times a second.
 
-use super::batch::{RecvBatch, BATCH};
+use super::batch::{Outgoing, RecvBatch, BATCH};
 use super::socket;
 use crate::clock;
 use mio::net::UdpSocket;
@@ -50,6 +50,8 @@ pub struct Worker {
     batch: RecvBatch,
     /// Sockets not drained in their last turn, read again before sleeping.
     backlog: Vec<Token>,
+    /// Datagrams of the current batch waiting to go out through one socket (sendmmsg).
+    outgoing: Vec<Outgoing>,
 }
 
 impl Worker {
@@ -78,6 +80,7 @@ impl Worker {
             stats: stats.clone(),
             batch: RecvBatch::new(),
             backlog: Vec::new(),
+            outgoing: Vec::with_capacity(BATCH),
         };
         Ok((worker, WorkerHandle { waker, stats }))
     }
@@ -158,9 +161,11 @@ impl Worker {
         self.backlog.push(token);
     }
 
-    /// Datagrams from clients on listener `listener`.
+    /// Datagrams from clients on listener `listener`. Consecutive datagrams bound for the
+    /// same relay socket go out in one sendmmsg.
     #[inline]
     fn relay_client_batch(&mut self, listener: usize, n: usize, now: turnd_proto::Now) {
+        let mut run: Option<RelayId> = None;
         for i in 0..n {
             let (slot, range, from, truncated) = self.batch.slot(i);
             if truncated {
@@ -171,23 +176,42 @@ impl Worker {
                 local: listener as u32,
                 remote: from,
             };
-            let packet = &slot[range];
-            if let FromClient::Forward {
+            let start = range.start;
+            let FromClient::Forward {
                 relay,
                 peer,
                 payload,
-            } = self.server.handle_client_datagram(now, client, packet)
-            {
-                if let Some(Some(sock)) = self.relays.get(relay.0 as usize) {
-                    let _ = sock.send_to(&packet[payload], peer);
-                }
+            } = self
+                .server
+                .handle_client_datagram(now, client, &slot[range])
+            else {
+                continue;
+            };
+            if run.is_some_and(|r| r != relay) {
+                self.flush_to_relay(run.take());
             }
+            run = Some(relay);
+            self.outgoing.push(Outgoing {
+                slot: i,
+                range: start + payload.start..start + payload.end,
+                to: peer,
+            });
         }
+        self.flush_to_relay(run);
     }
 
-    /// Datagrams from peers on relay socket `relay`.
+    fn flush_to_relay(&mut self, relay: Option<RelayId>) {
+        if let Some(Some(sock)) = relay.and_then(|r| self.relays.get(r.0 as usize)) {
+            self.batch.send(sock.as_raw_fd(), &self.outgoing);
+        }
+        self.outgoing.clear();
+    }
+
+    /// Datagrams from peers on relay socket `relay`: one allocation, so one client and one
+    /// listener; they go out in one sendmmsg.
     #[inline]
     fn relay_peer_batch(&mut self, relay: RelayId, n: usize, now: turnd_proto::Now) {
+        let mut listener = None;
         for i in 0..n {
             let (slot, range, from, truncated) = self.batch.slot(i);
             if truncated {
@@ -197,11 +221,18 @@ impl Worker {
                 .server
                 .handle_peer_datagram(now, relay, from, slot, range)
             {
-                if let Some(l) = self.listeners.get(out.client.local as usize) {
-                    let _ = l.send_to(&slot[out.range], out.client.remote);
-                }
+                listener = Some(out.client.local as usize);
+                self.outgoing.push(Outgoing {
+                    slot: i,
+                    range: out.range,
+                    to: out.client.remote,
+                });
             }
         }
+        if let Some(l) = listener.and_then(|l| self.listeners.get(l)) {
+            self.batch.send(l.as_raw_fd(), &self.outgoing);
+        }
+        self.outgoing.clear();
     }
 
     /// Carries out the server's commands, in order.
