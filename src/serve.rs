@@ -98,6 +98,16 @@ fn bind_listeners(config: &Config) -> Result<(Vec<SocketAddr>, Vec<Vec<std::net:
         (0..config.workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for addr in &config.listen {
+        // SO_REUSEPORT would let this process share a port another process (of the same user)
+        // already holds, silently splitting its clients between the two. A plain bind first
+        // turns that into a clear error.
+        if addr.port() != 0 {
+            if let Err(e) = socket::bind_listener(*addr, false) {
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    anyhow::bail!("listen: {addr} is already in use (another turnd or TURN server?)");
+                }
+            }
+        }
         let first = match socket::bind_listener(*addr, true) {
             Ok(s) => s,
             Err(e) if config.listen_is_default && addr.is_ipv6() => {

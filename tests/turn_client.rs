@@ -173,3 +173,15 @@ async fn default_policy_refuses_loopback_but_two_clients_of_turnd_can_talk() {
         turnd.sum(|s| s.peer_denied) >= 1
     });
 }
+
+/// A second turnd on a port the first one holds fails to start, naming the setting, instead of
+/// silently sharing the port through SO_REUSEPORT.
+#[test]
+fn a_listen_address_in_use_is_an_error_not_a_shared_port() {
+    let first = start(settings());
+    let mut s = settings();
+    s.listen = Some(vec![first.addr.to_string()]);
+    let config = turnd::config::Config::from_settings(&s).unwrap();
+    let err = turnd::serve::start(&config).err().expect("the second start fails");
+    assert!(format!("{err:#}").contains("already in use"), "{err:#}");
+}

@@ -12,10 +12,11 @@ if ! command -v turnutils_uclient >/dev/null 2>&1; then
 fi
 
 cargo build -q --bin turnd
+source tests/interop/lib.sh
 TURND=target/debug/turnd
 SECRET="interop-shared-secret"
-PORT=${TURND_INTEROP_PORT:-34780}
-PEER_PORT=$((PORT + 1))
+PORT=${TURND_INTEROP_PORT:-$(free_port)}
+PEER_PORT=$(free_port)
 work=$(mktemp -d)
 pids=()
 cleanup() {

@@ -16,8 +16,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 cargo build -q --bin turnd
-PORT=${TURND_METRICS_TEST_PORT:-34790}
-METRICS=$((PORT + 1)); PROM=$((PORT + 2))
+source tests/interop/lib.sh
+PORT=${TURND_METRICS_TEST_PORT:-$(free_port)}
+METRICS=$(free_port); PROM=$(free_port)
 work=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
