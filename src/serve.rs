@@ -104,7 +104,9 @@ fn bind_listeners(config: &Config) -> Result<(Vec<SocketAddr>, Vec<Vec<std::net:
         if addr.port() != 0 {
             if let Err(e) = socket::bind_listener(*addr, false) {
                 if e.kind() == std::io::ErrorKind::AddrInUse {
-                    anyhow::bail!("listen: {addr} is already in use (another turnd or TURN server?)");
+                    anyhow::bail!(
+                        "listen: {addr} is already in use (another turnd or TURN server?)"
+                    );
                 }
             }
         }

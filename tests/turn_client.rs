@@ -182,6 +182,8 @@ fn a_listen_address_in_use_is_an_error_not_a_shared_port() {
     let mut s = settings();
     s.listen = Some(vec![first.addr.to_string()]);
     let config = turnd::config::Config::from_settings(&s).unwrap();
-    let err = turnd::serve::start(&config).err().expect("the second start fails");
+    let err = turnd::serve::start(&config)
+        .err()
+        .expect("the second start fails");
     assert!(format!("{err:#}").contains("already in use"), "{err:#}");
 }
