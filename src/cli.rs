@@ -60,8 +60,18 @@ fn serve(settings: Settings) -> Result<()> {
     let mut signals = stop_signals()?;
     let running = crate::serve::start(&config)?;
     announce(&config, &running);
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == signal_hook::consts::SIGHUP {
+            match running.reload_tls() {
+                Ok(()) => tracing::info!("SIGHUP: configuration reloaded (TLS certificate)"),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "SIGHUP: reload refused; the old configuration stays")
+                }
+            }
+            continue;
+        }
         tracing::info!(signal = sig, "stopping");
+        break;
     }
     running.shutdown();
     Ok(())
@@ -69,7 +79,10 @@ fn serve(settings: Settings) -> Result<()> {
 
 fn announce(config: &Config, running: &crate::serve::Running) {
     for addr in &running.udp {
-        tracing::info!(%addr, transport = "udp", "listening");
+        tracing::info!(%addr, transport = "udp+tcp", "listening");
+    }
+    for addr in &running.tls {
+        tracing::info!(%addr, transport = "tls", "listening");
     }
     for r in [config.relay_v4, config.relay_v6].iter().flatten() {
         tracing::info!(bind = %r.bind, advertised = %r.advertised, ports = ?config.relay_ports, "relaying");
@@ -98,20 +111,22 @@ fn announce(config: &Config, running: &crate::serve::Running) {
     tracing::info!(workers = config.workers, realm = %config.realm, "turnd ready");
 }
 
-/// SIGINT and SIGTERM, caught.
+/// SIGINT and SIGTERM (stop) and SIGHUP (reload), caught.
 fn stop_signals() -> Result<signal_hook::iterator::Signals> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install signal handlers")
 }
 
 /// The listeners a configuration will open, for URLs minted offline.
 pub fn configured_listeners(config: &Config) -> Listeners {
-    let mut udp: Vec<u16> = config.listen.iter().map(|a| a.port()).collect();
-    udp.dedup();
+    // TCP listens on every UDP listen address; TLS on its own.
+    let udp: Vec<u16> = config.listen.iter().map(|a| a.port()).collect();
+    let tls = config.tls_listen.iter().map(|a| a.port()).collect();
     Listeners {
+        tcp: udp.clone(),
         udp,
-        tcp: Vec::new(),
-        tls: Vec::new(),
+        tls,
     }
 }
 

@@ -128,6 +128,41 @@ pub struct Settings {
     #[arg(long, env = "TURND_HTTP_LISTEN", value_name = "ADDR:PORT")]
     pub http_listen: Option<String>,
 
+    /// TURN-over-TLS listen address, repeatable (5349 and 443 are usual); needs tls_cert and
+    /// tls_key.
+    #[arg(
+        long,
+        env = "TURND_TLS_LISTEN",
+        value_delimiter = ',',
+        value_name = "ADDR:PORT"
+    )]
+    pub tls_listen: Option<Vec<String>>,
+
+    /// PEM certificate chain for TLS listeners (reloaded on SIGHUP).
+    #[arg(long, env = "TURND_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for TLS listeners (reloaded on SIGHUP).
+    #[arg(long, env = "TURND_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// TCP and TLS connections in total (0 = no limit) [default: 10000].
+    #[arg(long, env = "TURND_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
+
+    /// TCP and TLS connections per client address (0 = no limit) [default: 64].
+    #[arg(long, env = "TURND_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<u32>,
+
+    /// Seconds a TCP/TLS connection without an allocation may go without a complete message
+    /// before it is closed [default: 30].
+    #[arg(long, env = "TURND_TCP_IDLE_TIMEOUT")]
+    pub tcp_idle_timeout: Option<u64>,
+
+    /// Seconds a TLS handshake may take [default: 10].
+    #[arg(long, env = "TURND_TLS_HANDSHAKE_TIMEOUT")]
+    pub tls_handshake_timeout: Option<u64>,
+
     /// Prometheus metrics listen address ("off" disables it) [default: 127.0.0.1:9641].
     #[arg(long, env = "TURND_METRICS_LISTEN", value_name = "ADDR:PORT")]
     pub metrics_listen: Option<String>,
@@ -263,6 +298,13 @@ pub struct Config {
     pub http_listen: Option<SocketAddr>,
     /// None when metrics are off.
     pub metrics_listen: Option<SocketAddr>,
+    pub tls_listen: Vec<SocketAddr>,
+    /// Certificate and key files, when TLS listeners are configured.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    pub max_connections: u32,
+    pub max_connections_per_ip: u32,
+    pub tcp_idle_timeout: std::time::Duration,
+    pub tls_handshake_timeout: std::time::Duration,
     pub api_keys: Vec<String>,
     pub cors_origins: Vec<String>,
     pub http_rate_limit: u32,
@@ -511,7 +553,40 @@ impl Config {
         if default_ttl == 0 {
             bail!("default_ttl: must be at least 1 second");
         }
+        let tls_listen = parse_list(
+            "tls_listen",
+            s.tls_listen.as_deref().unwrap_or_default(),
+            |v| v.parse::<SocketAddr>().ok(),
+            "an ADDRESS:PORT (IPv6 in brackets)",
+        )?;
+        let tls_files = match (&s.tls_cert, &s.tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) if tls_listen.is_empty() => None,
+            (None, None) => bail!("tls_cert: tls_listen needs tls_cert and tls_key"),
+            (None, Some(_)) => bail!("tls_cert: tls_key is set but tls_cert is not"),
+            (Some(_), None) => bail!("tls_key: tls_cert is set but tls_key is not"),
+        };
+        if let Some(l) = tls_listen
+            .iter()
+            .find(|l| l.port() != 0 && relay_ports.contains(&l.port()))
+        {
+            bail!(
+                "relay_ports: the range contains the TLS listen port {} ({l}); keep them apart",
+                l.port()
+            );
+        }
+        let tcp_idle_timeout = s.tcp_idle_timeout.unwrap_or(30);
+        let tls_handshake_timeout = s.tls_handshake_timeout.unwrap_or(10);
+        if tcp_idle_timeout == 0 || tls_handshake_timeout == 0 {
+            bail!("tcp_idle_timeout/tls_handshake_timeout: must be at least 1 second");
+        }
         Ok(Config {
+            tls_listen,
+            tls_files,
+            max_connections: s.max_connections.unwrap_or(10_000),
+            max_connections_per_ip: s.max_connections_per_ip.unwrap_or(64),
+            tcp_idle_timeout: std::time::Duration::from_secs(tcp_idle_timeout),
+            tls_handshake_timeout: std::time::Duration::from_secs(tls_handshake_timeout),
             http_listen,
             metrics_listen,
             api_keys,

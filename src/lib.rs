@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod netif;
 pub mod relay;
 pub mod serve;
+pub mod tls;
 pub mod uris;

@@ -1,10 +1,12 @@
 //! Starting and stopping the relay: bind every listener, build one `proto::Server` per
-//! worker, start the worker threads, and hand back the addresses actually bound (tests listen
-//! on port 0 and read them here).
+//! worker, start the worker threads and the HTTP and metrics services, and hand back the
+//! addresses actually bound (tests listen on port 0 and read them here).
 
 use crate::config::Config;
+use crate::relay::limits::ConnLimits;
 use crate::relay::socket;
-use crate::relay::worker::{Worker, WorkerHandle};
+use crate::relay::worker::{StreamSetup, Worker, WorkerHandle};
+use crate::tls::CertStore;
 use anyhow::{Context, Result};
 use rand::RngCore;
 use std::collections::HashMap;
@@ -17,19 +19,24 @@ use turnd_proto::policy::PeerPolicy;
 use turnd_proto::server::ledger::Ledger;
 use turnd_proto::server::ports::PortShard;
 use turnd_proto::stats::Stats;
-use turnd_proto::{Server, ServerConfig};
+use turnd_proto::{Server, ServerConfig, Transport};
 
 /// A running relay.
 pub struct Running {
-    /// The UDP listen addresses, as bound (port 0 resolved).
+    /// UDP listen addresses, as bound (port 0 resolved). TCP listens on the same ones.
     pub udp: Vec<SocketAddr>,
+    /// TLS listen addresses, as bound.
+    pub tls: Vec<SocketAddr>,
     pub ledger: Arc<Ledger>,
+    pub connections: Arc<ConnLimits>,
     /// The HTTP service, when enabled.
     pub http: Option<crate::http::HttpServer>,
     /// Shared with the HTTP handlers (credentials issued).
     pub http_state: Option<Arc<crate::http::HttpState>>,
     /// The metrics listener, when enabled.
     pub metrics: Option<crate::http::HttpServer>,
+    /// The TLS certificate, reloadable.
+    pub certs: Option<Arc<CertStore>>,
     /// Worker threads currently in their loop.
     pub workers_running: Arc<AtomicUsize>,
     workers: Vec<WorkerHandle>,
@@ -60,12 +67,20 @@ impl Running {
         }
     }
 
-    /// Counters summed over workers, as last published (at most ~100 ms old).
+    /// Counters per worker, as last published (at most ~250 ms old).
     pub fn stats(&self) -> Vec<Stats> {
         self.workers
             .iter()
             .map(|w| w.stats.lock().map(|s| s.clone()).unwrap_or_default())
             .collect()
+    }
+
+    /// Re-reads the TLS certificate and key (SIGHUP); established connections are kept.
+    pub fn reload_tls(&self) -> Result<()> {
+        match &self.certs {
+            Some(c) => c.reload(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -91,25 +106,46 @@ pub fn policy(config: &Config) -> PeerPolicy {
     PeerPolicy::new(config.allow_peer.clone(), config.deny_peer.clone())
 }
 
-/// Binds one socket per worker on each listen address (SO_REUSEPORT). Port 0 is resolved by
-/// the first bind and reused by the others.
-fn bind_listeners(config: &Config) -> Result<(Vec<SocketAddr>, Vec<Vec<std::net::UdpSocket>>)> {
-    let mut per_worker: Vec<Vec<std::net::UdpSocket>> =
-        (0..config.workers).map(|_| Vec::new()).collect();
-    let mut bound = Vec::new();
-    for addr in &config.listen {
-        // SO_REUSEPORT would let this process share a port another process (of the same user)
-        // already holds, silently splitting its clients between the two. A plain bind first
-        // turns that into a clear error.
-        if addr.port() != 0 {
-            if let Err(e) = socket::bind_listener(*addr, false) {
-                if e.kind() == std::io::ErrorKind::AddrInUse {
-                    anyhow::bail!(
-                        "listen: {addr} is already in use (another turnd or TURN server?)"
-                    );
-                }
-            }
+/// Sockets for one worker.
+#[derive(Default)]
+struct WorkerSockets {
+    udp: Vec<std::net::UdpSocket>,
+    streams: Vec<(std::net::TcpListener, Transport)>,
+}
+
+/// SO_REUSEPORT would let this process share a port another process (of the same user) already
+/// holds, silently splitting its clients between the two. A plain bind first turns that into
+/// a clear error.
+fn ensure_free(key: &str, addr: SocketAddr, tcp: bool) -> Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = if tcp {
+        socket::bind_stream_listener(addr, false).map(drop)
+    } else {
+        socket::bind_listener(addr, false).map(drop)
+    };
+    match probe {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            anyhow::bail!("{key}: {addr} is already in use (another turnd or TURN server?)")
         }
+        _ => Ok(()),
+    }
+}
+
+/// Binds, for every worker, a UDP and a TCP socket on each listen address and a TCP socket on
+/// each TLS address (SO_REUSEPORT). Port 0 is resolved by the first bind and reused by the
+/// others, and by TCP on the same address.
+fn bind_listeners(
+    config: &Config,
+) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>, Vec<WorkerSockets>)> {
+    let mut per_worker: Vec<WorkerSockets> = (0..config.workers)
+        .map(|_| WorkerSockets::default())
+        .collect();
+    let mut udp = Vec::new();
+    for addr in &config.listen {
+        ensure_free("listen", *addr, false)?;
+        ensure_free("listen", *addr, true)?;
         let first = match socket::bind_listener(*addr, true) {
             Ok(s) => s,
             Err(e) if config.listen_is_default && addr.is_ipv6() => {
@@ -119,33 +155,77 @@ fn bind_listeners(config: &Config) -> Result<(Vec<SocketAddr>, Vec<Vec<std::net:
             Err(e) => return Err(e).with_context(|| format!("listen: cannot bind {addr}")),
         };
         let actual = first.local_addr()?;
-        per_worker[0].push(first);
-        for sockets in per_worker.iter_mut().skip(1) {
-            sockets.push(
-                socket::bind_listener(actual, true).with_context(|| {
-                    format!("listen: cannot bind {actual} again (SO_REUSEPORT)")
-                })?,
-            );
+        ensure_free("listen", actual, true)?;
+        for (i, w) in per_worker.iter_mut().enumerate() {
+            let u = if i == 0 {
+                first.try_clone()?
+            } else {
+                socket::bind_listener(actual, true)?
+            };
+            w.udp.push(u);
+            let t = socket::bind_stream_listener(actual, true)
+                .with_context(|| format!("listen: cannot bind TCP {actual}"))?;
+            w.streams.push((t, Transport::Tcp));
         }
-        bound.push(actual);
+        drop(first);
+        udp.push(actual);
     }
-    if bound.is_empty() {
+    if udp.is_empty() {
         anyhow::bail!("listen: no listener could be bound");
     }
-    Ok((bound, per_worker))
+    let mut tls = Vec::new();
+    for addr in &config.tls_listen {
+        ensure_free("tls_listen", *addr, true)?;
+        let first = socket::bind_stream_listener(*addr, true)
+            .with_context(|| format!("tls_listen: cannot bind {addr}"))?;
+        let actual = first.local_addr()?;
+        per_worker[0].streams.push((first, Transport::Tls));
+        for w in per_worker.iter_mut().skip(1) {
+            w.streams
+                .push((socket::bind_stream_listener(actual, true)?, Transport::Tls));
+        }
+        tls.push(actual);
+    }
+    Ok((udp, tls, per_worker))
+}
+
+/// Raises the open-file limit to its hard maximum: every relay port and connection is a file.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 /// Binds and starts the relay.
 pub fn start(config: &Config) -> Result<Running> {
-    let (udp, listeners) = bind_listeners(config)?;
+    // Certificates are read before anything is bound: a bad file fails start-up cleanly.
+    let certs = match &config.tls_files {
+        Some((cert, key)) => Some(CertStore::load(cert, key)?),
+        None => None,
+    };
+    let tls_config = certs.clone().map(crate::tls::server_config).transpose()?;
+    raise_fd_limit();
+    let (udp, tls, sockets) = bind_listeners(config)?;
     let ledger = Arc::new(Ledger::new(config.user_quota, config.max_allocations));
+    let connections = Arc::new(ConnLimits::new(
+        config.max_connections,
+        config.max_connections_per_ip,
+    ));
     let shutdown = Arc::new(AtomicBool::new(false));
     let mut nonce_key = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut nonce_key);
     let mut workers = Vec::new();
     let mut threads = Vec::new();
     let workers_running = Arc::new(AtomicUsize::new(0));
-    for (i, sockets) in listeners.into_iter().enumerate() {
+    for (i, sockets) in sockets.into_iter().enumerate() {
         let server_config = ServerConfig {
             realm: config.realm.clone(),
             credentials: credentials(config),
@@ -165,7 +245,14 @@ pub fn start(config: &Config) -> Result<Running> {
             seed: rand::rngs::OsRng.next_u64(),
         };
         let server = Server::new(server_config, ledger.clone());
-        let (worker, handle) = Worker::new(server, sockets, shutdown.clone())?;
+        let streams = StreamSetup {
+            listeners: sockets.streams,
+            tls: tls_config.clone(),
+            limits: connections.clone(),
+            idle_timeout: config.tcp_idle_timeout,
+            handshake_timeout: config.tls_handshake_timeout,
+        };
+        let (worker, handle) = Worker::new(server, sockets.udp, streams, shutdown.clone())?;
         workers.push(handle);
         let running = workers_running.clone();
         running.fetch_add(1, Ordering::Relaxed);
@@ -180,9 +267,11 @@ pub fn start(config: &Config) -> Result<Running> {
                 .context("cannot start a worker thread")?,
         );
     }
+    let ports = |a: &[SocketAddr]| a.iter().map(|a| a.port()).collect::<Vec<_>>();
     let listeners = crate::uris::Listeners {
-        udp: udp.iter().map(|a| a.port()).collect(),
-        ..Default::default()
+        udp: ports(&udp),
+        tcp: ports(&udp),
+        tls: ports(&tls),
     };
     let (http, http_state) = match config.http_listen {
         None => (None, None),
@@ -210,6 +299,7 @@ pub fn start(config: &Config) -> Result<Running> {
                 workers: workers.iter().map(|w| w.stats.clone()).collect(),
                 workers_running: workers_running.clone(),
                 http: http_state.clone(),
+                connections: connections.clone(),
             });
             let registry = crate::metrics::exposition::registry(sources);
             Some(crate::http::serve_router(
@@ -221,10 +311,13 @@ pub fn start(config: &Config) -> Result<Running> {
     };
     Ok(Running {
         udp,
+        tls,
         ledger,
+        connections,
         http,
         http_state,
         metrics,
+        certs,
         workers_running,
         workers,
         threads,

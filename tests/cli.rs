@@ -130,7 +130,10 @@ fn credentials_prints_the_rest_shape_verifiable_with_the_secret() {
     );
     assert_eq!(
         v["uris"],
-        serde_json::json!(["turn:relay.example.com:3478?transport=udp"])
+        serde_json::json!([
+            "turn:relay.example.com:3478?transport=udp",
+            "turn:relay.example.com:3478?transport=tcp"
+        ])
     );
 
     let (code, _, err) = turnd(&["credentials", "--username", "alice"]);

@@ -43,10 +43,10 @@ async fn credentials_fetched_over_http_authenticate_a_real_allocate() {
     assert_eq!(v["ttl"], 600);
     assert_eq!(
         v["uris"],
-        serde_json::json!([format!(
-            "turn:127.0.0.1:{}?transport=udp",
-            turnd.addr.port()
-        )])
+        serde_json::json!([
+            format!("turn:127.0.0.1:{}?transport=udp", turnd.addr.port()),
+            format!("turn:127.0.0.1:{}?transport=tcp", turnd.addr.port()),
+        ])
     );
     allocate_with(turnd.addr, &user, &pass)
         .await

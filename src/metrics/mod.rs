@@ -29,6 +29,7 @@ pub struct Sources {
     pub workers: Vec<Arc<Mutex<Stats>>>,
     pub workers_running: Arc<AtomicUsize>,
     pub http: Option<Arc<HttpState>>,
+    pub connections: Arc<crate::relay::limits::ConnLimits>,
 }
 
 impl Sources {
@@ -221,6 +222,7 @@ impl Collector for Sources {
         gauge(e, RELAY_PORTS_FREE, s.relay_ports_free)?;
         gauge(e, RELAY_PORTS_CONFIGURED, s.relay_ports_total)?;
         counter(e, RELAY_BIND_FAILURES_TOTAL, s.relay_bind_failures)?;
+        gauge(e, CONNECTIONS_OPEN, u64::from(self.connections.open()))?;
         let issued = self
             .http
             .as_ref()

@@ -20,6 +20,7 @@ pub const CHANNELS_ACTIVE: &str = "turnd_channels_active";
 pub const RELAY_PORTS_FREE: &str = "turnd_relay_ports_free";
 pub const RELAY_PORTS_CONFIGURED: &str = "turnd_relay_ports_configured";
 pub const RELAY_BIND_FAILURES_TOTAL: &str = "turnd_relay_bind_failures_total";
+pub const CONNECTIONS_OPEN: &str = "turnd_connections_open";
 pub const CREDENTIALS_ISSUED_TOTAL: &str = "turnd_credentials_issued_total";
 
 /// Every family, with its type and meaning: the source of the README's metric table.
@@ -43,5 +44,6 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (RELAY_PORTS_FREE, "gauge", "Relay ports free to allocate."),
     (RELAY_PORTS_CONFIGURED, "gauge", "Relay ports configured (per address family)."),
     (RELAY_BIND_FAILURES_TOTAL, "counter", "Relay ports that could not be bound (held by another process); another port is tried."),
+    (CONNECTIONS_OPEN, "gauge", "TCP and TLS client connections open."),
     (CREDENTIALS_ISSUED_TOTAL, "counter", "Credentials minted by the HTTP API."),
 ];

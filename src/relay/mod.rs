@@ -2,5 +2,8 @@
 //! `turnd_proto::Server`.
 
 pub mod batch;
+mod conns;
+pub mod limits;
 pub mod socket;
+pub mod stream;
 pub mod worker;

@@ -80,3 +80,23 @@ fn set_dont_fragment(socket: &Socket, v6: bool) -> io::Result<()> {
 fn set_dont_fragment(_socket: &Socket, _v6: bool) -> io::Result<()> {
     Ok(())
 }
+
+/// A non-blocking TCP listener; with `reuse_port`, one per worker on the same address.
+pub fn bind_stream_listener(
+    addr: SocketAddr,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Restarting while old connections sit in TIME_WAIT must not fail.
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}

@@ -1,15 +1,19 @@
 //! One relay worker: a thread with its own epoll loop (mio), its own SO_REUSEPORT listener
-//! sockets, the relay sockets it bound, and its own `proto::Server` with its shard of the
-//! allocations. Nothing on the packet path is shared with other workers, so nothing is locked.
+//! sockets (UDP, TCP, TLS), its client connections, the relay sockets it bound, and its own
+//! `proto::Server` with its shard of the allocations. Nothing on the packet path is shared with
+//! other workers, so nothing is locked.
 //!
 //! The loop: wait for readiness or the server's next timer; drain ready sockets in batches
 //! (bounded per round, so one flooded socket cannot starve the rest); after each batch, carry
-//! out the server's commands; publish a stats snapshot a few times a second.
+//! out the server's commands; sweep connection timeouts and publish a stats snapshot a few
+//! times a second. Stream connections are handled in `conns.rs`.
 
 use super::batch::{Outgoing, RecvBatch, BATCH};
+use super::limits::ConnLimits;
 use super::socket;
+use super::stream::Conn;
 use crate::clock;
-use mio::net::UdpSocket;
+use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
 use std::net::SocketAddr;
@@ -22,14 +26,20 @@ use turnd_proto::{ClientId, Command, FromClient, RelayId, Server, Transport};
 
 /// Token of the waker that interrupts `poll` for shutdown.
 const WAKE: Token = Token(usize::MAX);
-/// Relay sockets use tokens from here on: `RELAY_BASE + RelayId`.
-const RELAY_BASE: usize = 1 << 20;
+/// TCP/TLS listeners use tokens from here: `STREAM_LISTENER_BASE + index`.
+pub(super) const STREAM_LISTENER_BASE: usize = 1 << 18;
+/// Client connections: `CONN_BASE + index`.
+pub(super) const CONN_BASE: usize = 1 << 19;
+/// Relay sockets: `RELAY_BASE + RelayId`.
+const RELAY_BASE: usize = 1 << 21;
 /// Batches read from one socket before others get a turn.
 const BATCHES_PER_TURN: usize = 8;
 /// The longest the loop sleeps, so shutdown and stats publication stay prompt.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
 /// How often the stats snapshot is published.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// How often connection timeouts are checked.
+const CONN_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// What the rest of turnd sees of a worker.
 #[derive(Clone)]
@@ -39,12 +49,25 @@ pub struct WorkerHandle {
     pub stats: Arc<Mutex<Stats>>,
 }
 
+/// TCP and TLS: the listeners this worker accepts on, and the rules for connections.
+pub struct StreamSetup {
+    pub listeners: Vec<(std::net::TcpListener, Transport)>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub limits: Arc<ConnLimits>,
+    pub idle_timeout: Duration,
+    pub handshake_timeout: Duration,
+}
+
 /// A worker ready to run on its own thread.
 pub struct Worker {
-    server: Server,
-    poll: Poll,
+    pub(super) server: Server,
+    pub(super) poll: Poll,
     listeners: Vec<UdpSocket>,
-    relays: Vec<Option<UdpSocket>>,
+    pub(super) relays: Vec<Option<UdpSocket>>,
+    pub(super) stream_listeners: Vec<(TcpListener, Transport)>,
+    pub(super) conns: Vec<Option<Conn>>,
+    pub(super) free_conns: Vec<usize>,
+    pub(super) streams: StreamSetup,
     shutdown: Arc<AtomicBool>,
     stats: Arc<Mutex<Stats>>,
     batch: RecvBatch,
@@ -59,23 +82,38 @@ impl Worker {
     pub fn new(
         server: Server,
         listeners: Vec<std::net::UdpSocket>,
+        mut streams: StreamSetup,
         shutdown: Arc<AtomicBool>,
     ) -> io::Result<(Worker, WorkerHandle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-        let mut mio_listeners = Vec::with_capacity(listeners.len());
+        let mut udp = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.into_iter().enumerate() {
             let mut l = UdpSocket::from_std(l);
             poll.registry()
                 .register(&mut l, Token(i), Interest::READABLE)?;
-            mio_listeners.push(l);
+            udp.push(l);
+        }
+        let mut tcp = Vec::new();
+        for (i, (l, transport)) in streams.listeners.drain(..).enumerate() {
+            let mut l = TcpListener::from_std(l);
+            poll.registry().register(
+                &mut l,
+                Token(STREAM_LISTENER_BASE + i),
+                Interest::READABLE,
+            )?;
+            tcp.push((l, transport));
         }
         let stats = Arc::new(Mutex::new(server.stats().clone()));
         let worker = Worker {
             server,
             poll,
-            listeners: mio_listeners,
+            listeners: udp,
             relays: Vec::new(),
+            stream_listeners: tcp,
+            conns: Vec::new(),
+            free_conns: Vec::new(),
+            streams,
             shutdown,
             stats: stats.clone(),
             batch: RecvBatch::new(),
@@ -89,6 +127,7 @@ impl Worker {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut last_publish = Instant::now();
+        let mut last_sweep = Instant::now();
         let mut ready: Vec<Token> = Vec::with_capacity(1024);
         while !self.shutdown.load(Ordering::Relaxed) {
             let timeout = if self.backlog.is_empty() {
@@ -110,12 +149,22 @@ impl Worker {
             ready.append(&mut self.backlog);
             ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKE));
             for token in ready.drain(..) {
-                self.drain_socket(token);
+                match token.0 {
+                    t if (STREAM_LISTENER_BASE..CONN_BASE).contains(&t) => {
+                        self.accept_all(t - STREAM_LISTENER_BASE)
+                    }
+                    t if (CONN_BASE..RELAY_BASE).contains(&t) => self.conn_ready(t - CONN_BASE),
+                    _ => self.drain_socket(token),
+                }
             }
             let now = clock::now();
             if self.server.poll_timeout().is_some_and(|t| t <= now.mono) {
                 self.server.handle_timeout(now);
                 self.run_commands();
+            }
+            if last_sweep.elapsed() >= CONN_SWEEP_EVERY {
+                self.sweep_conns(now);
+                last_sweep = Instant::now();
             }
             if last_publish.elapsed() >= PUBLISH_EVERY {
                 self.publish();
@@ -131,7 +180,7 @@ impl Worker {
         }
     }
 
-    /// Reads a ready socket for up to [`BATCHES_PER_TURN`] batches.
+    /// Reads a ready UDP socket (listener or relay) for up to [`BATCHES_PER_TURN`] batches.
     fn drain_socket(&mut self, token: Token) {
         for _ in 0..BATCHES_PER_TURN {
             let fd = match token.0 {
@@ -161,7 +210,7 @@ impl Worker {
         self.backlog.push(token);
     }
 
-    /// Datagrams from clients on listener `listener`. Consecutive datagrams bound for the
+    /// Datagrams from clients on UDP listener `listener`. Consecutive datagrams bound for the
     /// same relay socket go out in one sendmmsg.
     #[inline]
     fn relay_client_batch(&mut self, listener: usize, n: usize, now: turnd_proto::Now) {
@@ -207,21 +256,32 @@ impl Worker {
         self.outgoing.clear();
     }
 
-    /// Datagrams from peers on relay socket `relay`: one allocation, so one client and one
-    /// listener; they go out in one sendmmsg.
+    /// Datagrams from peers on relay socket `relay`: one allocation, so one client. Over UDP
+    /// they go out in one sendmmsg; over TCP/TLS they are queued on the connection.
     #[inline]
     fn relay_peer_batch(&mut self, relay: RelayId, n: usize, now: turnd_proto::Now) {
-        let mut listener = None;
+        let mut udp_listener = None;
+        let mut stream_client = None;
         for i in 0..n {
             let (slot, range, from, truncated) = self.batch.slot(i);
             if truncated {
                 continue;
             }
-            if let Some(out) = self
+            let Some(out) = self
                 .server
                 .handle_peer_datagram(now, relay, from, slot, range)
-            {
-                listener = Some(out.client.local as usize);
+            else {
+                continue;
+            };
+            if out.client.transport.is_stream() {
+                if let Some(Some(c)) = self.conns.get_mut(out.client.local as usize) {
+                    if c.client == out.client {
+                        c.send(&slot[out.range]);
+                        stream_client = Some(out.client.local as usize);
+                    }
+                }
+            } else {
+                udp_listener = Some(out.client.local as usize);
                 self.outgoing.push(Outgoing {
                     slot: i,
                     range: out.range,
@@ -229,16 +289,22 @@ impl Worker {
                 });
             }
         }
-        if let Some(l) = listener.and_then(|l| self.listeners.get(l)) {
+        if let Some(l) = udp_listener.and_then(|l| self.listeners.get(l)) {
             self.batch.send(l.as_raw_fd(), &self.outgoing);
         }
         self.outgoing.clear();
+        if let Some(idx) = stream_client {
+            self.flush_conn(idx, now);
+        }
     }
 
     /// Carries out the server's commands, in order.
-    fn run_commands(&mut self) {
+    pub(super) fn run_commands(&mut self) {
         while let Some(cmd) = self.server.poll_command() {
             match cmd {
+                Command::SendToClient { client, bytes } if client.transport.is_stream() => {
+                    self.send_to_conn(client, &bytes);
+                }
                 Command::SendToClient { client, bytes } => {
                     if let Some(l) = self.listeners.get(client.local as usize) {
                         let _ = l.send_to(&bytes, client.remote);

@@ -13,6 +13,12 @@ pub fn settings() -> Settings {
     Settings {
         listen: Some(vec!["127.0.0.1:0".into()]),
         relay_ip: Some(vec!["127.0.0.1".into()]),
+        // Below the kernel's ephemeral range (so no listen port on port 0 lands inside it), a
+        // random block per server so parallel tests rarely meet.
+        relay_ports: Some({
+            let base = 10_000 + (rand_suffix()[3] as u32 % 20) * 1000;
+            format!("{base}-{}", base + 999)
+        }),
         secret: Some(vec![SECRET.into()]),
         workers: Some(2),
         http_listen: Some("127.0.0.1:0".into()),

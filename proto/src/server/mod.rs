@@ -253,6 +253,11 @@ impl Server {
         self.by_client.len()
     }
 
+    /// Whether a client has an allocation (pending ones included).
+    pub fn has_allocation(&self, client: &ClientId) -> bool {
+        self.by_client.contains_key(client)
+    }
+
     /// The relayed addresses of a client's allocation (for tests and diagnostics).
     pub fn relayed_addresses(&self, client: &ClientId) -> Vec<SocketAddr> {
         self.allocation_of(client)

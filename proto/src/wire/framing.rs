@@ -42,6 +42,73 @@ pub fn next_frame(buf: &[u8]) -> Frame {
     }
 }
 
+/// Reassembles frames from a byte stream, in a buffer that never grows past its capacity:
+/// bytes go in as they arrive, whole frames come out. A stream that is not TURN, or whose next
+/// frame cannot fit, is an error, and the connection is closed.
+#[derive(Debug)]
+pub struct FrameBuffer {
+    buf: Vec<u8>,
+    /// Start of the unread bytes.
+    start: usize,
+    capacity: usize,
+}
+
+/// Why a stream was given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    #[error("the stream carries something that is neither STUN nor ChannelData")]
+    NotTurn,
+    #[error("more bytes arrived than the connection buffer holds")]
+    Overflow,
+}
+
+impl FrameBuffer {
+    /// A buffer for at most `capacity` unread bytes (at least one maximal frame).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(MAX_FRAME);
+        FrameBuffer {
+            buf: Vec::new(),
+            start: 0,
+            capacity,
+        }
+    }
+
+    /// Room left for new bytes.
+    pub fn room(&self) -> usize {
+        self.capacity - (self.buf.len() - self.start)
+    }
+
+    /// Appends bytes read from the stream.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
+        if bytes.len() > self.room() {
+            return Err(StreamError::Overflow);
+        }
+        // Frames handed out earlier are done with: drop them before appending.
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 0 && self.buf.len() + bytes.len() > self.capacity {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// The next whole frame, if one has arrived. It stays valid until the next `push`.
+    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, StreamError> {
+        match next_frame(&self.buf[self.start..]) {
+            Frame::Complete(n) => {
+                let at = self.start;
+                self.start += n;
+                Ok(Some(&self.buf[at..at + n]))
+            }
+            Frame::Incomplete => Ok(None),
+            Frame::Invalid => Err(StreamError::NotTurn),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,93 @@
+//! TLS for TURN-over-TLS listeners (RFC 8656 §3.1): rustls with its safe defaults (TLS 1.2
+//! and 1.3 only), the certificate and key read from PEM files and swapped in place on reload
+//! (SIGHUP), so established connections keep their session and new ones get the new
+//! certificate.
+
+use anyhow::{bail, Context, Result};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// The certificate in use, and where to read it again.
+#[derive(Debug)]
+pub struct CertStore {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .with_context(|| format!("tls_cert: cannot read {}", cert_path.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| {
+            format!(
+                "tls_cert: {} is not a PEM certificate chain",
+                cert_path.display()
+            )
+        })?;
+    if certs.is_empty() {
+        bail!("tls_cert: {} holds no certificate", cert_path.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path).with_context(|| {
+        format!(
+            "tls_key: cannot read a PEM private key from {}",
+            key_path.display()
+        )
+    })?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .with_context(|| format!("tls_key: unsupported key type in {}", key_path.display()))?;
+    let ck = CertifiedKey::new(certs, signer);
+    ck.keys_match().with_context(|| {
+        format!(
+            "tls_key: {} does not match the certificate in {}",
+            key_path.display(),
+            cert_path.display()
+        )
+    })?;
+    Ok(ck)
+}
+
+impl CertStore {
+    /// Reads the files; fails with an error naming the setting.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<CertStore>> {
+        let ck = load(cert_path, key_path)?;
+        Ok(Arc::new(CertStore {
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+            current: RwLock::new(Arc::new(ck)),
+        }))
+    }
+
+    /// Re-reads the files. On error the old certificate stays in use.
+    pub fn reload(&self) -> Result<()> {
+        let ck = load(&self.cert_path, &self.key_path)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ck);
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// The rustls server configuration for TURN-over-TLS.
+pub fn server_config(store: Arc<CertStore>) -> Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    Ok(Arc::new(config))
+}
