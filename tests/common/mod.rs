@@ -300,3 +300,132 @@ pub async fn turn_client(
     c.listen().await.unwrap();
     c
 }
+
+/// A blocking TURN client over a byte stream (TCP, or TLS over TCP), built on turnd-proto's
+/// codec and stream framing.
+pub struct StreamTurnClient<S: std::io::Read + std::io::Write> {
+    pub stream: S,
+    frames: turnd_proto::wire::framing::FrameBuffer,
+    pub auth: turnd_proto::client::ClientAuth,
+    tid: u64,
+}
+
+impl<S: std::io::Read + std::io::Write> StreamTurnClient<S> {
+    pub fn new(stream: S, username: &str, password: &str) -> Self {
+        StreamTurnClient {
+            stream,
+            frames: turnd_proto::wire::framing::FrameBuffer::new(0),
+            auth: turnd_proto::client::ClientAuth::new(username, password),
+            tid: 0,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+        self.stream.flush().unwrap();
+    }
+
+    /// The next frame; None when the server closed the connection (or the read timed out).
+    pub fn recv_frame(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(f) = self
+                .frames
+                .next_frame()
+                .expect("the server sends valid frames")
+            {
+                return Some(f.to_vec());
+            }
+            let mut buf = [0u8; 4096];
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.frames.push(&buf[..n]).unwrap(),
+            }
+        }
+    }
+
+    /// Sends a request, answering one 401/438 challenge; skips frames that are not the answer.
+    pub fn request(
+        &mut self,
+        method: turnd_proto::wire::Method,
+        attrs: &[turnd_proto::client::Attr],
+    ) -> Vec<u8> {
+        use turnd_proto::client;
+        for _ in 0..3 {
+            self.tid += 1;
+            let mut t = [0u8; 12];
+            t[4..].copy_from_slice(&self.tid.to_be_bytes());
+            let tid = turnd_proto::wire::TransactionId(t);
+            let req = client::request(method, tid, attrs, Some(&self.auth), false);
+            self.send(&req);
+            let resp = loop {
+                let f = self.recv_frame().expect("a response");
+                if let Ok(m) = turnd_proto::wire::Message::parse(&f) {
+                    if m.transaction_id() == tid {
+                        break f;
+                    }
+                }
+            };
+            let msg = turnd_proto::wire::Message::parse(&resp).unwrap();
+            match client::error_code(&msg) {
+                Some(401) if self.auth.nonce.is_none() => self.auth.learn(&msg),
+                Some(438) => self.auth.learn(&msg),
+                _ => return resp,
+            }
+        }
+        panic!("challenge loop did not settle");
+    }
+
+    pub fn allocate(&mut self) -> SocketAddr {
+        use turnd_proto::client::{self, Attr};
+        let resp = self.request(
+            turnd_proto::wire::Method::ALLOCATE,
+            &[Attr::RequestedTransport(17)],
+        );
+        let msg = turnd_proto::wire::Message::parse(&resp).unwrap();
+        assert_eq!(client::error_code(&msg), None, "allocate failed");
+        client::address(&msg, turnd_proto::wire::attr::XOR_RELAYED_ADDRESS).unwrap()
+    }
+}
+
+/// A TCP connection with a read timeout.
+pub fn tcp(addr: SocketAddr) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    s
+}
+
+/// A self-signed certificate for "localhost": (cert PEM, key PEM, cert DER).
+pub fn self_signed() -> (String, String, Vec<u8>) {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    (
+        c.cert.pem(),
+        c.key_pair.serialize_pem(),
+        c.cert.der().to_vec(),
+    )
+}
+
+/// A TLS connection to `addr` trusting only `ca_der`.
+pub fn tls(
+    addr: SocketAddr,
+    ca_der: &[u8],
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>, std::io::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(ca_der.to_vec()))
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp(addr));
+    // Complete the handshake now, so a bad certificate fails here.
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock)?;
+    }
+    Ok(s)
+}

@@ -26,9 +26,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A self-signed certificate for the TLS listener.
+command -v openssl >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+  -keyout "$work/key.pem" -out "$work/cert.pem" >/dev/null 2>&1
+TLS_PORT=$(free_port)
+
 # The echo peer lives on loopback, which the default policy refuses: allow it explicitly.
 # uclient picks RFC 5766 channel numbers (up to 0x7FFF): enable them explicitly.
-"$TURND" serve --listen "127.0.0.1:$PORT" --relay-ip 127.0.0.1 --relay-ports 40000-40999 \
+"$TURND" serve --listen "127.0.0.1:$PORT" --relay-ip 127.0.0.1 --relay-ports 20000-20999 \
+  --tls-listen "127.0.0.1:$TLS_PORT" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" \
   --secret "$SECRET" --user interop:interop-password --allow-peer 127.0.0.1/32 \
   --legacy-channel-numbers --user-quota 0 >"$work/turnd.log" 2>&1 &
 pids+=($!)
@@ -43,31 +50,40 @@ done
 [ "$ready" = 1 ] || { echo "interop: turnd did not answer STUN"; cat "$work/turnd.log"; exit 1; }
 
 failed=0
+# uclient opens TLS with a random choice of TLS 1.0/1.1/1.2 contexts and retries on failure;
+# turnd speaks TLS 1.2 and 1.3 only, so the refused 1.0/1.1 attempts are not errors here.
+TLS_PROBES="sslv3 alert handshake failure|tls_connect: cannot connect"
 run() {
-  local name=$1; shift
+  local name=$1 port=$2; shift 2
   local out="$work/$name.log"
-  if ! timeout 120 turnutils_uclient "$@" -e 127.0.0.1 -r "$PEER_PORT" -n 100 -m 10 -l 170 -p "$PORT" 127.0.0.1 >"$out" 2>&1; then
+  if ! timeout 120 turnutils_uclient "$@" -e 127.0.0.1 -r "$PEER_PORT" -n 100 -m 10 -l 170 -p "$port" 127.0.0.1 >"$out" 2>&1; then
     echo "FAIL $name: uclient exited non-zero"; tail -5 "$out"; failed=1; return
   fi
   local line
   line=$(grep -E "Total lost packets" "$out" | tail -1 || true)
-  if [[ "$line" =~ Total\ lost\ packets\ 0\ \(0\.0+%\),\ total\ send\ dropped\ 0\  ]] && ! grep -qi "error" "$out"; then
+  if [[ "$line" =~ Total\ lost\ packets\ 0\ \(0\.0+%\),\ total\ send\ dropped\ 0\  ]] && ! grep -vE "$TLS_PROBES" "$out" | grep -qi "error"; then
     echo "ok   $name: $line"
   else
     echo "FAIL $name: ${line:-no loss report}"; grep -i error "$out" | sort | uniq -c | head -5; failed=1
   fi
 }
 
-run channels-rest          -W "$SECRET" -u alice
-run channels-static        -u interop -w interop-password
-run send-indication-rest   -s -W "$SECRET" -u bob
-run send-indication-static -s -u interop -w interop-password
-run client-to-client       -y -W "$SECRET" -u carol
-run no-rtcp-bare-timestamp -c -W "$SECRET"
+run channels-rest          "$PORT" -W "$SECRET" -u alice
+run channels-static        "$PORT" -u interop -w interop-password
+run send-indication-rest   "$PORT" -s -W "$SECRET" -u bob
+run send-indication-static "$PORT" -s -u interop -w interop-password
+run client-to-client       "$PORT" -y -W "$SECRET" -u carol
+run no-rtcp-bare-timestamp "$PORT" -c -W "$SECRET"
+run tcp-channels           "$PORT" -t -W "$SECRET" -u dave
+run tcp-send-indication    "$PORT" -t -s -u interop -w interop-password
+run tcp-client-to-client   "$PORT" -t -y -W "$SECRET" -u erin
+run tls-channels           "$TLS_PORT" -t -S -W "$SECRET" -u frank
+run tls-send-indication    "$TLS_PORT" -t -S -s -u interop -w interop-password
+run tls-client-to-client   "$TLS_PORT" -t -S -y -W "$SECRET" -u grace
 
 if [ "$failed" != 0 ]; then
   echo "--- turnd log"; tail -20 "$work/turnd.log"
   echo "interop: 0 passed, 1 failed"
   exit 1
 fi
-echo "interop: 6 passed, 0 failed"
+echo "interop: 12 passed, 0 failed"

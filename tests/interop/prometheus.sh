@@ -25,7 +25,7 @@ trap cleanup EXIT
 
 fetch() { python3 -c 'import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1"; }
 
-target/debug/turnd serve --listen "127.0.0.1:$PORT" --relay-ip 127.0.0.1 --relay-ports 41000-41999 \
+target/debug/turnd serve --listen "127.0.0.1:$PORT" --relay-ip 127.0.0.1 --relay-ports 21000-21999 \
   --legacy-channel-numbers --secret metrics-test-secret --http-listen off --metrics-listen "127.0.0.1:$METRICS" >"$work/turnd.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 50); do fetch "http://127.0.0.1:$METRICS/metrics" >/dev/null 2>&1 && break; sleep 0.2; done

@@ -1,0 +1,287 @@
+//! TURN over TCP and TLS over real sockets (RFC 8656 §3.1, §12.5): allocations live as long as
+//! their connection, malformed frames close only their connection, limits and timeouts keep
+//! slow or idle clients from exhausting the server, and certificates reload in place.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::UdpSocket;
+use std::time::Duration;
+use turnd_proto::client::{self, Attr};
+use turnd_proto::wire::Method;
+
+struct Tls {
+    _dir: tempfile::TempDir,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    der: Vec<u8>,
+}
+
+fn write_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let (cert, key, der) = self_signed();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert).unwrap();
+    std::fs::write(&k, key).unwrap();
+    (c, k, der)
+}
+
+fn tls_files() -> Tls {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, der) = write_cert(dir.path());
+    Tls {
+        _dir: dir,
+        cert,
+        key,
+        der,
+    }
+}
+
+fn with_tls(t: &Tls) -> turnd::config::Settings {
+    let mut s = settings();
+    s.tls_listen = Some(vec!["127.0.0.1:0".into()]);
+    s.tls_cert = Some(t.cert.clone());
+    s.tls_key = Some(t.key.clone());
+    s.allow_peer = Some(vec!["127.0.0.1/32".into()]);
+    s
+}
+
+/// Allocate, bind a channel and exchange data both ways with a UDP peer, over ChannelData
+/// (padded on streams) and Send/Data indications.
+fn relay_over<S: Read + Write>(mut c: StreamTurnClient<S>) {
+    let relayed = c.allocate();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let p = peer.local_addr().unwrap();
+    let r = c.request(
+        Method::CHANNEL_BIND,
+        &[Attr::Channel(0x4010), Attr::Peer(p)],
+    );
+    assert_eq!(UdpTurnClient::code(&r), None);
+    let mut buf = [0u8; 1500];
+    c.send(&client::channel_data(0x4010, b"hello peer", true));
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"hello peer"[..], relayed));
+    peer.send_to(b"hi!", relayed).unwrap();
+    let f = c.recv_frame().unwrap();
+    assert_eq!(
+        f,
+        [0x40, 0x10, 0, 3, b'h', b'i', b'!', 0],
+        "ChannelData padded to 4 on streams"
+    );
+    let mut tid = [9u8; 12];
+    tid[0] = 1;
+    c.send(&client::send_indication(
+        turnd_proto::wire::TransactionId(tid),
+        p,
+        b"by indication",
+    ));
+    let (n, _) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"by indication");
+}
+
+#[test]
+fn tcp_and_tls_clients_allocate_and_relay_both_ways() {
+    let t = tls_files();
+    let turnd = start(with_tls(&t));
+    let (u, p) = rest("tcp-user", 600);
+    relay_over(StreamTurnClient::new(tcp(turnd.addr), &u, &p));
+    let (u, p) = rest("tls-user", 600);
+    relay_over(StreamTurnClient::new(
+        tls(turnd.running.tls[0], &t.der).unwrap(),
+        &u,
+        &p,
+    ));
+    eventually("two stream allocations counted", || {
+        turnd.sum(|s| s.allocations_active[1][0] + s.allocations_active[2][0]) == 0
+            && turnd.sum(|s| s.allocations_created) == 2
+    });
+}
+
+#[test]
+fn an_allocation_lives_exactly_as_long_as_its_connection() {
+    let turnd = start(settings());
+    let (u, p) = rest("short-lived", 600);
+    let mut c = StreamTurnClient::new(tcp(turnd.addr), &u, &p);
+    c.allocate();
+    eventually("the TCP allocation is active", || {
+        turnd.sum(|s| s.allocations_active[1][0]) == 1
+    });
+    drop(c);
+    eventually("the allocation ended with the connection", || {
+        turnd.sum(|s| s.allocations_active[1][0]) == 0 && turnd.sum(|s| s.allocations_deleted) == 1
+    });
+    assert_eq!(turnd.running.ledger.total(), 0, "its quota came back");
+}
+
+#[test]
+fn a_malformed_frame_closes_only_its_connection() {
+    let turnd = start(settings());
+    let (u, p) = rest("good", 600);
+    let mut good = StreamTurnClient::new(tcp(turnd.addr), &u, &p);
+    good.allocate();
+    let mut bad = tcp(turnd.addr);
+    bad.write_all(&[0xFF; 64]).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        bad.read(&mut buf).unwrap_or(0),
+        0,
+        "the bad connection is closed"
+    );
+    let r = good.request(Method::REFRESH, &[Attr::Lifetime(600)]);
+    assert_eq!(UdpTurnClient::code(&r), None, "the good one is untouched");
+}
+
+/// 1,000 idle connections and a slowloris client leave a normal client unaffected; the idle
+/// ones are closed after the idle timeout.
+#[test]
+fn idle_connections_and_slowloris_leave_a_normal_client_unaffected() {
+    let mut s = settings();
+    s.tcp_idle_timeout = Some(2);
+    s.max_connections_per_ip = Some(0);
+    s.allow_peer = Some(vec!["127.0.0.1/32".into()]);
+    let turnd = start(s);
+    let idle: Vec<std::net::TcpStream> = (0..1000).map(|_| tcp(turnd.addr)).collect();
+    eventually("1,000 connections open", || {
+        turnd.running.connections.open() >= 1000
+    });
+
+    // Slowloris: a STUN header that never completes, one byte every 100 ms.
+    let addr = turnd.addr;
+    let slowloris = std::thread::spawn(move || {
+        let mut s = tcp(addr);
+        let header = client::request(
+            Method::BINDING,
+            turnd_proto::wire::TransactionId([5; 12]),
+            &[Attr::Data(vec![0; 200])],
+            None,
+            false,
+        );
+        for b in header.iter().take(60) {
+            if s.write_all(&[*b]).is_err() {
+                return true; // closed by the server
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Closed means EOF or a reset, not our own read timeout.
+        let mut buf = [0u8; 8];
+        match s.read(&mut buf) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    });
+
+    let (u, p) = rest("normal", 600);
+    let started = std::time::Instant::now();
+    relay_over(StreamTurnClient::new(tcp(turnd.addr), &u, &p));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the normal client was served promptly"
+    );
+
+    assert!(
+        slowloris.join().unwrap(),
+        "the slowloris connection was closed"
+    );
+    eventually("idle connections closed", || {
+        turnd.running.connections.open() < 10
+    });
+    drop(idle);
+}
+
+#[test]
+fn connection_limits_refuse_the_excess_only() {
+    let mut s = settings();
+    s.max_connections_per_ip = Some(3);
+    let turnd = start(s);
+    let kept: Vec<_> = (0..3).map(|_| tcp(turnd.addr)).collect();
+    eventually("three connections", || {
+        turnd.running.connections.open() == 3
+    });
+    let mut excess = tcp(turnd.addr);
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        excess.read(&mut buf).unwrap_or(0),
+        0,
+        "the fourth is closed at once"
+    );
+    let (u, p) = rest("within-limit", 600);
+    let mut c = StreamTurnClient::new(kept.into_iter().next().unwrap(), &u, &p);
+    c.allocate();
+}
+
+#[test]
+fn slow_tls_handshakes_are_closed() {
+    let t = tls_files();
+    let mut s = with_tls(&t);
+    s.tls_handshake_timeout = Some(1);
+    let turnd = start(s);
+    let mut silent = tcp(turnd.running.tls[0]);
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    // The server may say goodbye with a TLS alert, then closes.
+    let mut rest = Vec::new();
+    silent
+        .read_to_end(&mut rest)
+        .expect("closed by the server, not by our read timeout");
+    assert!(rest.len() < 64, "at most an alert: {rest:?}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+/// SIGHUP's reload: new connections get the new certificate, established ones keep working.
+#[test]
+fn tls_certificates_reload_without_dropping_connections() {
+    let t = tls_files();
+    let turnd = start(with_tls(&t));
+    let (u, p) = rest("long-lived", 600);
+    let mut old = StreamTurnClient::new(tls(turnd.running.tls[0], &t.der).unwrap(), &u, &p);
+    old.allocate();
+
+    let (_, _, new_der) = write_cert(t.cert.parent().unwrap());
+    turnd.running.reload_tls().unwrap();
+    assert!(
+        tls(turnd.running.tls[0], &t.der).is_err(),
+        "new connections no longer see the old certificate"
+    );
+    let (u2, p2) = rest("new", 600);
+    StreamTurnClient::new(tls(turnd.running.tls[0], &new_der).unwrap(), &u2, &p2).allocate();
+    let r = old.request(Method::REFRESH, &[Attr::Lifetime(600)]);
+    assert_eq!(
+        UdpTurnClient::code(&r),
+        None,
+        "the established connection still works"
+    );
+
+    std::fs::write(&t.key, "not a key").unwrap();
+    assert!(
+        turnd.running.reload_tls().is_err(),
+        "a bad new key is refused"
+    );
+    StreamTurnClient::new(tls(turnd.running.tls[0], &new_der).unwrap(), &u2, &p2).allocate();
+}
+
+#[test]
+fn the_http_api_hands_out_tcp_and_turns_urls() {
+    let t = tls_files();
+    let turnd = start(with_tls(&t));
+    let v = get(turnd.http(), "/api/v1/ice-servers").json();
+    let urls: Vec<String> = v["iceServers"][1]["urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().to_owned())
+        .collect();
+    let port = turnd.addr.port();
+    let tls_port = turnd.running.tls[0].port();
+    assert_eq!(
+        urls,
+        [
+            format!("turn:127.0.0.1:{port}?transport=udp"),
+            format!("turn:127.0.0.1:{port}?transport=tcp"),
+            format!("turns:127.0.0.1:{tls_port}?transport=tcp"),
+        ]
+    );
+}
