@@ -6,6 +6,7 @@ pub mod access;
 pub mod credentials;
 pub mod error;
 pub mod health;
+pub mod page;
 
 use crate::uris::{self, Listeners};
 use anyhow::{Context, Result};
@@ -73,6 +74,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         ));
     Router::new()
         .merge(api)
+        .route("/", get(page::page).fallback(method_not_allowed))
         .route(
             "/healthz",
             get(health::healthz).fallback(method_not_allowed),
