@@ -212,3 +212,124 @@ fn sigterm_and_sigint_stop_cleanly() {
         assert_eq!(status.code(), Some(0), "signal {signal}");
     }
 }
+
+/// SIGHUP re-reads the TLS certificate: a new connection sees the new one, and the process
+/// keeps running.
+#[test]
+fn sighup_reloads_the_tls_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str| {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), c.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), c.key_pair.serialize_pem()).unwrap();
+        c.cert.der().to_vec()
+    };
+    let first = write("localhost");
+    let (udp, http, tls) = (free_port(), free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_turnd"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{udp}"),
+            "--http-listen",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .args([
+            "--metrics-listen",
+            "off",
+            "--secret",
+            "a-long-test-secret",
+            "--tls-listen",
+            &format!("127.0.0.1:{tls}"),
+        ])
+        .arg("--tls-cert")
+        .arg(dir.path().join("cert.pem"))
+        .arg("--tls-key")
+        .arg(dir.path().join("key.pem"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let served_cert = || -> Option<Vec<u8>> {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        #[derive(Debug)]
+        struct Any;
+        impl rustls::client::danger::ServerCertVerifier for Any {
+            fn verify_server_cert(
+                &self,
+                _: &rustls::pki_types::CertificateDer<'_>,
+                _: &[rustls::pki_types::CertificateDer<'_>],
+                _: &rustls::pki_types::ServerName<'_>,
+                _: &[u8],
+                _: rustls::pki_types::UnixTime,
+            ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            fn verify_tls12_signature(
+                &self,
+                _: &[u8],
+                _: &rustls::pki_types::CertificateDer<'_>,
+                _: &rustls::DigitallySignedStruct,
+            ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>
+            {
+                Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+            }
+            fn verify_tls13_signature(
+                &self,
+                _: &[u8],
+                _: &rustls::pki_types::CertificateDer<'_>,
+                _: &rustls::DigitallySignedStruct,
+            ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>
+            {
+                Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+            }
+            fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+                rustls::crypto::ring::default_provider()
+                    .signature_verification_algorithms
+                    .supported_schemes()
+            }
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(Any))
+            .with_no_client_auth();
+        let mut conn = rustls::ClientConnection::new(
+            std::sync::Arc::new(cfg),
+            "localhost".try_into().unwrap(),
+        )
+        .unwrap();
+        let mut sock = std::net::TcpStream::connect(("127.0.0.1", tls)).ok()?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock).ok()?;
+        }
+        Some(conn.peer_certificates()?[0].to_vec())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while served_cert().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "turnd never served TLS"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(served_cert().unwrap(), first);
+    let second = write("localhost");
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while served_cert().as_deref() != Some(&second[..]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP did not stop turnd"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
