@@ -146,16 +146,26 @@ fn bind_listeners(
     for addr in &config.listen {
         ensure_free("listen", *addr, false)?;
         ensure_free("listen", *addr, true)?;
-        let first = match socket::bind_listener(*addr, true) {
-            Ok(s) => s,
-            Err(e) if config.listen_is_default && addr.is_ipv6() => {
-                tracing::warn!(%addr, error = %e, "no IPv6 listener (this host has no usable IPv6)");
-                continue;
+        // With port 0 the kernel picks a free UDP port; TCP must get the same number, so try
+        // again until that port is free for TCP too.
+        let mut attempts = 0;
+        let (first, actual) = loop {
+            let first = match socket::bind_listener(*addr, true) {
+                Ok(s) => s,
+                Err(e) if config.listen_is_default && addr.is_ipv6() => {
+                    tracing::warn!(%addr, error = %e, "no IPv6 listener (this host has no usable IPv6)");
+                    break (None, *addr);
+                }
+                Err(e) => return Err(e).with_context(|| format!("listen: cannot bind {addr}")),
+            };
+            let actual = first.local_addr()?;
+            match ensure_free("listen", actual, true) {
+                Ok(()) => break (Some(first), actual),
+                Err(_) if addr.port() == 0 && attempts < 32 => attempts += 1,
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e).with_context(|| format!("listen: cannot bind {addr}")),
         };
-        let actual = first.local_addr()?;
-        ensure_free("listen", actual, true)?;
+        let Some(first) = first else { continue };
         for (i, w) in per_worker.iter_mut().enumerate() {
             let u = if i == 0 {
                 first.try_clone()?
