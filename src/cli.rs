@@ -32,6 +32,9 @@ pub enum Cmd {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Prove relay-only connectivity end to end with two TURN client peers, and name the
+    /// cause when it fails (exit 0 when every transport passed).
+    Selftest(crate::selftest::cli::SelftestArgs),
     /// Validate a configuration file and exit (0 when valid).
     CheckConfig {
         /// The TOML file.
@@ -49,6 +52,10 @@ pub fn run(cli: Cli) -> Result<()> {
             settings,
         } => credentials(&username, ttl, settings),
         Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::Selftest(args) => {
+            let code = crate::selftest::cli::run(args)?;
+            std::process::exit(code)
+        }
     }
 }
 

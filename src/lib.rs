@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metrics;
 pub mod netif;
 pub mod relay;
+pub mod selftest;
 pub mod serve;
 pub mod tls;
 pub mod uris;

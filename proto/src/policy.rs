@@ -211,6 +211,24 @@ impl PeerPolicy {
         !self.default_deny.iter().any(|c| c.contains(ip))
     }
 
+    /// Whether an operator's `deny_peer` range holds `ip` (or the IPv4 address it carries).
+    /// This wins even over the server's own relayed addresses.
+    pub fn operator_denies(&self, ip: IpAddr) -> bool {
+        let forms = match ip {
+            IpAddr::V4(_) => [Some(ip), None],
+            IpAddr::V6(v6) => [
+                Some(ip),
+                v6.to_ipv4_mapped()
+                    .or_else(|| embedded_ipv4(v6))
+                    .map(IpAddr::V4),
+            ],
+        };
+        forms
+            .iter()
+            .flatten()
+            .any(|f| self.deny.iter().any(|c| c.contains(*f)))
+    }
+
     /// Whether the relay may send to `ip`. An IPv6 address that carries an IPv4 address must
     /// pass as both, so `::ffff:127.0.0.1` is refused like `127.0.0.1`.
     pub fn allows(&self, ip: IpAddr) -> bool {

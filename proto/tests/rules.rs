@@ -790,6 +790,19 @@ fn own_relayed_addresses_are_reachable_but_not_other_ports() {
     );
     assert_eq!(code(&r), Some(403));
     let _ = r1;
+
+    // An operator's --deny-peer wins even over the server's own relayed addresses.
+    let mut cfg = config();
+    cfg.relay_v4 = Some(local);
+    cfg.policy =
+        turnd_proto::policy::PeerPolicy::new(vec![], vec!["127.0.0.1/32".parse().unwrap()]);
+    let mut h = Harness::new(cfg);
+    let (c1, mut a1, _) = allocated(&mut h, 1);
+    let (_c2, _a2, r2) = allocated(&mut h, 2);
+    assert_eq!(
+        code(&h.request(c1, Method::CREATE_PERMISSION, &[Attr::Peer(r2)], &mut a1)),
+        Some(403)
+    );
 }
 
 // ---------------------------------------------------------------- channels and data

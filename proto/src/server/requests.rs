@@ -405,10 +405,11 @@ impl Server {
         if a.relay_for(peer.ip()).is_none() {
             return Err(Reject::PeerAddressFamilyMismatch);
         }
-        if self.config.policy.allows(peer.ip()) {
+        let policy = &self.config.policy;
+        if policy.allows(peer.ip()) {
             return Ok(false);
         }
-        if self.is_own_relay(peer) {
+        if !policy.operator_denies(peer.ip()) && self.is_own_relay(peer) {
             return Ok(true);
         }
         self.stats.peer_denied += 1;

@@ -1,0 +1,159 @@
+//! `turnd selftest` as a user runs it: it passes against turnd with the default peer policy
+//! over every transport turnd hands out, and when relaying fails it names the cause.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn selftest(args: &[&str]) -> (i32, serde_json::Value, Duration) {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_turnd"))
+        .arg("selftest")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("turnd selftest runs");
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.code().unwrap_or(-1), json, started.elapsed())
+}
+
+fn cause(v: &serde_json::Value) -> String {
+    v["transports"][0]["cause"]
+        .as_str()
+        .or(v["cause"].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[test]
+fn passes_over_udp_tcp_and_tls_against_the_default_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = self_signed();
+    std::fs::write(dir.path().join("cert.pem"), &cert).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key).unwrap();
+    let mut s = settings();
+    s.tls_listen = Some(vec!["127.0.0.1:0".into()]);
+    s.tls_cert = Some(dir.path().join("cert.pem"));
+    s.tls_key = Some(dir.path().join("key.pem"));
+    let turnd = start(s);
+    let url = format!("http://{}", turnd.http());
+    let ca = dir.path().join("cert.pem");
+    let (code, v, _) = selftest(&[
+        "--url",
+        &url,
+        "--ca",
+        ca.to_str().unwrap(),
+        "--tls-name",
+        "localhost",
+    ]);
+    assert_eq!(code, 0, "{v:#}");
+    let transports: Vec<&str> = v["transports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["transport"].as_str().unwrap())
+        .collect();
+    assert_eq!(transports, ["udp", "tcp", "tls"]);
+    for t in v["transports"].as_array().unwrap() {
+        assert_eq!(t["pass"], true, "{t:#}");
+        assert_eq!(t["loss_percent"], 0.0);
+        assert!(t["rtt_ms_p50"].as_f64().is_some());
+        let steps: Vec<&str> = t["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        for wanted in [
+            "STUN Binding",
+            "CreatePermission A→B",
+            "Send → Data indication B→A",
+            "ChannelData A→B",
+            "round trips",
+            "deallocate B",
+        ] {
+            assert!(steps.contains(&wanted), "missing step {wanted}: {steps:?}");
+        }
+        // Relay-only: both relayed addresses are turnd's.
+        for r in t["relayed"].as_array().unwrap() {
+            assert!(r.as_str().unwrap().starts_with("127.0.0.1:"));
+        }
+    }
+}
+
+#[test]
+fn a_wrong_secret_is_named_as_a_401_secret_mismatch() {
+    let turnd = start(settings());
+    let (code, v, _) = selftest(&[
+        "--server",
+        &turnd.addr.to_string(),
+        "--secret",
+        "not-the-servers-secret",
+    ]);
+    assert_eq!(code, 1);
+    let c = cause(&v);
+    assert!(c.contains("401") && c.contains("secret"), "{c}");
+}
+
+#[test]
+fn a_dead_port_is_named_as_unreachable_within_ten_seconds() {
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, v, took) = selftest(&["--server", &dead.to_string(), "--secret", "whatever-secret"]);
+    assert_eq!(code, 1);
+    let c = cause(&v);
+    assert!(c.contains("no answer") && c.contains("701"), "{c}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+#[test]
+fn a_peer_denied_by_policy_is_named_as_403() {
+    let mut s = settings();
+    s.deny_peer = Some(vec!["127.0.0.1/32".into()]);
+    let turnd = start(s);
+    let (code, v, _) = selftest(&["--server", &turnd.addr.to_string(), "--secret", SECRET]);
+    assert_eq!(code, 1);
+    let c = cause(&v);
+    assert!(c.contains("403") && c.contains("peer policy"), "{c}");
+}
+
+#[test]
+fn a_wrong_advertised_relay_address_is_named() {
+    let mut s = settings();
+    // Relay sockets bind 127.0.0.1 but turnd advertises 127.0.0.2: nothing answers there.
+    s.external_ip = Some(vec!["127.0.0.2".into()]);
+    let turnd = start(s);
+    let (code, v, _) = selftest(&[
+        "--server",
+        &turnd.addr.to_string(),
+        "--secret",
+        SECRET,
+        "--timeout",
+        "1",
+    ]);
+    assert_eq!(code, 1);
+    let c = cause(&v);
+    assert!(
+        c.contains("relayed traffic never arrives")
+            && c.contains("--external-ip")
+            && c.contains("127.0.0.2"),
+        "{c}"
+    );
+}
+
+#[test]
+fn a_wrong_api_key_is_named() {
+    let mut s = settings();
+    s.api_key = Some(vec!["the-right-api-key-123".into()]);
+    let turnd = start(s);
+    let url = format!("http://{}", turnd.http());
+    let (code, v, _) = selftest(&["--url", &url, "--api-key", "the-wrong-api-key-123"]);
+    assert_eq!(code, 1);
+    let c = cause(&v);
+    assert!(c.contains("401") && c.contains("API key"), "{c}");
+}
