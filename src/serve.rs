@@ -146,11 +146,33 @@ fn bind_listeners(
     for addr in &config.listen {
         ensure_free("listen", *addr, false)?;
         ensure_free("listen", *addr, true)?;
-        // With port 0 the kernel picks a free UDP port; TCP must get the same number, so try
-        // again until that port is free for TCP too.
+        // With port 0, ask the kernel for a port with a plain bind: a bind(0) with SO_REUSEPORT
+        // may hand out a port another process of the same user already holds with
+        // SO_REUSEPORT, and silently share it. The port must be free for TCP too; retry the
+        // short race between releasing the probe and binding for real.
         let mut attempts = 0;
         let (first, actual) = loop {
-            let first = match socket::bind_listener(*addr, true) {
+            let want = if addr.port() == 0 {
+                match socket::bind_listener(*addr, false).and_then(|p| p.local_addr()) {
+                    Ok(a) => a,
+                    Err(e) if config.listen_is_default && addr.is_ipv6() => {
+                        tracing::warn!(%addr, error = %e, "no IPv6 listener (this host has no usable IPv6)");
+                        break (None, *addr);
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("listen: cannot bind {addr}")),
+                }
+            } else {
+                *addr
+            };
+            let first = match socket::bind_listener(want, true) {
+                Err(e)
+                    if addr.port() == 0
+                        && attempts < 32
+                        && e.kind() == std::io::ErrorKind::AddrInUse =>
+                {
+                    attempts += 1;
+                    continue;
+                }
                 Ok(s) => s,
                 Err(e) if config.listen_is_default && addr.is_ipv6() => {
                     tracing::warn!(%addr, error = %e, "no IPv6 listener (this host has no usable IPv6)");
@@ -186,7 +208,14 @@ fn bind_listeners(
     let mut tls = Vec::new();
     for addr in &config.tls_listen {
         ensure_free("tls_listen", *addr, true)?;
-        let first = socket::bind_stream_listener(*addr, true)
+        // Port 0: a plain bind picks a port nobody holds (see the UDP listeners above).
+        let want = match addr.port() {
+            0 => socket::bind_stream_listener(*addr, false)
+                .and_then(|p| p.local_addr())
+                .with_context(|| format!("tls_listen: cannot bind {addr}"))?,
+            _ => *addr,
+        };
+        let first = socket::bind_stream_listener(want, true)
             .with_context(|| format!("tls_listen: cannot bind {addr}"))?;
         let actual = first.local_addr()?;
         per_worker[0].streams.push((first, Transport::Tls));
