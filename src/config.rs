@@ -15,7 +15,7 @@ use turnd_proto::policy::Cidr;
 use turnd_proto::RelayAddress;
 
 /// Every setting, as given: all optional, so sources can be layered.
-#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[derive(Debug, Clone, Default, clap::Args, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// TOML configuration file (see config/turnd.toml for every key).
@@ -163,6 +163,10 @@ pub struct Settings {
     #[arg(long, env = "TURND_TLS_HANDSHAKE_TIMEOUT")]
     pub tls_handshake_timeout: Option<u64>,
 
+    /// Seconds between self-probes of the relay path (0 disables) [default: 60].
+    #[arg(long, env = "TURND_SELFTEST_INTERVAL")]
+    pub selftest_interval: Option<u64>,
+
     /// Prometheus metrics listen address ("off" disables it) [default: 127.0.0.1:9641].
     #[arg(long, env = "TURND_METRICS_LISTEN", value_name = "ADDR:PORT")]
     pub metrics_listen: Option<String>,
@@ -204,39 +208,24 @@ pub struct Settings {
     pub public_host: Option<Vec<String>>,
 }
 
-macro_rules! layer {
-    ($dst:ident, $src:ident, $($field:ident),*) => {
-        $( if $dst.$field.is_none() { $dst.$field = $src.$field.clone(); } )*
-    };
-}
-
 impl Settings {
     /// Fills every unset setting from `lower` (the file under the flags and environment).
-    pub fn or(mut self, lower: &Settings) -> Settings {
-        let s = &mut self;
-        layer!(
-            s,
-            lower,
-            realm,
-            listen,
-            relay_ip,
-            external_ip,
-            relay_ports,
-            secret,
-            user,
-            allow_peer,
-            deny_peer,
-            user_quota,
-            max_allocations,
-            max_ttl,
-            max_permissions,
-            max_channels,
-            legacy_channel_numbers,
-            workers,
-            log_format,
-            public_host
-        );
-        self
+    /// Done field by field through serde, so no list of keys can fall out of date.
+    pub fn or(self, lower: &Settings) -> Settings {
+        let config = self.config.clone();
+        let mut high = serde_json::to_value(&self).expect("settings serialise");
+        let low = serde_json::to_value(lower).expect("settings serialise");
+        if let (serde_json::Value::Object(h), serde_json::Value::Object(l)) = (&mut high, low) {
+            for (k, v) in l {
+                if h.get(&k).is_none_or(serde_json::Value::is_null) {
+                    h.insert(k, v);
+                }
+            }
+        }
+        let mut merged: Settings =
+            serde_json::from_value(high).expect("merged settings deserialise");
+        merged.config = config;
+        merged
     }
 
     /// Reads a TOML file; unknown keys are errors that name the key.
@@ -305,6 +294,8 @@ pub struct Config {
     pub max_connections_per_ip: u32,
     pub tcp_idle_timeout: std::time::Duration,
     pub tls_handshake_timeout: std::time::Duration,
+    /// None when the periodic self-probe is off.
+    pub selftest_interval: Option<std::time::Duration>,
     pub api_keys: Vec<String>,
     pub cors_origins: Vec<String>,
     pub http_rate_limit: u32,
@@ -583,6 +574,10 @@ impl Config {
         Ok(Config {
             tls_listen,
             tls_files,
+            selftest_interval: match s.selftest_interval.unwrap_or(60) {
+                0 => None,
+                n => Some(std::time::Duration::from_secs(n)),
+            },
             max_connections: s.max_connections.unwrap_or(10_000),
             max_connections_per_ip: s.max_connections_per_ip.unwrap_or(64),
             tcp_idle_timeout: std::time::Duration::from_secs(tcp_idle_timeout),
@@ -663,6 +658,42 @@ mod tests {
             });
             assert!(listed, "config/turnd.toml does not mention `{key}`");
         }
+    }
+
+    /// Every key set in a file reaches the merged settings (a hand-kept list once forgot some).
+    #[test]
+    fn every_file_key_survives_layering() {
+        let text = include_str!("../config/turnd.toml")
+            .lines()
+            .map(|l| {
+                // Uncomment the examples (`# key = value`), not the prose.
+                let example = l.strip_prefix("# ").filter(|r| {
+                    r.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    })
+                });
+                example.unwrap_or(l)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file = Settings::from_toml(&text).expect("the uncommented example parses");
+        let merged = Settings::default().or(&file);
+        assert_eq!(
+            serde_json::to_value(&merged).unwrap(),
+            serde_json::to_value(&file).unwrap()
+        );
+        let file_json = serde_json::to_value(&file).unwrap();
+        let unset: Vec<_> = file_json
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| v.is_null())
+            .map(|(k, _)| k.clone())
+            .collect();
+        assert!(
+            unset.is_empty(),
+            "config/turnd.toml should show every key: {unset:?}"
+        );
     }
 
     #[test]

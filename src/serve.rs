@@ -39,6 +39,8 @@ pub struct Running {
     pub certs: Option<Arc<CertStore>>,
     /// Worker threads currently in their loop.
     pub workers_running: Arc<AtomicUsize>,
+    /// The periodic self-probe's latest result.
+    pub probe: Arc<crate::selftest::probe::ProbeState>,
     workers: Vec<WorkerHandle>,
     threads: Vec<JoinHandle<()>>,
     shutdown: Arc<AtomicBool>,
@@ -264,6 +266,7 @@ pub fn start(config: &Config) -> Result<Running> {
     let mut workers = Vec::new();
     let mut threads = Vec::new();
     let workers_running = Arc::new(AtomicUsize::new(0));
+    let probe = Arc::new(crate::selftest::probe::ProbeState::default());
     for (i, sockets) in sockets.into_iter().enumerate() {
         let server_config = ServerConfig {
             realm: config.realm.clone(),
@@ -327,10 +330,24 @@ pub fn start(config: &Config) -> Result<Running> {
                 workers_running: workers_running.clone(),
                 workers_expected: config.workers,
                 credentials_issued: Default::default(),
+                probe: probe.clone(),
             });
             (Some(crate::http::start(addr, state.clone())?), Some(state))
         }
     };
+    if let Some(interval) = config.selftest_interval {
+        let plan = crate::selftest::probe::ProbePlan {
+            udp: udp.first().copied(),
+            tls: tls.first().copied(),
+            secret: config.secrets[0].clone(),
+        };
+        threads.push(crate::selftest::probe::spawn(
+            plan,
+            probe.clone(),
+            interval,
+            shutdown.clone(),
+        )?);
+    }
     let metrics = match config.metrics_listen {
         None => None,
         Some(addr) => {
@@ -339,6 +356,7 @@ pub fn start(config: &Config) -> Result<Running> {
                 workers_running: workers_running.clone(),
                 http: http_state.clone(),
                 connections: connections.clone(),
+                probe: probe.clone(),
             });
             let registry = crate::metrics::exposition::registry(sources);
             Some(crate::http::serve_router(
@@ -358,6 +376,7 @@ pub fn start(config: &Config) -> Result<Running> {
         metrics,
         certs,
         workers_running,
+        probe,
         workers,
         threads,
         shutdown,

@@ -157,3 +157,47 @@ fn a_wrong_api_key_is_named() {
     let c = cause(&v);
     assert!(c.contains("401") && c.contains("API key"), "{c}");
 }
+
+/// The self-probe inside `turnd serve` feeds metrics and /readyz: passing on a healthy relay,
+/// and not ready after three failures in a row (here the operator denies the relay's own
+/// addresses, so relaying between its two peers is refused).
+#[test]
+fn the_periodic_probe_feeds_metrics_and_readiness() {
+    use turnd::metrics::names;
+    let mut s = settings();
+    s.selftest_interval = Some(1);
+    let turnd = start(s);
+    eventually("a passing probe", || {
+        scrape(&turnd).get(names::SELFTEST_SUCCESS) == Some(&1.0)
+    });
+    let m = scrape(&turnd);
+    assert!(m[names::SELFTEST_RTT_SECONDS] > 0.0);
+    let r = get(turnd.http(), "/readyz");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["selftest"]["passing"], true);
+
+    let mut s = settings();
+    s.selftest_interval = Some(1);
+    s.deny_peer = Some(vec!["127.0.0.1/32".into()]);
+    let broken = start(s);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = get(broken.http(), "/readyz");
+        if r.status == 503 {
+            let v = r.json();
+            assert_eq!(v["selftest"]["passing"], false);
+            assert!(v["selftest"]["consecutive_failures"].as_u64().unwrap() >= 3);
+            assert!(
+                v["selftest"]["last_cause"]
+                    .as_str()
+                    .unwrap()
+                    .contains("403"),
+                "{v}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never became unready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(scrape(&broken)[names::SELFTEST_SUCCESS], 0.0);
+}

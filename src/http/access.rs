@@ -177,6 +177,7 @@ mod tests {
             workers_running: Default::default(),
             workers_expected: 1,
             credentials_issued: Default::default(),
+            probe: Default::default(),
         }
     }
 

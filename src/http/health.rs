@@ -14,7 +14,8 @@ pub async fn healthz() -> Json<Value> {
 
 pub async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, Json<Value>) {
     let running = state.workers_running.load(Ordering::Relaxed);
-    let ready = running == state.workers_expected && running > 0;
+    let probe = &state.probe;
+    let ready = running == state.workers_expected && running > 0 && probe.healthy();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -25,7 +26,14 @@ pub async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, Json<Va
         Json(json!({
             "ready": ready,
             "workers": { "running": running, "expected": state.workers_expected },
-            "listeners": { "udp": state.listeners.udp },
+            "listeners": { "udp": state.listeners.udp, "tcp": state.listeners.tcp, "tls": state.listeners.tls },
+            "selftest": {
+                "enabled": probe.enabled.load(Ordering::Relaxed),
+                "runs": probe.runs.load(Ordering::Relaxed),
+                "passing": probe.passing.load(Ordering::Relaxed),
+                "consecutive_failures": probe.consecutive_failures.load(Ordering::Relaxed),
+                "last_cause": probe.last_cause.lock().map(|c| c.clone()).unwrap_or_default(),
+            },
         })),
     )
 }

@@ -33,6 +33,7 @@ pub struct HttpState {
     pub workers_running: Arc<AtomicUsize>,
     pub workers_expected: usize,
     pub credentials_issued: AtomicU64,
+    pub probe: Arc<crate::selftest::probe::ProbeState>,
 }
 
 impl std::fmt::Debug for HttpState {

@@ -30,6 +30,7 @@ pub struct Sources {
     pub workers_running: Arc<AtomicUsize>,
     pub http: Option<Arc<HttpState>>,
     pub connections: Arc<crate::relay::limits::ConnLimits>,
+    pub probe: Arc<crate::selftest::probe::ProbeState>,
 }
 
 impl Sources {
@@ -223,6 +224,23 @@ impl Collector for Sources {
         gauge(e, RELAY_PORTS_CONFIGURED, s.relay_ports_total)?;
         counter(e, RELAY_BIND_FAILURES_TOTAL, s.relay_bind_failures)?;
         gauge(e, CONNECTIONS_OPEN, u64::from(self.connections.open()))?;
+        gauge(
+            e,
+            SELFTEST_SUCCESS,
+            u64::from(self.probe.passing.load(Ordering::Relaxed)),
+        )?;
+        let m = e.encode_descriptor(
+            SELFTEST_RTT_SECONDS,
+            help(SELFTEST_RTT_SECONDS),
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.probe.rtt_seconds()).encode(m)?;
+        counter(
+            e,
+            SELFTEST_RUNS_TOTAL,
+            self.probe.runs.load(Ordering::Relaxed),
+        )?;
         let issued = self
             .http
             .as_ref()

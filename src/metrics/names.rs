@@ -21,6 +21,9 @@ pub const RELAY_PORTS_FREE: &str = "turnd_relay_ports_free";
 pub const RELAY_PORTS_CONFIGURED: &str = "turnd_relay_ports_configured";
 pub const RELAY_BIND_FAILURES_TOTAL: &str = "turnd_relay_bind_failures_total";
 pub const CONNECTIONS_OPEN: &str = "turnd_connections_open";
+pub const SELFTEST_SUCCESS: &str = "turnd_selftest_success";
+pub const SELFTEST_RTT_SECONDS: &str = "turnd_selftest_rtt_seconds";
+pub const SELFTEST_RUNS_TOTAL: &str = "turnd_selftest_runs_total";
 pub const CREDENTIALS_ISSUED_TOTAL: &str = "turnd_credentials_issued_total";
 
 /// Every family, with its type and meaning: the source of the README's metric table.
@@ -45,5 +48,8 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (RELAY_PORTS_CONFIGURED, "gauge", "Relay ports configured (per address family)."),
     (RELAY_BIND_FAILURES_TOTAL, "counter", "Relay ports that could not be bound (held by another process); another port is tried."),
     (CONNECTIONS_OPEN, "gauge", "TCP and TLS client connections open."),
+    (SELFTEST_SUCCESS, "gauge", "1 when the last self-probe relayed data through this server over every transport, else 0."),
+    (SELFTEST_RTT_SECONDS, "gauge", "Round-trip time through the relay measured by the last passing self-probe (worst transport's median)."),
+    (SELFTEST_RUNS_TOTAL, "counter", "Self-probes run."),
     (CREDENTIALS_ISSUED_TOTAL, "counter", "Credentials minted by the HTTP API."),
 ];

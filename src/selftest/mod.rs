@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod link;
 pub mod peer;
+pub mod probe;
 
 use link::{Kind, Link, OpenError};
 use peer::{Peer, RequestError};
@@ -362,6 +363,14 @@ pub fn run(target: &Target, opts: &Options) -> Report {
     }
 
     // A short burst A→B: throughput as B sees it.
+    if opts.burst > 0 {
+        burst(&mut run, &mut a, &mut b, ra, opts);
+    }
+    finish(run, &mut a, &mut b, t)
+}
+
+/// Sends a paced burst A→B and records what B saw.
+fn burst(run: &mut Run, a: &mut Peer, b: &mut Peer, _ra: SocketAddr, opts: &Options) {
     let chunk = vec![0x5Au8; opts.burst_size];
     for i in 0..opts.burst {
         let _ = a.send_channel(0x4000, &chunk);
@@ -403,8 +412,11 @@ pub fn run(target: &Target, opts: &Options) -> Report {
             num(run.report.burst_mbit_per_s)
         ),
     );
+}
 
-    for (name, p) in [("Refresh A", &mut a), ("Refresh B", &mut b)] {
+/// Refresh and deallocate both peers.
+fn finish(mut run: Run, a: &mut Peer, b: &mut Peer, t: Duration) -> Report {
+    for (name, p) in [("Refresh A", &mut *a), ("Refresh B", &mut *b)] {
         if let Err(e) = p.refresh(600, t) {
             run.step(name, false, "");
             let c = run.cause("Refresh", &e);
@@ -412,7 +424,7 @@ pub fn run(target: &Target, opts: &Options) -> Report {
         }
         run.step(name, true, "");
     }
-    for (name, p) in [("deallocate A", &mut a), ("deallocate B", &mut b)] {
+    for (name, p) in [("deallocate A", a), ("deallocate B", b)] {
         if let Err(e) = p.refresh(0, t) {
             run.step(name, false, "");
             let c = run.cause("deallocation (Refresh 0)", &e);
