@@ -250,55 +250,8 @@ fn sighup_reloads_the_tls_certificate() {
         .spawn()
         .unwrap();
     let served_cert = || -> Option<Vec<u8>> {
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        #[derive(Debug)]
-        struct Any;
-        impl rustls::client::danger::ServerCertVerifier for Any {
-            fn verify_server_cert(
-                &self,
-                _: &rustls::pki_types::CertificateDer<'_>,
-                _: &[rustls::pki_types::CertificateDer<'_>],
-                _: &rustls::pki_types::ServerName<'_>,
-                _: &[u8],
-                _: rustls::pki_types::UnixTime,
-            ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-                Ok(rustls::client::danger::ServerCertVerified::assertion())
-            }
-            fn verify_tls12_signature(
-                &self,
-                _: &[u8],
-                _: &rustls::pki_types::CertificateDer<'_>,
-                _: &rustls::DigitallySignedStruct,
-            ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>
-            {
-                Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-            }
-            fn verify_tls13_signature(
-                &self,
-                _: &[u8],
-                _: &rustls::pki_types::CertificateDer<'_>,
-                _: &rustls::DigitallySignedStruct,
-            ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>
-            {
-                Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-            }
-            fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-                rustls::crypto::ring::default_provider()
-                    .signature_verification_algorithms
-                    .supported_schemes()
-            }
-        }
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(Any))
-            .with_no_client_auth();
-        let mut conn = rustls::ClientConnection::new(
-            std::sync::Arc::new(cfg),
-            "localhost".try_into().unwrap(),
-        )
-        .unwrap();
+        let cfg = turnd::tls::unverified_client_config();
+        let mut conn = rustls::ClientConnection::new(cfg, "localhost".try_into().unwrap()).unwrap();
         let mut sock = std::net::TcpStream::connect(("127.0.0.1", tls)).ok()?;
         while conn.is_handshaking() {
             conn.complete_io(&mut sock).ok()?;

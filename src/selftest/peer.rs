@@ -62,14 +62,17 @@ impl Peer {
     }
 
     /// Sends a request and waits for its response (retransmitting over UDP).
+    /// Sends a request and waits for its response, retransmitting over UDP (RFC 8489
+    /// §6.2.1); relayed data that arrives meanwhile is kept for [`Peer::recv_data`].
     fn exchange(
         &mut self,
         method: Method,
         attrs: &[Attr],
+        auth: bool,
         timeout: Duration,
     ) -> Result<Vec<u8>, RequestError> {
         let tid = self.next_tid();
-        let req = client::request(method, tid, attrs, Some(&self.auth), true);
+        let req = client::request(method, tid, attrs, auth.then_some(&self.auth), true);
         let deadline = Instant::now() + timeout;
         let mut rto = RTO;
         loop {
@@ -107,7 +110,7 @@ impl Peer {
         timeout: Duration,
     ) -> Result<Vec<u8>, RequestError> {
         for _ in 0..3 {
-            let resp = self.exchange(method, attrs, timeout)?;
+            let resp = self.exchange(method, attrs, true, timeout)?;
             let msg = Message::parse(&resp).map_err(|e| RequestError::Io(e.to_string()))?;
             let Some((code, reason)) = msg.get(attr::ERROR_CODE).and_then(attr::read_error_code)
             else {
@@ -124,32 +127,10 @@ impl Peer {
 
     /// STUN Binding: the reflexive address the server sees.
     pub fn binding(&mut self, timeout: Duration) -> Result<SocketAddr, RequestError> {
-        let tid = self.next_tid();
-        let req = client::request(Method::BINDING, tid, &[], None, true);
-        let deadline = Instant::now() + timeout;
-        let mut rto = RTO;
-        loop {
-            self.link
-                .send(&req)
-                .map_err(|e| RequestError::Io(e.to_string()))?;
-            let wait_until = if self.link.kind.is_stream() {
-                deadline
-            } else {
-                (Instant::now() + rto).min(deadline)
-            };
-            rto *= 2;
-            while let Some(bytes) = self.link.recv(wait_until) {
-                if let Ok(m) = Message::parse(&bytes) {
-                    if m.transaction_id() == tid {
-                        return client::address(&m, attr::XOR_MAPPED_ADDRESS)
-                            .ok_or(RequestError::Io("no XOR-MAPPED-ADDRESS".into()));
-                    }
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(RequestError::Timeout);
-            }
-        }
+        let resp = self.exchange(Method::BINDING, &[], false, timeout)?;
+        let msg = Message::parse(&resp).map_err(|e| RequestError::Io(e.to_string()))?;
+        client::address(&msg, attr::XOR_MAPPED_ADDRESS)
+            .ok_or(RequestError::Io("no XOR-MAPPED-ADDRESS".into()))
     }
 
     pub fn allocate(&mut self, timeout: Duration) -> Result<SocketAddr, RequestError> {

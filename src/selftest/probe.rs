@@ -51,55 +51,6 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// A TLS client that does not verify the certificate: the probe checks the relay path of this
-/// very server; the certificate is for its public name, which loopback does not carry.
-fn probe_tls() -> Arc<rustls::ClientConfig> {
-    #[derive(Debug)]
-    struct OwnServer;
-    impl rustls::client::danger::ServerCertVerifier for OwnServer {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(OwnServer))
-            .with_no_client_auth(),
-    )
-}
-
 /// What to probe.
 pub struct ProbePlan {
     pub udp: Option<SocketAddr>,
@@ -114,7 +65,7 @@ pub fn probe_once(plan: &ProbePlan, state: &ProbeState) {
         pings: 5,
         burst: 0,
         burst_size: 0,
-        tls: probe_tls(),
+        tls: crate::tls::unverified_client_config(),
     };
     let cred = turnd_proto::auth::mint_rest_credential(
         plan.secret.as_bytes(),
