@@ -35,6 +35,7 @@ TLS_PORT=$(free_port)
 # The echo peer lives on loopback, which the default policy refuses: allow it explicitly.
 # uclient picks RFC 5766 channel numbers (up to 0x7FFF): enable them explicitly.
 "$TURND" serve --listen "127.0.0.1:$PORT" --relay-ip 127.0.0.1 --relay-ports 20000-20999 \
+  --http-listen off --metrics-listen off \
   --tls-listen "127.0.0.1:$TLS_PORT" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" \
   --secret "$SECRET" --user interop:interop-password --allow-peer 127.0.0.1/32 \
   --legacy-channel-numbers --user-quota 0 >"$work/turnd.log" 2>&1 &
