@@ -35,6 +35,15 @@ pub enum Cmd {
     /// Prove relay-only connectivity end to end with two TURN client peers, and name the
     /// cause when it fails (exit 0 when every transport passed).
     Selftest(crate::selftest::cli::SelftestArgs),
+    /// Exit 0 when the local turnd answers /readyz with 200 (for Docker's HEALTHCHECK: no curl
+    /// needed in the image).
+    Healthcheck {
+        /// Base URL of the HTTP service [default: from http_listen, loopback if unspecified].
+        #[arg(long)]
+        url: Option<String>,
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Validate a configuration file and exit (0 when valid).
     CheckConfig {
         /// The TOML file.
@@ -52,6 +61,38 @@ pub fn run(cli: Cli) -> Result<()> {
             settings,
         } => credentials(&username, ttl, settings),
         Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::Healthcheck { url, settings } => {
+            let url = match url {
+                Some(u) => u,
+                None => {
+                    let s = settings.resolve()?;
+                    let listen = s
+                        .http_listen
+                        .as_deref()
+                        .unwrap_or(crate::config::DEFAULT_HTTP_LISTEN);
+                    let mut addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+                        anyhow::anyhow!("http_listen: `{listen}` is not an ADDRESS:PORT")
+                    })?;
+                    if addr.ip().is_unspecified() {
+                        addr.set_ip(if addr.is_ipv4() {
+                            std::net::Ipv4Addr::LOCALHOST.into()
+                        } else {
+                            std::net::Ipv6Addr::LOCALHOST.into()
+                        });
+                    }
+                    format!("http://{addr}")
+                }
+            };
+            let (status, body) = crate::selftest::cli::http_get(
+                &format!("{}/readyz", url.trim_end_matches('/')),
+                None,
+            )?;
+            if status != 200 {
+                eprintln!("turnd: not ready ({status}): {body}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Cmd::Selftest(args) => {
             let code = crate::selftest::cli::run(args)?;
             std::process::exit(code)
@@ -77,11 +118,39 @@ fn serve(settings: Settings) -> Result<()> {
             }
             continue;
         }
+        if sig == signal_hook::consts::SIGTERM {
+            drain(&running, config.drain_timeout);
+        }
         tracing::info!(signal = sig, "stopping");
         break;
     }
     running.shutdown();
     Ok(())
+}
+
+/// SIGTERM: refuse new allocations, report not ready, and let existing allocations run until
+/// they end or the drain timeout passes.
+fn drain(running: &crate::serve::Running, timeout: std::time::Duration) {
+    running.ledger.start_draining();
+    let deadline = std::time::Instant::now() + timeout;
+    let left = running.ledger.total();
+    if left > 0 {
+        tracing::info!(
+            allocations = left,
+            timeout_secs = timeout.as_secs(),
+            "draining: no new allocations"
+        );
+    }
+    while running.ledger.total() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let left = running.ledger.total();
+    if left > 0 {
+        tracing::warn!(
+            allocations = left,
+            "drain timeout: closing the remaining allocations"
+        );
+    }
 }
 
 fn announce(config: &Config, running: &crate::serve::Running) {
@@ -93,6 +162,18 @@ fn announce(config: &Config, running: &crate::serve::Running) {
     }
     for r in [config.relay_v4, config.relay_v6].iter().flatten() {
         tracing::info!(bind = %r.bind, advertised = %r.advertised, ports = ?config.relay_ports, "relaying");
+        if r.advertised == r.bind && is_private(r.advertised) {
+            tracing::warn!(
+                "the relay address {} is private and no --external-ip is set: clients on other networks cannot reach it (behind NAT or in a container, set --external-ip to the public address)",
+                r.advertised
+            );
+            if in_container() && config.relay_ports.clone().count() > 1000 {
+                tracing::warn!(
+                    ports = config.relay_ports.clone().count(),
+                    "a large relay port range in a container that looks bridged: publishing thousands of UDP ports makes Docker slow and memory-hungry; use host networking, or a small --relay-ports range published 1:1"
+                );
+            }
+        }
         if r.advertised.is_loopback() {
             tracing::warn!("the relay address {} is loopback: only clients on this host can use it; set --relay-ip/--external-ip", r.advertised);
         }
@@ -116,6 +197,23 @@ fn announce(config: &Config, running: &crate::serve::Running) {
         tracing::warn!("no --secret configured: using a random ephemeral secret; REST credentials minted elsewhere will not work and none survive a restart");
     }
     tracing::info!(workers = config.workers, realm = %config.realm, "turnd ready");
+}
+
+/// Private (RFC 1918, CGNAT, ULA) addresses: not reachable from the internet.
+fn is_private(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_private() || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xC0) == 64)
+        }
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xFE00) == 0xFC00,
+    }
+}
+
+/// Whether turnd runs inside a container (Docker, Podman, Kubernetes).
+fn in_container() -> bool {
+    std::path::Path::new("/.dockerenv").exists()
+        || std::path::Path::new("/run/.containerenv").exists()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
 }
 
 /// SIGINT and SIGTERM (stop) and SIGHUP (reload), caught.

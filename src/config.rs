@@ -163,6 +163,19 @@ pub struct Settings {
     #[arg(long, env = "TURND_TLS_HANDSHAKE_TIMEOUT")]
     pub tls_handshake_timeout: Option<u64>,
 
+    /// Seconds SIGTERM waits for allocations to end (no new ones are accepted, /readyz says
+    /// not ready) before exiting [default: 8, inside Docker's default 10 s grace period].
+    #[arg(long, env = "TURND_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<u64>,
+
+    /// File holding REST secrets, one per line (for Docker/Kubernetes secrets).
+    #[arg(long, env = "TURND_SECRET_FILE", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+
+    /// File holding API keys, one per line.
+    #[arg(long, env = "TURND_API_KEY_FILE", value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+
     /// Seconds between self-probes of the relay path (0 disables) [default: 60].
     #[arg(long, env = "TURND_SELFTEST_INTERVAL")]
     pub selftest_interval: Option<u64>,
@@ -296,6 +309,7 @@ pub struct Config {
     pub tls_handshake_timeout: std::time::Duration,
     /// None when the periodic self-probe is off.
     pub selftest_interval: Option<std::time::Duration>,
+    pub drain_timeout: std::time::Duration,
     pub api_keys: Vec<String>,
     pub cors_origins: Vec<String>,
     pub http_rate_limit: u32,
@@ -309,6 +323,21 @@ pub const DEFAULT_USER_QUOTA: u32 = 10;
 pub const DEFAULT_MAX_TTL: u64 = 86_400;
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9641";
+
+/// The non-empty lines of a secrets file (Docker and Kubernetes mount secrets as files).
+fn read_list_file(key: &str, path: Option<&Path>) -> Result<Vec<String>> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{key}: cannot read {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
 
 /// An `ADDRESS:PORT`, or "off" (None).
 fn optional_addr(key: &str, v: &str) -> Result<Option<SocketAddr>> {
@@ -448,6 +477,7 @@ impl Config {
         let (relay_v4, relay_v6) = relay_addresses(s, &listen)?;
 
         let mut secrets = s.secret.clone().unwrap_or_default();
+        secrets.extend(read_list_file("secret_file", s.secret_file.as_deref())?);
         secrets.retain(|x| !x.is_empty());
         if let Some(short) = secrets.iter().find(|x| x.len() < 8) {
             let _ = short;
@@ -526,7 +556,8 @@ impl Config {
                 .as_deref()
                 .unwrap_or(DEFAULT_METRICS_LISTEN),
         )?;
-        let api_keys = s.api_key.clone().unwrap_or_default();
+        let mut api_keys = s.api_key.clone().unwrap_or_default();
+        api_keys.extend(read_list_file("api_key_file", s.api_key_file.as_deref())?);
         if api_keys
             .iter()
             .any(|k| k.len() < 16 || !k.bytes().all(|b| b.is_ascii_graphic()))
@@ -574,6 +605,7 @@ impl Config {
         Ok(Config {
             tls_listen,
             tls_files,
+            drain_timeout: std::time::Duration::from_secs(s.drain_timeout.unwrap_or(8)),
             selftest_interval: match s.selftest_interval.unwrap_or(60) {
                 0 => None,
                 n => Some(std::time::Duration::from_secs(n)),

@@ -331,6 +331,7 @@ pub fn start(config: &Config) -> Result<Running> {
                 workers_expected: config.workers,
                 credentials_issued: Default::default(),
                 probe: probe.clone(),
+                ledger: ledger.clone(),
             });
             (Some(crate::http::start(addr, state.clone())?), Some(state))
         }

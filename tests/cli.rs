@@ -2,7 +2,13 @@
 //! anything is bound; `credentials` prints the JSON a client consumes; `check-config` accepts
 //! the shipped config/turnd.toml.
 
+mod common;
+
 use std::process::Command;
+
+fn common_client(server: std::net::SocketAddr, user: &str, pass: &str) -> common::UdpTurnClient {
+    common::UdpTurnClient::new(server, user, pass)
+}
 
 fn turnd(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_turnd"))
@@ -285,4 +291,86 @@ fn sighup_reloads_the_tls_certificate() {
     // SAFETY: as above.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// SIGTERM drains: /readyz turns 503 and new allocations are refused while an existing one
+/// keeps working; the process exits 0 once it ends (here: after the drain timeout).
+#[test]
+fn sigterm_drains_before_exiting() {
+    use turnd_proto::client::Attr;
+    use turnd_proto::wire::Method;
+    let (udp, http) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_turnd"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{udp}"),
+            "--http-listen",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .args([
+            "--metrics-listen",
+            "off",
+            "--secret",
+            "a-long-test-secret",
+            "--selftest-interval",
+            "0",
+            "--drain-timeout",
+            "2",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let readyz = || -> Option<u16> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).ok()?;
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut r = String::new();
+        s.read_to_string(&mut r).ok()?;
+        r.split_whitespace().nth(1)?.parse().ok()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while readyz() != Some(200) {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let server: std::net::SocketAddr = format!("127.0.0.1:{udp}").parse().unwrap();
+    let c = turnd_proto::auth::mint_rest_credential(
+        b"a-long-test-secret",
+        "drain",
+        turnd::clock::unix_now(),
+        600,
+    );
+    let mut existing = common_client(server, &c.username, &c.password);
+    existing.allocate();
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = std::time::Instant::now();
+    while readyz() != Some(503) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "never reported draining"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut late = common_client(server, &c.username, &c.password);
+    let r = late.request(Method::ALLOCATE, &[Attr::RequestedTransport(17)]);
+    assert_eq!(
+        turnd_proto::client::error_code(&turnd_proto::wire::Message::parse(&r).unwrap()),
+        Some(508)
+    );
+    let r = existing.request(Method::REFRESH, &[Attr::Lifetime(600)]);
+    assert_eq!(
+        turnd_proto::client::error_code(&turnd_proto::wire::Message::parse(&r).unwrap()),
+        None,
+        "the existing allocation still works"
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(1500) && took < std::time::Duration::from_secs(6),
+        "drained for {took:?}"
+    );
 }

@@ -1123,3 +1123,23 @@ fn even_port_reservations() {
         "the reserved port came back"
     );
 }
+
+/// While draining, new allocations get 508 and existing ones keep working.
+#[test]
+fn draining_refuses_new_allocations_only() {
+    let mut h = Harness::new(config());
+    let (c, mut auth, _) = allocated(&mut h, 1);
+    h.server.ledger().start_draining();
+    let mut other = h.rest_auth("late", 600);
+    let r = h.request(
+        client(2),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17)],
+        &mut other,
+    );
+    assert_eq!(code(&r), Some(508));
+    assert_eq!(
+        code(&h.request(c, Method::REFRESH, &[Attr::Lifetime(600)], &mut auth)),
+        None
+    );
+}

@@ -178,6 +178,7 @@ mod tests {
             workers_expected: 1,
             credentials_issued: Default::default(),
             probe: Default::default(),
+            ledger: Arc::new(turnd_proto::server::ledger::Ledger::new(0, 0)),
         }
     }
 

@@ -15,7 +15,8 @@ pub async fn healthz() -> Json<Value> {
 pub async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, Json<Value>) {
     let running = state.workers_running.load(Ordering::Relaxed);
     let probe = &state.probe;
-    let ready = running == state.workers_expected && running > 0 && probe.healthy();
+    let draining = state.ledger.is_draining();
+    let ready = running == state.workers_expected && running > 0 && probe.healthy() && !draining;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -25,6 +26,7 @@ pub async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, Json<Va
         status,
         Json(json!({
             "ready": ready,
+            "draining": draining,
             "workers": { "running": running, "expected": state.workers_expected },
             "listeners": { "udp": state.listeners.udp, "tcp": state.listeners.tcp, "tls": state.listeners.tls },
             "selftest": {

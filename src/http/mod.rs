@@ -34,6 +34,8 @@ pub struct HttpState {
     pub workers_expected: usize,
     pub credentials_issued: AtomicU64,
     pub probe: Arc<crate::selftest::probe::ProbeState>,
+    /// For the drain flag.
+    pub ledger: Arc<turnd_proto::server::ledger::Ledger>,
 }
 
 impl std::fmt::Debug for HttpState {

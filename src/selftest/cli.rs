@@ -116,7 +116,7 @@ pub fn parse_turn_url(url: &str) -> Result<(Kind, String, u16)> {
 }
 
 /// A blocking HTTP/1.1 GET; returns status and body.
-fn http_get(url: &str, api_key: Option<&str>) -> Result<(u16, String)> {
+pub(crate) fn http_get(url: &str, api_key: Option<&str>) -> Result<(u16, String)> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| anyhow!("url: only http:// is supported (`{url}`)"))?;

@@ -171,6 +171,15 @@ impl Peer {
     }
 
     pub fn refresh(&mut self, lifetime: u32, timeout: Duration) -> Result<(), RequestError> {
+        if lifetime == 0 {
+            let r = self
+                .request(Method::REFRESH, &[Attr::Lifetime(0)], timeout)
+                .map(drop);
+            if r.is_ok() {
+                self.relayed = None;
+            }
+            return r;
+        }
         self.request(Method::REFRESH, &[Attr::Lifetime(lifetime)], timeout)
             .map(drop)
     }
@@ -217,5 +226,24 @@ impl Peer {
             }
         }
         None
+    }
+}
+
+impl Drop for Peer {
+    /// A peer that still holds an allocation (a run that failed half-way) releases it: over
+    /// TCP/TLS closing the connection does that; over UDP a last Refresh with LIFETIME 0 is
+    /// sent without waiting for the answer.
+    fn drop(&mut self) {
+        if self.relayed.is_some() && !self.link.kind.is_stream() {
+            let tid = self.next_tid();
+            let req = client::request(
+                Method::REFRESH,
+                tid,
+                &[Attr::Lifetime(0)],
+                Some(&self.auth),
+                true,
+            );
+            let _ = self.link.send(&req);
+        }
     }
 }

@@ -41,6 +41,8 @@ pub struct Ledger {
     ports_v4: PortBitmap,
     ports_v6: PortBitmap,
     reservations: Mutex<Vec<Reservation>>,
+    /// Set when the server drains (SIGTERM): no new allocations.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Ledger {
@@ -54,6 +56,7 @@ impl Ledger {
             ports_v4: PortBitmap::new(),
             ports_v6: PortBitmap::new(),
             reservations: Mutex::new(Vec::new()),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -83,6 +86,15 @@ impl Ledger {
             }
             self.total.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Stops new allocations (they are answered 508) while existing ones run on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Allocations held right now, across all workers.

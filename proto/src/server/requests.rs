@@ -180,6 +180,10 @@ impl Server {
         if self.allocation_of(&req.client).is_some() {
             return Err(Reject::AllocationMismatch);
         }
+        if self.ledger.is_draining() {
+            // Shutting down: another server should take this client (RFC 8656 §7.2, 508).
+            return Err(Reject::InsufficientCapacity);
+        }
         match msg.get(attr::REQUESTED_TRANSPORT) {
             Some(v) if v.len() == 4 && v[0] == attr::TRANSPORT_UDP => {}
             Some(v) if v.len() == 4 => return Err(Reject::UnsupportedTransportProtocol),
