@@ -167,43 +167,61 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `turnd serve` on free loopback ports with `extra` arguments: (child, UDP port, HTTP port).
+fn spawn_serve(extra: &[&str], stderr: std::process::Stdio) -> (std::process::Child, u16, u16) {
+    let (udp, http) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_turnd"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{udp}"),
+            "--http-listen",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .args(["--metrics-listen", "off", "--secret", "a-long-test-secret"])
+        .args(extra)
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    (child, udp, http)
+}
+
+/// The status `/readyz` answers, if the HTTP service answers at all.
+fn readyz(http: u16) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).ok()?;
+    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    r.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits (at most 10 s) until `/readyz` answers 200.
+fn wait_ready(http: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while readyz(http) != Some(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "turnd never became ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Sends `signal` to the child (our own process).
+fn signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, signal) };
+}
+
 /// SIGTERM and SIGINT stop `turnd serve` cleanly: exit status 0, promptly.
 #[test]
 fn sigterm_and_sigint_stop_cleanly() {
-    for signal in [libc::SIGTERM, libc::SIGINT] {
-        let (udp, http) = (free_port(), free_port());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_turnd"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{udp}"),
-                "--http-listen",
-                &format!("127.0.0.1:{http}"),
-            ])
-            .args(["--metrics-listen", "off", "--secret", "a-long-test-secret"])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            use std::io::{Read, Write};
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", http)) {
-                let _ =
-                    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-                let mut r = String::new();
-                let _ = s.read_to_string(&mut r);
-                if r.starts_with("HTTP/1.1 200") {
-                    break;
-                }
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "turnd never became ready"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(child.id() as i32, signal) };
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let (mut child, _, http) = spawn_serve(&[], std::process::Stdio::null());
+        wait_ready(http);
+        signal(&child, sig);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -211,11 +229,11 @@ fn sigterm_and_sigint_stop_cleanly() {
             }
             if std::time::Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("turnd did not stop within 5 s of signal {signal}");
+                panic!("turnd did not stop within 5 s of signal {sig}");
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         };
-        assert_eq!(status.code(), Some(0), "signal {signal}");
+        assert_eq!(status.code(), Some(0), "signal {sig}");
     }
 }
 
@@ -299,42 +317,9 @@ fn sighup_reloads_the_tls_certificate() {
 fn sigterm_drains_before_exiting() {
     use turnd_proto::client::Attr;
     use turnd_proto::wire::Method;
-    let (udp, http) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_turnd"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{udp}"),
-            "--http-listen",
-            &format!("127.0.0.1:{http}"),
-        ])
-        .args([
-            "--metrics-listen",
-            "off",
-            "--secret",
-            "a-long-test-secret",
-            "--selftest-interval",
-            "0",
-            "--drain-timeout",
-            "2",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let readyz = || -> Option<u16> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).ok()?;
-        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .ok()?;
-        let mut r = String::new();
-        s.read_to_string(&mut r).ok()?;
-        r.split_whitespace().nth(1)?.parse().ok()
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while readyz() != Some(200) {
-        assert!(std::time::Instant::now() < deadline, "never ready");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let args = ["--selftest-interval", "0", "--drain-timeout", "2"];
+    let (child, udp, http) = spawn_serve(&args, std::process::Stdio::null());
+    wait_ready(http);
     let server: std::net::SocketAddr = format!("127.0.0.1:{udp}").parse().unwrap();
     let c = turnd_proto::auth::mint_rest_credential(
         b"a-long-test-secret",
@@ -344,10 +329,9 @@ fn sigterm_drains_before_exiting() {
     );
     let mut existing = common_client(server, &c.username, &c.password);
     existing.allocate();
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    signal(&child, libc::SIGTERM);
     let started = std::time::Instant::now();
-    while readyz() != Some(503) {
+    while readyz(http) != Some(503) {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(2),
             "never reported draining"
@@ -366,11 +350,28 @@ fn sigterm_drains_before_exiting() {
         None,
         "the existing allocation still works"
     );
-    let status = child.wait().unwrap();
+    let status = child.wait_with_output().unwrap().status;
     assert_eq!(status.code(), Some(0));
     let took = started.elapsed();
     assert!(
         took >= std::time::Duration::from_millis(1500) && took < std::time::Duration::from_secs(6),
         "drained for {took:?}"
+    );
+}
+
+/// A private relay address without --external-ip is the classic reason relaying fails across
+/// networks: turnd says so at start-up.
+#[test]
+fn a_private_relay_address_without_external_ip_draws_a_warning() {
+    // Relay sockets bind lazily, so an address this host lacks still starts.
+    let args = ["--selftest-interval", "0", "--relay-ip", "10.99.0.1"];
+    let (child, _, http) = spawn_serve(&args, std::process::Stdio::piped());
+    wait_ready(http);
+    signal(&child, libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("10.99.0.1 is private and no --external-ip is set"),
+        "{log}"
     );
 }
