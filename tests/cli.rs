@@ -249,30 +249,18 @@ fn sighup_reloads_the_tls_certificate() {
         c.cert.der().to_vec()
     };
     let first = write("localhost");
-    let (udp, http, tls) = (free_port(), free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_turnd"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{udp}"),
-            "--http-listen",
-            &format!("127.0.0.1:{http}"),
-        ])
-        .args([
-            "--metrics-listen",
-            "off",
-            "--secret",
-            "a-long-test-secret",
-            "--tls-listen",
-            &format!("127.0.0.1:{tls}"),
-        ])
-        .arg("--tls-cert")
-        .arg(dir.path().join("cert.pem"))
-        .arg("--tls-key")
-        .arg(dir.path().join("key.pem"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let tls = free_port();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let tls_listen = format!("127.0.0.1:{tls}");
+    let args = [
+        "--tls-listen",
+        &tls_listen,
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let (mut child, _, _) = spawn_serve(&args, std::process::Stdio::null());
     let served_cert = || -> Option<Vec<u8>> {
         let cfg = turnd::tls::unverified_client_config();
         let mut conn = rustls::ClientConnection::new(cfg, "localhost".try_into().unwrap()).unwrap();
