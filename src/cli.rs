@@ -184,12 +184,6 @@ fn announce(config: &Config, running: &crate::serve::Running) {
             tracing::warn!("no --api-key: the credential endpoints answer loopback clients only");
         }
     }
-    if let Some(http) = &running.http {
-        tracing::info!(addr = %http.addr, "HTTP credential API and health checks");
-        if config.api_keys.is_empty() {
-            tracing::warn!("no --api-key: the credential endpoints answer loopback clients only");
-        }
-    }
     if let Some(m) = &running.metrics {
         tracing::info!(addr = %m.addr, "Prometheus metrics at /metrics");
     }

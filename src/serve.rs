@@ -309,7 +309,13 @@ pub fn start(config: &Config) -> Result<Running> {
                 .context("cannot start a worker thread")?,
         );
     }
-    let ports = |a: &[SocketAddr]| a.iter().map(|a| a.port()).collect::<Vec<_>>();
+    // IPv4 and IPv6 listeners usually share a port: list each port once.
+    let ports = |a: &[SocketAddr]| {
+        let mut p: Vec<u16> = a.iter().map(|a| a.port()).collect();
+        p.sort_unstable();
+        p.dedup();
+        p
+    };
     let listeners = crate::uris::Listeners {
         udp: ports(&udp),
         tcp: ports(&udp),
