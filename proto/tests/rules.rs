@@ -308,6 +308,14 @@ fn another_username_on_an_allocation_gets_441() {
     let mut mallory = h.rest_auth("mallory", 600);
     let r = h.request(client(1), Method::REFRESH, &[], &mut mallory);
     assert_eq!(code(&r), Some(441));
+    // RFC 8656 §7.2: an Allocate on a 5-tuple in use is 437, whatever the username.
+    let r = h.request(
+        client(1),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17)],
+        &mut mallory,
+    );
+    assert_eq!(code(&r), Some(437));
 }
 
 // ---------------------------------------------------------------- Allocate / Refresh

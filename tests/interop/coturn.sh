@@ -30,34 +30,48 @@ trap cleanup EXIT
 command -v openssl >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
   -keyout "$work/key.pem" -out "$work/cert.pem" >/dev/null 2>&1
-TLS_PORT=$(free_port)
-
 # The echo peer lives on loopback, which the default policy refuses: allow it explicitly.
 # uclient picks RFC 5766 channel numbers (up to 0x7FFF): enable them explicitly.
-"$TURND" serve --listen "127.0.0.1:$PORT" --relay-ip 127.0.0.1 --relay-ports 20000-20999 \
-  --http-listen off --metrics-listen off \
-  --tls-listen "127.0.0.1:$TLS_PORT" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" \
-  --secret "$SECRET" --user interop:interop-password --allow-peer 127.0.0.1/32 \
-  --legacy-channel-numbers --user-quota 0 >"$work/turnd.log" 2>&1 &
-pids+=($!)
+# uclient exits without deallocating, so every mode gets a fresh turnd: a later client whose
+# ephemeral port matches a stale allocation's 5-tuple would otherwise (rightly) be refused.
+turnd_pid=""
+start_turnd() {
+  PORT=$(free_port); TLS_PORT=$(free_port)
+  "$TURND" serve --listen "127.0.0.1:$PORT" --relay-ip 127.0.0.1 --relay-ports 20000-20999 \
+    --http-listen off --metrics-listen off \
+    --tls-listen "127.0.0.1:$TLS_PORT" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" \
+    --secret "$SECRET" --user interop:interop-password --allow-peer 127.0.0.1/32 \
+    --legacy-channel-numbers --user-quota 0 >>"$work/turnd.log" 2>&1 &
+  turnd_pid=$!
+  pids+=("$turnd_pid")
+  for _ in $(seq 1 50); do
+    if timeout 2 turnutils_stunclient -p "$PORT" 127.0.0.1 >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  echo "interop: turnd did not answer STUN"; tail -20 "$work/turnd.log"; exit 1
+}
+stop_turnd() {
+  kill "$turnd_pid" 2>/dev/null || true
+  wait "$turnd_pid" 2>/dev/null || true
+}
+
 turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >"$work/peer.log" 2>&1 &
 pids+=($!)
-
-ready=0
-for _ in $(seq 1 50); do
-  if timeout 2 turnutils_stunclient -p "$PORT" 127.0.0.1 >/dev/null 2>&1; then ready=1; break; fi
-  sleep 0.2
-done
-[ "$ready" = 1 ] || { echo "interop: turnd did not answer STUN"; cat "$work/turnd.log"; exit 1; }
 
 failed=0
 # uclient opens TLS with a random choice of TLS 1.0/1.1/1.2 contexts and retries on failure;
 # turnd speaks TLS 1.2 and 1.3 only, so the refused 1.0/1.1 attempts are not errors here.
 TLS_PROBES="sslv3 alert handshake failure|tls_connect: cannot connect"
 run() {
-  local name=$1 port=$2; shift 2
+  local name=$1 listener=$2; shift 2
   local out="$work/$name.log"
-  if ! timeout 120 turnutils_uclient "$@" -e 127.0.0.1 -r "$PEER_PORT" -n 100 -m 10 -l 170 -p "$port" 127.0.0.1 >"$out" 2>&1; then
+  start_turnd
+  local port=$PORT
+  [ "$listener" = tls ] && port=$TLS_PORT
+  local rc=0
+  timeout 120 turnutils_uclient "$@" -e 127.0.0.1 -r "$PEER_PORT" -n 100 -m 10 -l 170 -p "$port" 127.0.0.1 >"$out" 2>&1 || rc=$?
+  stop_turnd
+  if [ "$rc" != 0 ]; then
     echo "FAIL $name: uclient exited non-zero"; tail -5 "$out"; failed=1; return
   fi
   local line
@@ -69,18 +83,18 @@ run() {
   fi
 }
 
-run channels-rest          "$PORT" -W "$SECRET" -u alice
-run channels-static        "$PORT" -u interop -w interop-password
-run send-indication-rest   "$PORT" -s -W "$SECRET" -u bob
-run send-indication-static "$PORT" -s -u interop -w interop-password
-run client-to-client       "$PORT" -y -W "$SECRET" -u carol
-run no-rtcp-bare-timestamp "$PORT" -c -W "$SECRET"
-run tcp-channels           "$PORT" -t -W "$SECRET" -u dave
-run tcp-send-indication    "$PORT" -t -s -u interop -w interop-password
-run tcp-client-to-client   "$PORT" -t -y -W "$SECRET" -u erin
-run tls-channels           "$TLS_PORT" -t -S -W "$SECRET" -u frank
-run tls-send-indication    "$TLS_PORT" -t -S -s -u interop -w interop-password
-run tls-client-to-client   "$TLS_PORT" -t -S -y -W "$SECRET" -u grace
+run channels-rest          plain -W "$SECRET" -u alice
+run channels-static        plain -u interop -w interop-password
+run send-indication-rest   plain -s -W "$SECRET" -u bob
+run send-indication-static plain -s -u interop -w interop-password
+run client-to-client       plain -y -W "$SECRET" -u carol
+run no-rtcp-bare-timestamp plain -c -W "$SECRET"
+run tcp-channels           plain -t -W "$SECRET" -u dave
+run tcp-send-indication    plain -t -s -u interop -w interop-password
+run tcp-client-to-client   plain -t -y -W "$SECRET" -u erin
+run tls-channels           tls -t -S -W "$SECRET" -u frank
+run tls-send-indication    tls -t -S -s -u interop -w interop-password
+run tls-client-to-client   tls -t -S -y -W "$SECRET" -u grace
 
 if [ "$failed" != 0 ]; then
   echo "--- turnd log"; tail -20 "$work/turnd.log"

@@ -150,7 +150,8 @@ impl Server {
         }
         if let Some(a) = self.allocation_of(&req.client) {
             // RFC 8656 §5: requests on an allocation must use the username that created it.
-            if a.username != auth.username {
+            // An Allocate on a 5-tuple in use is 437 whoever sends it (§7.2, checked there).
+            if req.method != Method::ALLOCATE && a.username != auth.username {
                 self.stats.auth_failures[crate::auth::AuthFailure::WrongCredentials.index()] += 1;
                 return self.reject(req, Reject::WrongCredentials, Some(&auth), now);
             }
