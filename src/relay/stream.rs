@@ -35,6 +35,24 @@ pub struct ReadState {
     pub more: bool,
 }
 
+impl ReadState {
+    /// The peer closed its side.
+    const EOF: ReadState = ReadState {
+        eof: true,
+        more: false,
+    };
+    /// The socket has nothing more for now.
+    const DRAINED: ReadState = ReadState {
+        eof: false,
+        more: false,
+    };
+    /// The frame buffer is full: take frames out, then read again.
+    const FULL: ReadState = ReadState {
+        eof: false,
+        more: true,
+    };
+}
+
 pub struct Conn {
     pub stream: TcpStream,
     pub client: ClientId,
@@ -87,25 +105,14 @@ impl Conn {
         loop {
             let room = self.frames.room().min(tmp.len());
             if room == 0 {
-                return Ok(ReadState {
-                    eof: false,
-                    more: true,
-                });
+                return Ok(ReadState::FULL);
             }
             match &mut self.tls {
                 None => match self.stream.read(&mut tmp[..room]) {
-                    Ok(0) => {
-                        return Ok(ReadState {
-                            eof: true,
-                            more: false,
-                        })
-                    }
+                    Ok(0) => return Ok(ReadState::EOF),
                     Ok(n) => self.frames.push(&tmp[..n]).map_err(Close::Stream)?,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        return Ok(ReadState {
-                            eof: false,
-                            more: false,
-                        })
+                        return Ok(ReadState::DRAINED)
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(Close::Io(e)),
@@ -113,12 +120,7 @@ impl Conn {
                 Some(tls) => {
                     // Plaintext rustls already decrypted comes first.
                     match tls.reader().read(&mut tmp[..room]) {
-                        Ok(0) => {
-                            return Ok(ReadState {
-                                eof: true,
-                                more: false,
-                            })
-                        }
+                        Ok(0) => return Ok(ReadState::EOF),
                         Ok(n) => {
                             self.frames.push(&tmp[..n]).map_err(Close::Stream)?;
                             continue;
@@ -127,20 +129,12 @@ impl Conn {
                         Err(e) => return Err(Close::Io(e)),
                     }
                     match tls.read_tls(&mut self.stream) {
-                        Ok(0) => {
-                            return Ok(ReadState {
-                                eof: true,
-                                more: false,
-                            })
-                        }
+                        Ok(0) => return Ok(ReadState::EOF),
                         Ok(_) => {
                             tls.process_new_packets().map_err(Close::Tls)?;
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            return Ok(ReadState {
-                                eof: false,
-                                more: false,
-                            })
+                            return Ok(ReadState::DRAINED)
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(Close::Io(e)),

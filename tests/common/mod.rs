@@ -245,14 +245,11 @@ impl UdpTurnClient {
 
     /// Allocates and returns the relayed address.
     pub fn allocate(&mut self) -> SocketAddr {
-        use turnd_proto::client::{self, Attr};
         let resp = self.request(
             turnd_proto::wire::Method::ALLOCATE,
-            &[Attr::RequestedTransport(17)],
+            &[turnd_proto::client::Attr::RequestedTransport(17)],
         );
-        let msg = turnd_proto::wire::Message::parse(&resp).unwrap();
-        assert_eq!(client::error_code(&msg), None, "allocate failed");
-        client::address(&msg, turnd_proto::wire::attr::XOR_RELAYED_ADDRESS).unwrap()
+        relayed_address(&resp)
     }
 }
 
@@ -378,14 +375,11 @@ impl<S: std::io::Read + std::io::Write> StreamTurnClient<S> {
     }
 
     pub fn allocate(&mut self) -> SocketAddr {
-        use turnd_proto::client::{self, Attr};
         let resp = self.request(
             turnd_proto::wire::Method::ALLOCATE,
-            &[Attr::RequestedTransport(17)],
+            &[turnd_proto::client::Attr::RequestedTransport(17)],
         );
-        let msg = turnd_proto::wire::Message::parse(&resp).unwrap();
-        assert_eq!(client::error_code(&msg), None, "allocate failed");
-        client::address(&msg, turnd_proto::wire::attr::XOR_RELAYED_ADDRESS).unwrap()
+        relayed_address(&resp)
     }
 }
 
@@ -430,4 +424,12 @@ pub fn tls(
         s.conn.complete_io(&mut s.sock)?;
     }
     Ok(s)
+}
+
+/// The XOR-RELAYED-ADDRESS of an Allocate success response (panics on an error response).
+pub fn relayed_address(resp: &[u8]) -> SocketAddr {
+    use turnd_proto::client;
+    let msg = turnd_proto::wire::Message::parse(resp).unwrap();
+    assert_eq!(client::error_code(&msg), None, "allocate failed");
+    client::address(&msg, turnd_proto::wire::attr::XOR_RELAYED_ADDRESS).unwrap()
 }
