@@ -101,7 +101,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn serve(settings: Settings) -> Result<()> {
-    let config = Config::from_settings(&settings.resolve()?)?;
+    let mut config = Config::from_settings(&settings.clone().resolve()?)?;
     crate::logging::init(config.log_format);
     // Installed before anything is bound, so a signal that arrives as soon as /readyz says
     // ready still takes the clean path.
@@ -110,11 +110,8 @@ fn serve(settings: Settings) -> Result<()> {
     announce(&config, &running);
     for sig in signals.forever() {
         if sig == signal_hook::consts::SIGHUP {
-            match running.reload_tls() {
-                Ok(()) => tracing::info!("SIGHUP: configuration reloaded (TLS certificate)"),
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "SIGHUP: reload refused; the old configuration stays")
-                }
+            if let Some(next) = reload(&settings, &config, &running) {
+                config = next;
             }
             continue;
         }
@@ -126,6 +123,53 @@ fn serve(settings: Settings) -> Result<()> {
     }
     running.shutdown();
     Ok(())
+}
+
+/// SIGHUP: re-reads the configuration file (and the files it names) under the same flags and
+/// environment, and applies what can change in place. Returns the configuration now in force,
+/// or None when the new one was refused (invalid, or an unreadable certificate).
+fn reload(
+    settings: &Settings,
+    current: &Config,
+    running: &crate::serve::Running,
+) -> Option<Config> {
+    let refused = |e: anyhow::Error| {
+        tracing::error!(error = %format!("{e:#}"), "SIGHUP: reload refused; the old configuration stays");
+    };
+    let new = match settings
+        .clone()
+        .resolve()
+        .and_then(|s| Config::from_settings(&s))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            refused(e);
+            return None;
+        }
+    };
+    let next = crate::reload::reloaded(current, &new);
+    if let Err(e) = running.reload(&next) {
+        refused(e);
+        return None;
+    }
+    let restart = crate::reload::restart_only_changes(current, &new);
+    if !restart.is_empty() {
+        tracing::warn!(
+            keys = %restart.join(", "),
+            "SIGHUP: these settings changed but need a restart; they keep their running values"
+        );
+    }
+    tracing::info!(
+        secrets = next.secrets.len(),
+        users = next.users.len(),
+        revoked = next.revoked.len(),
+        allow_peer = next.allow_peer.len(),
+        deny_peer = next.deny_peer.len(),
+        api_keys = next.api_keys.len(),
+        strict_expiry = next.strict_expiry,
+        "SIGHUP: configuration reloaded; allocations kept"
+    );
+    Some(next)
 }
 
 /// SIGTERM: refuse new allocations, report not ready, and let existing allocations run until

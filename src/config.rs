@@ -211,6 +211,25 @@ pub struct Settings {
     #[arg(long, env = "TURND_DEFAULT_TTL")]
     pub default_ttl: Option<u64>,
 
+    /// Username or REST user id to refuse, repeatable: new allocations, refreshes, permissions
+    /// and channels are refused for it (reloaded on SIGHUP).
+    #[arg(long, env = "TURND_REVOKE", value_delimiter = ',', value_name = "USER")]
+    pub revoke: Option<Vec<String>>,
+
+    /// File of usernames or user ids to refuse, one per line (reloaded on SIGHUP).
+    #[arg(long, env = "TURND_REVOKE_FILE", value_name = "FILE")]
+    pub revoke_file: Option<PathBuf>,
+
+    /// Refuse requests on an allocation once the REST credential that made it has expired
+    /// (by default a client may keep refreshing, as with coturn) [default: false].
+    #[arg(long, env = "TURND_STRICT_EXPIRY", num_args = 0..=1, default_missing_value = "true")]
+    pub strict_expiry: Option<bool>,
+
+    /// Unauthenticated error responses (401, 438, 400) per second per source address and
+    /// worker, bursts of twice that; the rest are dropped (0 = no limit) [default: 50].
+    #[arg(long, env = "TURND_ERROR_RATE_PER_SOURCE")]
+    pub error_rate_per_source: Option<u32>,
+
     /// Host name clients use to reach this server, repeatable [default: the advertised IP].
     #[arg(
         long,
@@ -314,12 +333,17 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub http_rate_limit: u32,
     pub default_ttl: u64,
+    /// Usernames and user ids refused (`revoke` and `revoke_file`).
+    pub revoked: Vec<String>,
+    pub strict_expiry: bool,
+    pub error_rate_per_source: u32,
 }
 
 pub const DEFAULT_LISTEN: [&str; 2] = ["0.0.0.0:3478", "[::]:3478"];
 pub const DEFAULT_REALM: &str = "turnd";
 pub const DEFAULT_RELAY_PORTS: &str = "49152-65535";
 pub const DEFAULT_USER_QUOTA: u32 = 10;
+pub const DEFAULT_ERROR_RATE_PER_SOURCE: u32 = 50;
 pub const DEFAULT_MAX_TTL: u64 = 86_400;
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9641";
@@ -597,6 +621,9 @@ impl Config {
                 l.port()
             );
         }
+        let mut revoked = s.revoke.clone().unwrap_or_default();
+        revoked.extend(read_list_file("revoke_file", s.revoke_file.as_deref())?);
+        revoked.retain(|x| !x.trim().is_empty());
         let tcp_idle_timeout = s.tcp_idle_timeout.unwrap_or(30);
         let tls_handshake_timeout = s.tls_handshake_timeout.unwrap_or(10);
         if tcp_idle_timeout == 0 || tls_handshake_timeout == 0 {
@@ -619,6 +646,11 @@ impl Config {
             api_keys,
             cors_origins,
             http_rate_limit: s.http_rate_limit.unwrap_or(60),
+            revoked,
+            strict_expiry: s.strict_expiry.unwrap_or(false),
+            error_rate_per_source: s
+                .error_rate_per_source
+                .unwrap_or(DEFAULT_ERROR_RATE_PER_SOURCE),
             default_ttl: default_ttl.min(max_ttl),
             realm,
             listen,

@@ -2,7 +2,7 @@
 //!
 //! The protocol lives in the sans-IO crate `turnd-proto`; this crate is the shell around it:
 //! configuration ([`config`]), sockets and the per-core workers ([`relay`]), start-up and
-//! shutdown ([`serve`]), and the command line (`main.rs`, thin, over [`cli`]).
+//! shutdown ([`serve`]), configuration reload ([`reload`]), and the command line (`main.rs`, thin, over [`cli`]).
 
 pub mod cli;
 pub mod clock;
@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metrics;
 pub mod netif;
 pub mod relay;
+pub mod reload;
 pub mod selftest;
 pub mod serve;
 pub mod tls;

@@ -41,6 +41,8 @@ pub struct Running {
     pub workers_running: Arc<AtomicUsize>,
     /// The periodic self-probe's latest result.
     pub probe: Arc<crate::selftest::probe::ProbeState>,
+    /// Settings SIGHUP can change for the HTTP service and the self-probe.
+    pub live: Arc<crate::reload::Live>,
     workers: Vec<WorkerHandle>,
     threads: Vec<JoinHandle<()>>,
     shutdown: Arc<AtomicBool>,
@@ -77,12 +79,20 @@ impl Running {
             .collect()
     }
 
-    /// Re-reads the TLS certificate and key (SIGHUP); established connections are kept.
-    pub fn reload_tls(&self) -> Result<()> {
-        match &self.certs {
-            Some(c) => c.reload(),
-            None => Ok(()),
+    /// Applies a reloaded configuration (SIGHUP): the TLS certificate first (the only part
+    /// that can still fail), then credentials and peer policy for every worker, then the
+    /// HTTP/probe settings. Allocations and connections are kept. Settings that need a
+    /// restart are left as they are; the caller reports them.
+    pub fn reload(&self, new: &Config) -> Result<()> {
+        if let (Some(store), Some((cert, key))) = (&self.certs, &new.tls_files) {
+            store.reload(cert, key)?;
         }
+        for w in &self.workers {
+            w.policy.offer(credentials(new), policy(new));
+            let _ = w.waker.wake();
+        }
+        self.live.set(crate::reload::LiveSettings::from_config(new));
+        Ok(())
     }
 }
 
@@ -101,6 +111,8 @@ pub fn credentials(config: &Config) -> Credentials {
         .map(|s| s.as_bytes().to_vec())
         .collect();
     Credentials::new(secrets, users, config.max_ttl)
+        .with_revoked(config.revoked.iter().cloned())
+        .with_strict_expiry(config.strict_expiry)
 }
 
 /// The peer policy, from configuration.
@@ -285,6 +297,7 @@ pub fn start(config: &Config) -> Result<Running> {
             nonce_key,
             nonce_lifetime_secs: 600,
             seed: rand::rngs::OsRng.next_u64(),
+            error_rate_per_source: config.error_rate_per_source,
         };
         let server = Server::new(server_config, ledger.clone());
         let streams = StreamSetup {
@@ -321,17 +334,14 @@ pub fn start(config: &Config) -> Result<Running> {
         tcp: ports(&udp),
         tls: ports(&tls),
     };
+    let live = crate::reload::Live::new(crate::reload::LiveSettings::from_config(config));
     let (http, http_state) = match config.http_listen {
         None => (None, None),
         Some(addr) => {
             let state = Arc::new(crate::http::HttpState {
-                secret: config.secrets[0].clone(),
-                max_ttl: config.max_ttl,
-                default_ttl: config.default_ttl,
+                live: live.clone(),
                 hosts: config.client_hosts(),
                 listeners,
-                api_keys: config.api_keys.clone(),
-                cors_origins: config.cors_origins.clone(),
                 limiter: crate::http::access::RateLimiter::new(config.http_rate_limit),
                 workers_running: workers_running.clone(),
                 workers_expected: config.workers,
@@ -346,7 +356,7 @@ pub fn start(config: &Config) -> Result<Running> {
         let plan = crate::selftest::probe::ProbePlan {
             udp: udp.first().copied(),
             tls: tls.first().copied(),
-            secret: config.secrets[0].clone(),
+            live: live.clone(),
         };
         threads.push(crate::selftest::probe::spawn(
             plan,
@@ -384,6 +394,7 @@ pub fn start(config: &Config) -> Result<Running> {
         certs,
         workers_running,
         probe,
+        live,
         workers,
         threads,
         shutdown,

@@ -8,14 +8,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-/// The certificate in use, and where to read it again.
+/// The certificate in use.
 #[derive(Debug)]
 pub struct CertStore {
-    cert_path: PathBuf,
-    key_path: PathBuf,
     current: RwLock<Arc<CertifiedKey>>,
 }
 
@@ -56,15 +54,14 @@ impl CertStore {
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<CertStore>> {
         let ck = load(cert_path, key_path)?;
         Ok(Arc::new(CertStore {
-            cert_path: cert_path.to_owned(),
-            key_path: key_path.to_owned(),
             current: RwLock::new(Arc::new(ck)),
         }))
     }
 
-    /// Re-reads the files. On error the old certificate stays in use.
-    pub fn reload(&self) -> Result<()> {
-        let ck = load(&self.cert_path, &self.key_path)?;
+    /// Reads the certificate and key from these files (the same or new ones) and uses them
+    /// for new connections. On error the old certificate stays in use.
+    pub fn reload(&self, cert_path: &Path, key_path: &Path) -> Result<()> {
+        let ck = load(cert_path, key_path)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ck);
         Ok(())
     }

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::process::{free_port, readyz, signal, spawn_serve, wait_ready};
+
 use std::process::Command;
 
 fn common_client(server: std::net::SocketAddr, user: &str, pass: &str) -> common::UdpTurnClient {
@@ -156,63 +158,6 @@ fn shipped_config_file_is_valid() {
     let (code, _, err) = turnd(&["check-config", "/nonexistent.toml"]);
     assert_eq!(code, 2);
     assert!(err.contains("nonexistent"), "{err}");
-}
-
-/// A free loopback port (bound and released; the tiny race is acceptable in a test).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `turnd serve` on free loopback ports with `extra` arguments: (child, UDP port, HTTP port).
-fn spawn_serve(extra: &[&str], stderr: std::process::Stdio) -> (std::process::Child, u16, u16) {
-    let (udp, http) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_turnd"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{udp}"),
-            "--http-listen",
-            &format!("127.0.0.1:{http}"),
-        ])
-        .args(["--metrics-listen", "off", "--secret", "a-long-test-secret"])
-        .args(extra)
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    (child, udp, http)
-}
-
-/// The status `/readyz` answers, if the HTTP service answers at all.
-fn readyz(http: u16) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).ok()?;
-    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    r.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Waits (at most 10 s) until `/readyz` answers 200.
-fn wait_ready(http: u16) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while readyz(http) != Some(200) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "turnd never became ready"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
-/// Sends `signal` to the child (our own process).
-fn signal(child: &std::process::Child, signal: i32) {
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, signal) };
 }
 
 /// SIGTERM and SIGINT stop `turnd serve` cleanly: exit status 0, promptly.

@@ -241,7 +241,7 @@ fn tls_certificates_reload_without_dropping_connections() {
     old.allocate();
 
     let (_, _, new_der) = write_cert(t.cert.parent().unwrap());
-    turnd.running.reload_tls().unwrap();
+    turnd.running.reload(&turnd.config).unwrap();
     assert!(
         tls(turnd.running.tls[0], &t.der).is_err(),
         "new connections no longer see the old certificate"
@@ -257,7 +257,7 @@ fn tls_certificates_reload_without_dropping_connections() {
 
     std::fs::write(&t.key, "not a key").unwrap();
     assert!(
-        turnd.running.reload_tls().is_err(),
+        turnd.running.reload(&turnd.config).is_err(),
         "a bad new key is refused"
     );
     StreamTurnClient::new(tls(turnd.running.tls[0], &new_der).unwrap(), &u2, &p2).allocate();

@@ -15,7 +15,7 @@ use md5::Md5;
 use sha1::Sha1;
 use sha2::digest;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use subtle::ConstantTimeEq;
 
@@ -149,10 +149,14 @@ pub enum AuthFailure {
     MissingAttributes,
     /// A request on an allocation used a different username than the one that created it (441).
     WrongCredentials,
+    /// The username or its user id is on the revocation list (`--revoke`).
+    Revoked,
+    /// A REST credential that expired, used on an allocation it created (`--strict-expiry`).
+    ExpiredOnAllocation,
 }
 
 impl AuthFailure {
-    pub const ALL: [AuthFailure; 7] = [
+    pub const ALL: [AuthFailure; 9] = [
         AuthFailure::UnknownUser,
         AuthFailure::Expired,
         AuthFailure::TtlTooLong,
@@ -160,6 +164,8 @@ impl AuthFailure {
         AuthFailure::StaleNonce,
         AuthFailure::MissingAttributes,
         AuthFailure::WrongCredentials,
+        AuthFailure::Revoked,
+        AuthFailure::ExpiredOnAllocation,
     ];
     /// The metric label for this reason.
     pub fn label(self) -> &'static str {
@@ -171,6 +177,8 @@ impl AuthFailure {
             AuthFailure::StaleNonce => "stale_nonce",
             AuthFailure::MissingAttributes => "missing_attributes",
             AuthFailure::WrongCredentials => "wrong_credentials",
+            AuthFailure::Revoked => "revoked",
+            AuthFailure::ExpiredOnAllocation => "expired_on_allocation",
         }
     }
     pub fn index(self) -> usize {
@@ -194,6 +202,13 @@ pub struct Credentials {
     static_users: HashMap<String, String>,
     /// The furthest ahead a REST credential may expire, in seconds (inclusive).
     max_ttl: u64,
+    /// Usernames and user ids refused even with a valid MAC (a leaked credential, a banned
+    /// user). Checked on every authenticated request, cached keys included.
+    revoked: HashSet<String>,
+    /// Refuse requests on an allocation once its REST credential has expired. Off by default,
+    /// as in coturn: a client may keep refreshing an allocation it made while the credential
+    /// was valid (browsers do not re-fetch credentials mid-call).
+    strict_expiry: bool,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -206,6 +221,8 @@ impl std::fmt::Debug for Credentials {
                 &self.static_users.keys().collect::<Vec<_>>(),
             )
             .field("max_ttl", &self.max_ttl)
+            .field("revoked", &self.revoked.len())
+            .field("strict_expiry", &self.strict_expiry)
             .finish()
     }
 }
@@ -216,7 +233,47 @@ impl Credentials {
             secrets,
             static_users,
             max_ttl,
+            revoked: HashSet::new(),
+            strict_expiry: false,
         }
+    }
+
+    /// Refuses these usernames and user ids from now on (each entry matches either).
+    pub fn with_revoked(mut self, revoked: impl IntoIterator<Item = String>) -> Self {
+        self.revoked = revoked.into_iter().collect();
+        self
+    }
+
+    /// Refuses requests on an allocation after its REST credential expired.
+    pub fn with_strict_expiry(mut self, strict: bool) -> Self {
+        self.strict_expiry = strict;
+        self
+    }
+
+    /// Whether a credential already proven (its key cached in an allocation) may still be used:
+    /// not revoked, and with strict expiry, not expired.
+    pub fn still_valid(
+        &self,
+        username: &str,
+        user_id: &str,
+        now_unix: u64,
+    ) -> Result<(), AuthFailure> {
+        if self.is_revoked(username, user_id) {
+            return Err(AuthFailure::Revoked);
+        }
+        if self.strict_expiry && !self.static_users.contains_key(username) {
+            if let Some((expiry, _)) = parse_rest_username(username) {
+                if expiry < now_unix {
+                    return Err(AuthFailure::ExpiredOnAllocation);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_revoked(&self, username: &str, user_id: &str) -> bool {
+        !self.revoked.is_empty()
+            && (self.revoked.contains(username) || self.revoked.contains(user_id))
     }
 
     /// The passwords that may have produced this username's MESSAGE-INTEGRITY: one per REST
@@ -228,6 +285,9 @@ impl Credentials {
         now_unix: u64,
     ) -> Result<(Principal, Vec<String>), AuthFailure> {
         if let Some(pw) = self.static_users.get(username) {
+            if self.is_revoked(username, username) {
+                return Err(AuthFailure::Revoked);
+            }
             let principal = Principal {
                 user_id: username.to_owned(),
                 expires_at: None,
@@ -237,6 +297,9 @@ impl Credentials {
         let (expiry, user_id) = parse_rest_username(username).ok_or(AuthFailure::UnknownUser)?;
         if self.secrets.is_empty() {
             return Err(AuthFailure::UnknownUser);
+        }
+        if self.is_revoked(username, user_id) {
+            return Err(AuthFailure::Revoked);
         }
         if expiry < now_unix {
             return Err(AuthFailure::Expired);

@@ -27,6 +27,8 @@ pub struct Stats {
     pub relay_ports_total: u64,
     /// Error responses sent, by [`Reject::index`].
     pub error_responses: [u64; Reject::ALL.len()],
+    /// Unauthenticated error responses not sent: their source was over its rate limit.
+    pub error_responses_suppressed: u64,
     /// Authentication failures, by [`AuthFailure::index`].
     pub auth_failures: [u64; AuthFailure::ALL.len()],
     /// Peer addresses refused by policy (403 on CreatePermission/ChannelBind, Send dropped).

@@ -306,7 +306,12 @@ fn another_username_on_an_allocation_gets_441() {
     let mut alice = h.rest_auth("alice", 600);
     h.allocate(client(1), &mut alice);
     let mut mallory = h.rest_auth("mallory", 600);
-    let r = h.request(client(1), Method::REFRESH, &[], &mut mallory);
+    let r = h.request(
+        client(1),
+        Method::REFRESH,
+        &[Attr::Lifetime(600)],
+        &mut mallory,
+    );
     assert_eq!(code(&r), Some(441));
     // RFC 8656 §7.2: an Allocate on a 5-tuple in use is 437, whatever the username.
     let r = h.request(

@@ -21,7 +21,8 @@ pub fn authorize(
     headers: &HeaderMap,
     query_key: Option<&str>,
 ) -> Result<(), ApiError> {
-    if state.api_keys.is_empty() {
+    let live = state.live.get();
+    if live.api_keys.is_empty() {
         return if is_loopback(peer.ip()) {
             Ok(())
         } else {
@@ -43,7 +44,7 @@ pub fn authorize(
         ));
     };
     // Compare against every key in constant time, without stopping at the first match.
-    let ok = state.api_keys.iter().fold(0u8, |acc, k| {
+    let ok = live.api_keys.iter().fold(0u8, |acc, k| {
         acc | k.as_bytes().ct_eq(given.as_bytes()).unwrap_u8()
     });
     if ok == 1 {
@@ -120,7 +121,7 @@ pub async fn cors(State(state): State<Arc<HttpState>>, req: Request, next: Next)
     let allowed = origin
         .as_ref()
         .and_then(|o| o.to_str().ok())
-        .is_some_and(|o| state.cors_origins.iter().any(|a| a == o));
+        .is_some_and(|o| state.live.get().cors_origins.iter().any(|a| a == o));
     if req.method() == Method::OPTIONS {
         if !allowed {
             return ApiError::new(
@@ -166,13 +167,15 @@ mod tests {
 
     fn state(keys: &[&str]) -> HttpState {
         HttpState {
-            secret: "s".into(),
-            max_ttl: 60,
-            default_ttl: 60,
+            live: crate::reload::Live::new(crate::reload::LiveSettings {
+                mint_secret: "s".into(),
+                max_ttl: 60,
+                default_ttl: 60,
+                api_keys: keys.iter().map(|k| k.to_string()).collect(),
+                cors_origins: vec![],
+            }),
             hosts: vec![],
             listeners: Default::default(),
-            api_keys: keys.iter().map(|k| k.to_string()).collect(),
-            cors_origins: vec![],
             limiter: RateLimiter::new(0),
             workers_running: Default::default(),
             workers_expected: 1,

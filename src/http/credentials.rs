@@ -4,6 +4,7 @@
 use super::access::authorize;
 use super::error::ApiError;
 use super::HttpState;
+use crate::reload::LiveSettings;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -102,14 +103,14 @@ fn user_id(p: &Params) -> Result<String, ApiError> {
 }
 
 /// The lifetime: the default when absent, clamped to max_ttl.
-fn ttl(state: &HttpState, p: &Params) -> Result<u64, ApiError> {
+fn ttl(live: &LiveSettings, p: &Params) -> Result<u64, ApiError> {
     match &p.ttl {
-        None => Ok(state.default_ttl),
+        None => Ok(live.default_ttl),
         Some(t) => match t.parse::<u64>() {
             Ok(0) | Err(_) => Err(ApiError::bad_request(
                 "ttl must be a whole number of seconds, at least 1",
             )),
-            Ok(n) => Ok(n.min(state.max_ttl)),
+            Ok(n) => Ok(n.min(live.max_ttl)),
         },
     }
 }
@@ -133,9 +134,10 @@ fn mint(
         return Err(ApiError::bad_request("service must be `turn`"));
     }
     let user = user_id(&params)?;
-    let ttl = ttl(state, &params)?;
+    let live = state.live.get();
+    let ttl = ttl(&live, &params)?;
     let cred = turnd_proto::auth::mint_rest_credential(
-        state.secret.as_bytes(),
+        live.mint_secret.as_bytes(),
         &user,
         crate::clock::unix_now(),
         ttl,

@@ -20,15 +20,11 @@ use std::thread::JoinHandle;
 
 /// Everything the handlers read.
 pub struct HttpState {
-    /// The secret that mints (the first configured one).
-    pub secret: String,
-    pub max_ttl: u64,
-    pub default_ttl: u64,
+    /// Minting secret, TTLs, API keys and CORS origins: replaced on SIGHUP.
+    pub live: Arc<crate::reload::Live>,
     pub hosts: Vec<String>,
     /// The listeners that are actually up.
     pub listeners: Listeners,
-    pub api_keys: Vec<String>,
-    pub cors_origins: Vec<String>,
     pub limiter: access::RateLimiter,
     pub workers_running: Arc<AtomicUsize>,
     pub workers_expected: usize,

@@ -70,6 +70,7 @@ fn add(t: &mut Stats, s: &Stats) {
         *a += b;
     }
     t.peer_denied += s.peer_denied;
+    t.error_responses_suppressed += s.error_responses_suppressed;
     t.packets_to_peer += s.packets_to_peer;
     t.bytes_to_peer += s.bytes_to_peer;
     t.packets_to_client += s.packets_to_client;
@@ -199,6 +200,11 @@ impl Collector for Sources {
             .collect();
         counters(e, AUTH_FAILURES_TOTAL, "reason", &rows)?;
         counter(e, PEER_DENIED_TOTAL, s.peer_denied)?;
+        counter(
+            e,
+            ERROR_RESPONSES_SUPPRESSED_TOTAL,
+            s.error_responses_suppressed,
+        )?;
         counters(
             e,
             RELAYED_PACKETS_TOTAL,

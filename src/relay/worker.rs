@@ -13,6 +13,7 @@ use super::limits::ConnLimits;
 use super::socket;
 use super::stream::Conn;
 use crate::clock;
+use crate::reload::PolicySlot;
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
@@ -47,6 +48,8 @@ pub struct WorkerHandle {
     pub waker: Arc<Waker>,
     /// The latest counters of this worker, copied out by the loop.
     pub stats: Arc<Mutex<Stats>>,
+    /// Credentials and peer policy from a configuration reload, picked up between batches.
+    pub policy: Arc<PolicySlot>,
 }
 
 /// TCP and TLS: the listeners this worker accepts on, and the rules for connections.
@@ -70,6 +73,7 @@ pub struct Worker {
     pub(super) streams: StreamSetup,
     shutdown: Arc<AtomicBool>,
     stats: Arc<Mutex<Stats>>,
+    policy: Arc<PolicySlot>,
     batch: RecvBatch,
     /// Sockets not drained in their last turn, read again before sleeping.
     backlog: Vec<Token>,
@@ -105,6 +109,7 @@ impl Worker {
             tcp.push((l, transport));
         }
         let stats = Arc::new(Mutex::new(server.stats().clone()));
+        let policy = Arc::new(PolicySlot::default());
         let worker = Worker {
             server,
             poll,
@@ -116,11 +121,19 @@ impl Worker {
             streams,
             shutdown,
             stats: stats.clone(),
+            policy: policy.clone(),
             batch: RecvBatch::new(),
             backlog: Vec::new(),
             outgoing: Vec::with_capacity(BATCH),
         };
-        Ok((worker, WorkerHandle { waker, stats }))
+        Ok((
+            worker,
+            WorkerHandle {
+                waker,
+                stats,
+                policy,
+            },
+        ))
     }
 
     /// Runs until shutdown is signalled.
@@ -156,6 +169,11 @@ impl Worker {
                     t if (CONN_BASE..RELAY_BASE).contains(&t) => self.conn_ready(t - CONN_BASE),
                     _ => self.drain_socket(token),
                 }
+            }
+            if let Some((credentials, policy)) = self.policy.take() {
+                // A reload: allocations, permissions and channels stay; new requests are
+                // judged by the new rules.
+                self.server.update_policy(credentials, policy);
             }
             let now = clock::now();
             if self.server.poll_timeout().is_some_and(|t| t <= now.mono) {

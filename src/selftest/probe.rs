@@ -55,7 +55,8 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 pub struct ProbePlan {
     pub udp: Option<SocketAddr>,
     pub tls: Option<SocketAddr>,
-    pub secret: String,
+    /// The minting secret is read from here on each probe, so a rotation applies at once.
+    pub live: std::sync::Arc<crate::reload::Live>,
 }
 
 /// Runs one probe over every transport and records the result.
@@ -68,7 +69,7 @@ pub fn probe_once(plan: &ProbePlan, state: &ProbeState) {
         tls: crate::tls::unverified_client_config(),
     };
     let cred = turnd_proto::auth::mint_rest_credential(
-        plan.secret.as_bytes(),
+        plan.live.get().mint_secret.as_bytes(),
         "turnd-selftest",
         crate::clock::unix_now(),
         300,

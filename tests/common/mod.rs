@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use turnd::config::{Config, Settings};
 use turnd::serve::Running;

@@ -7,7 +7,9 @@
 //!
 //! A request on an existing allocation from the same username is checked with the key cached
 //! in the allocation: no password derivation, and a REST credential that expired after the
-//! allocation was made can still refresh it (as coturn does).
+//! allocation was made can still refresh it (as coturn does) unless `--strict-expiry` is set.
+//! A revoked username or user id (`--revoke`) is refused on both paths, so a leaked credential
+//! can neither allocate nor keep an allocation alive past its current lifetime.
 
 use super::reject::Reject;
 use super::{ClientId, Now, Server};
@@ -80,6 +82,16 @@ impl Server {
                 LongTermKey::Sha256(_) => PasswordAlgorithm::Sha256,
             };
             if a.username == username && cached_alg == algorithm && verify(&a.key) {
+                let (user, user_id) = (a.username.clone(), a.user_id.clone());
+                if let Err(why) = self
+                    .config
+                    .credentials
+                    .still_valid(&user, &user_id, now.unix)
+                {
+                    self.auth_failed(why);
+                    return Err(Reject::Unauthorized);
+                }
+                let a = self.allocation_of(client).expect("checked above");
                 return Ok(Authed {
                     username: a.username.clone(),
                     user_id: a.user_id.clone(),

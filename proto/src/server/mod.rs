@@ -23,6 +23,7 @@ pub mod reject;
 mod relay_path;
 mod requests;
 mod respond;
+pub mod source_limit;
 
 use crate::auth::{Credentials, NonceIssuer};
 use crate::policy::PeerPolicy;
@@ -33,6 +34,7 @@ use ports::{PortPool, PortShard};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
+use source_limit::SourceLimiter;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -147,6 +149,9 @@ pub struct ServerConfig {
     pub nonce_lifetime_secs: u64,
     /// Seeds this worker's random choices (relay ports, transaction ids).
     pub seed: u64,
+    /// Unauthenticated error responses (401, 438, 400...) per second per source address;
+    /// 0 = unlimited. Caps reflection through forged source addresses.
+    pub error_rate_per_source: u32,
 }
 
 impl ServerConfig {
@@ -165,6 +170,7 @@ impl ServerConfig {
             nonce_key: [0; 32],
             nonce_lifetime_secs: 600,
             seed: 0,
+            error_rate_per_source: 0,
         }
     }
 }
@@ -188,6 +194,7 @@ pub struct Server {
     config: ServerConfig,
     ledger: Arc<Ledger>,
     nonces: NonceIssuer,
+    error_limiter: SourceLimiter,
     rng: ChaCha8Rng,
     pools: [PortPool; 2],
     allocations: Vec<Option<Allocation>>,
@@ -209,6 +216,7 @@ impl Server {
             PortPool::new(&config.ports, &mut rng),
         ];
         let nonces = NonceIssuer::new(config.nonce_key, config.nonce_lifetime_secs);
+        let error_limiter = SourceLimiter::new(config.error_rate_per_source, rng.next_u64());
         let mut stats = Stats::default();
         let families = config.relay_v4.is_some() as u64 + config.relay_v6.is_some() as u64;
         stats.relay_ports_total = pools[0].capacity() as u64 * families;
@@ -217,6 +225,7 @@ impl Server {
             config,
             ledger,
             nonces,
+            error_limiter,
             rng,
             pools,
             allocations: Vec::new(),

@@ -31,6 +31,7 @@ fn allocate_context(a: &Allocation) -> (Request, Authed) {
         method: Method::ALLOCATE,
         tid: a.allocate_tid,
         fingerprint: a.request_fingerprint,
+        len: usize::MAX,
     };
     let auth = Authed {
         username: a.username.clone(),
@@ -72,6 +73,7 @@ impl Server {
                         method,
                         tid,
                         fingerprint: false,
+                        len: packet.len(),
                     };
                     self.reject(&req, Reject::BadRequest, None, now);
                 }
@@ -94,6 +96,7 @@ impl Server {
             method: msg.method(),
             tid: msg.transaction_id(),
             fingerprint: msg.has_fingerprint(),
+            len: packet.len(),
         };
         match msg.method() {
             Method::BINDING => self.binding(now, &req, &msg),

@@ -1,0 +1,162 @@
+//! `turnd serve` as a child process, as an operator runs it: spawn on free loopback ports,
+//! wait for /readyz, send signals, read its log, and measure its memory and open files.
+
+use std::process::Command;
+
+/// The secret `spawn_serve` passes, unless a config file is given.
+pub const SECRET: &str = "a-long-test-secret";
+
+/// A free loopback port (bound and released; the tiny race is acceptable in a test).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `turnd serve` on free loopback ports with `extra` arguments: (child, UDP port, HTTP port).
+pub fn spawn_serve(extra: &[&str], stderr: std::process::Stdio) -> (std::process::Child, u16, u16) {
+    let (udp, http) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_turnd"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{udp}"),
+            "--http-listen",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .args(["--metrics-listen", "off"])
+        // Flags win over the file: with a config file, the secret comes from the file alone.
+        .args(if extra.contains(&"--config") {
+            &[][..]
+        } else {
+            &["--secret", SECRET][..]
+        })
+        .args(extra)
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    (child, udp, http)
+}
+
+/// The status `/readyz` answers, if the HTTP service answers at all.
+pub fn readyz(http: u16) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).ok()?;
+    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    r.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits (at most 10 s) until `/readyz` answers 200.
+pub fn wait_ready(http: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while readyz(http) != Some(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "turnd never became ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Sends `signal` to the child (our own process).
+pub fn signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, signal) };
+}
+
+/// A `turnd serve` child whose log is collected, killed when dropped (a failing test leaves no
+/// process behind).
+pub struct Served {
+    pub child: std::process::Child,
+    pub udp: u16,
+    pub http: u16,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Served {
+    /// Spawns `turnd serve` with `extra` arguments and waits until it is ready.
+    pub fn start(extra: &[&str]) -> Served {
+        let (mut child, udp, http) = spawn_serve(extra, std::process::Stdio::piped());
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let served = Served {
+            child,
+            udp,
+            http,
+            log,
+        };
+        wait_ready(http);
+        served
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.udp).into()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        signal(&self.child, sig);
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (at most 5 s) until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !self.log().contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "`{needle}` never logged; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Resident memory, KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// Open file descriptors.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .count()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
