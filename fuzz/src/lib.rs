@@ -240,7 +240,7 @@ impl Driver {
     }
 
     /// Feeds a client datagram and checks what comes back.
-    fn from_client(&mut self, c: ClientId, packet: &[u8]) -> Vec<Vec<u8>> {
+    fn client_sends(&mut self, c: ClientId, packet: &[u8]) -> Vec<Vec<u8>> {
         match self.server.handle_client_datagram(self.now, c, packet) {
             FromClient::Forward {
                 relay,
@@ -334,7 +334,7 @@ impl Driver {
                 let i = at as usize % req.len();
                 req[i] ^= xor;
             }
-            let replies = self.from_client(c, &req);
+            let replies = self.client_sends(c, &req);
             let Some(resp) = replies.last() else { return };
             let Ok(msg) = Message::parse(resp) else {
                 return;
@@ -352,7 +352,7 @@ impl Driver {
     pub fn step(&mut self, op: &Op) {
         match op {
             Op::Raw { client, bytes } => {
-                self.from_client(client_id(*client), bytes);
+                self.client_sends(client_id(*client), bytes);
             }
             Op::Request {
                 client,
@@ -389,7 +389,7 @@ impl Driver {
             } => {
                 let c = client_id(*client);
                 let cd = client::channel_data(*channel, payload, c.transport.is_stream());
-                self.from_client(c, &cd);
+                self.client_sends(c, &cd);
             }
             Op::Send {
                 client,
@@ -398,7 +398,7 @@ impl Driver {
             } => {
                 let tid = self.tid();
                 let ind = client::send_indication(tid, peer_addr(peer), payload);
-                self.from_client(client_id(*client), &ind);
+                self.client_sends(client_id(*client), &ind);
             }
             Op::Peer {
                 relay,

@@ -34,6 +34,7 @@ done
 
 cd fuzz
 cargo test -q
+cargo clippy -q --lib --tests -- -D warnings
 cargo fuzz build -s none -O
 for t in stun_decoder channel_data stream_framer server; do
   corpora=("$work/$t")
