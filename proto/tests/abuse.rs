@@ -346,3 +346,94 @@ fn strict_expiry_refuses_an_expired_credential_on_its_own_allocation() {
         }
     }
 }
+
+/// Per-allocation limits: a CreatePermission that would pass `max_permissions` and a
+/// ChannelBind past `max_channels` are refused (508), the existing ones keep working.
+#[test]
+fn permission_and_channel_limits_per_allocation() {
+    let mut cfg = config();
+    cfg.max_permissions = 2;
+    cfg.max_channels = 1;
+    let mut h = Harness::new(cfg);
+    let c = client(1);
+    let mut auth = h.rest_auth("limits", 600);
+    h.allocate(c, &mut auth);
+    let peer = |n: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(8, 8, 4, n)), 443);
+    for n in 1..=2 {
+        let r = h.request(
+            c,
+            Method::CREATE_PERMISSION,
+            &[Attr::Peer(peer(n))],
+            &mut auth,
+        );
+        assert_eq!(code(&r), None);
+    }
+    let r = h.request(
+        c,
+        Method::CREATE_PERMISSION,
+        &[Attr::Peer(peer(3))],
+        &mut auth,
+    );
+    assert_eq!(code(&r), Some(508), "a third permission");
+    // Refreshing an existing permission is not a new one.
+    let r = h.request(
+        c,
+        Method::CREATE_PERMISSION,
+        &[Attr::Peer(peer(1))],
+        &mut auth,
+    );
+    assert_eq!(code(&r), None);
+    let r = h.request(
+        c,
+        Method::CHANNEL_BIND,
+        &[Attr::Channel(0x4000), Attr::Peer(peer(1))],
+        &mut auth,
+    );
+    assert_eq!(code(&r), None);
+    let r = h.request(
+        c,
+        Method::CHANNEL_BIND,
+        &[Attr::Channel(0x4001), Attr::Peer(peer(2))],
+        &mut auth,
+    );
+    assert_eq!(code(&r), Some(508), "a second channel");
+    let cd = client::channel_data(0x4000, b"still bound", false);
+    assert!(matches!(
+        h.server.handle_client_datagram(h.now, c, &cd),
+        FromClient::Forward { .. }
+    ));
+}
+
+/// Every port of the range can be allocated, the next Allocate is 508, and once every
+/// allocation has ended every port is free again and can be allocated again.
+#[test]
+fn every_port_comes_back_after_exhaustion() {
+    let mut cfg = config();
+    cfg.ports = turnd_proto::server::ports::PortShard::whole(50000..=50009);
+    let ledger = std::sync::Arc::new(turnd_proto::server::ledger::Ledger::new(0, 0));
+    let mut h = Harness::with_ledger(cfg, ledger.clone());
+    let total = h.server.stats().relay_ports_total;
+    assert_eq!(total, 10);
+    for round in 0..2 {
+        let mut ports = std::collections::BTreeSet::new();
+        for n in 0..10 {
+            let mut a = h.rest_auth(&format!("r{round}u{n}"), 600);
+            ports.insert(h.allocate(client(n), &mut a).port());
+        }
+        assert_eq!(ports.len(), 10, "ten distinct ports");
+        let mut a = h.rest_auth("one-too-many", 600);
+        let r = h.request(
+            client(99),
+            Method::ALLOCATE,
+            &[Attr::RequestedTransport(17)],
+            &mut a,
+        );
+        assert_eq!(code(&r), Some(508));
+        assert_eq!(h.server.stats().relay_ports_free, 0);
+        h.advance(Duration::from_secs(601));
+        assert_eq!(h.server.stats().relay_ports_free, total, "round {round}");
+        assert_eq!(h.server.allocation_count(), 0);
+        assert_eq!(ledger.total(), 0);
+        assert!(h.bound.is_empty(), "every relay socket released");
+    }
+}
