@@ -226,7 +226,7 @@ pub struct Settings {
     pub strict_expiry: Option<bool>,
 
     /// Unauthenticated error responses (401, 438, 400) per second per source address and
-    /// worker, bursts of twice that; the rest are dropped (0 = no limit) [default: 50].
+    /// worker, bursts of twice that; the rest are dropped (0 = no limit) [default: 100].
     #[arg(long, env = "TURND_ERROR_RATE_PER_SOURCE")]
     pub error_rate_per_source: Option<u32>,
 
@@ -343,7 +343,7 @@ pub const DEFAULT_LISTEN: [&str; 2] = ["0.0.0.0:3478", "[::]:3478"];
 pub const DEFAULT_REALM: &str = "turnd";
 pub const DEFAULT_RELAY_PORTS: &str = "49152-65535";
 pub const DEFAULT_USER_QUOTA: u32 = 10;
-pub const DEFAULT_ERROR_RATE_PER_SOURCE: u32 = 50;
+pub const DEFAULT_ERROR_RATE_PER_SOURCE: u32 = 100;
 pub const DEFAULT_MAX_TTL: u64 = 86_400;
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9641";
