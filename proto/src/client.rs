@@ -36,6 +36,20 @@ impl ClientAuth {
         ))
     }
 
+    /// Whether to send the request again after `response`, having learnt from it: the first
+    /// 401 (realm and nonce now known) or a 438 (fresh nonce). Any other answer is final.
+    pub fn retry_after(&mut self, response: &Message<'_>) -> bool {
+        let retry = match error_code(response) {
+            Some(401) => self.nonce.is_none(),
+            Some(438) => true,
+            _ => false,
+        };
+        if retry {
+            self.learn(response);
+        }
+        retry
+    }
+
     /// Remembers REALM and NONCE from an error response (401 or 438).
     pub fn learn(&mut self, response: &Message<'_>) {
         if let Some(r) = response.get(attr::REALM) {

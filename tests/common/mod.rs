@@ -215,11 +215,11 @@ impl UdpTurnClient {
             let req = client::request(method, tid, attrs, Some(&self.auth), false);
             self.sock.send_to(&req, self.server).unwrap();
             let resp = self.recv_response(tid);
-            let msg = turnd_proto::wire::Message::parse(&resp).unwrap();
-            match client::error_code(&msg) {
-                Some(401) if self.auth.nonce.is_none() => self.auth.learn(&msg),
-                Some(438) => self.auth.learn(&msg),
-                _ => return resp,
+            if !self
+                .auth
+                .retry_after(&turnd_proto::wire::Message::parse(&resp).unwrap())
+            {
+                return resp;
             }
         }
         panic!("challenge loop did not settle");
@@ -366,11 +366,11 @@ impl<S: std::io::Read + std::io::Write> StreamTurnClient<S> {
                     }
                 }
             };
-            let msg = turnd_proto::wire::Message::parse(&resp).unwrap();
-            match client::error_code(&msg) {
-                Some(401) if self.auth.nonce.is_none() => self.auth.learn(&msg),
-                Some(438) => self.auth.learn(&msg),
-                _ => return resp,
+            if !self
+                .auth
+                .retry_after(&turnd_proto::wire::Message::parse(&resp).unwrap())
+            {
+                return resp;
             }
         }
         panic!("challenge loop did not settle");

@@ -143,14 +143,8 @@ impl Harness {
             let tid = self.tid();
             let req = client::request(method, tid, attrs, Some(auth), false);
             let resp = self.send(c, &req).expect("a response");
-            let msg = Message::parse(&resp).unwrap();
-            match client::error_code(&msg) {
-                Some(401) | Some(438)
-                    if auth.nonce.is_none() || client::error_code(&msg) == Some(438) =>
-                {
-                    auth.learn(&msg);
-                }
-                _ => return resp,
+            if !auth.retry_after(&Message::parse(&resp).unwrap()) {
+                return resp;
             }
         }
         panic!("challenge loop did not settle");
