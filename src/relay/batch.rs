@@ -219,8 +219,9 @@ impl RecvBatch {
     }
 }
 
+/// Writes `addr` into `ss` as the kernel wants it; returns its length.
 #[cfg(target_os = "linux")]
-fn std_to_sockaddr(addr: &SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
+pub fn std_to_sockaddr(addr: &SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(a) => {
             // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.

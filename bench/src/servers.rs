@@ -1,0 +1,219 @@
+//! Starting the servers under test on their own cores: turnd, Debian's coturn, and the floor.
+//!
+//! All three listen on one loopback port for UDP and TCP, relay from 127.0.0.1 and accept the
+//! loopback peer; turnd and coturn check the same REST credentials (the shared secret). Each is
+//! started fresh for every group of measurements and killed when its handle drops.
+
+use crate::sys;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The secret both TURN servers derive REST credentials from.
+pub const SECRET: &str = "turnd-bench-shared-secret";
+/// Relay ports: room for 10,000 allocations.
+const MIN_PORT: u16 = 30_000;
+const MAX_PORT: u16 = 45_000;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    Turnd,
+    Coturn,
+    Floor,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Turnd, Kind::Coturn, Kind::Floor];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Turnd => "turnd",
+            Kind::Coturn => "coturn",
+            Kind::Floor => "floor",
+        }
+    }
+
+    /// Whether the server speaks TURN (needs allocations before relaying).
+    pub fn is_turn(self) -> bool {
+        self != Kind::Floor
+    }
+}
+
+/// Where the programs are.
+pub struct Programs {
+    pub turnd: PathBuf,
+    pub turnserver: PathBuf,
+    /// This benchmark's own executable, which runs the floor.
+    pub bench: PathBuf,
+    pub logs: PathBuf,
+}
+
+/// A running server under test.
+pub struct Running {
+    pub kind: Kind,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind a loopback port");
+        let port = udp.local_addr().expect("local address").port();
+        // turnd refuses a listen port inside its relay range (rightly).
+        if !(MIN_PORT..=MAX_PORT).contains(&port)
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+}
+
+/// Starts `kind` with `workers` threads on CPUs `cpus`, relaying to `peer`.
+pub fn start(
+    kind: Kind,
+    workers: usize,
+    cpus: &str,
+    peer: SocketAddr,
+    programs: &Programs,
+) -> std::io::Result<Running> {
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let log = programs.logs.join(format!("{}-{workers}.log", kind.name()));
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", cpus]);
+    let w = workers.to_string();
+    let listen = addr.to_string();
+    match kind {
+        Kind::Turnd => {
+            cmd.arg(&programs.turnd).args([
+                "serve",
+                "--listen",
+                &listen,
+                "--relay-ip",
+                "127.0.0.1",
+                "--relay-ports",
+                &format!("{MIN_PORT}-{MAX_PORT}"),
+                "--allow-peer",
+                "127.0.0.1/32",
+                "--secret",
+                SECRET,
+                "--user-quota",
+                "0",
+                "--max-allocations",
+                "100000",
+                // Every benchmark client shares 127.0.0.1: a per-address limit on error
+                // answers would throttle their 401 challenges (coturn has none).
+                "--error-rate-per-source",
+                "0",
+                "--http-listen",
+                "off",
+                "--metrics-listen",
+                "off",
+                "--selftest-interval",
+                "0",
+                "--workers",
+                &w,
+                "--log-format",
+                "json",
+            ]);
+        }
+        Kind::Coturn => {
+            let pid_file = programs.logs.join("turnserver.pid");
+            cmd.arg(&programs.turnserver).args([
+                "-n",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "--listening-ip",
+                "127.0.0.1",
+                "--listening-port",
+                &port.to_string(),
+                "--relay-ip",
+                "127.0.0.1",
+                "--min-port",
+                &MIN_PORT.to_string(),
+                "--max-port",
+                &MAX_PORT.to_string(),
+                "--allow-loopback-peers",
+                "--use-auth-secret",
+                "--static-auth-secret",
+                SECRET,
+                "--realm",
+                "turnd-bench",
+                "--relay-threads",
+                &w,
+                "--simple-log",
+                "--log-file",
+            ]);
+            cmd.arg(log.with_extension("turnserver.log"));
+            cmd.arg("--pidfile").arg(pid_file);
+        }
+        Kind::Floor => {
+            cmd.arg(&programs.bench).args([
+                "floor",
+                "--listen",
+                &listen,
+                "--peer",
+                &peer.to_string(),
+                "--workers",
+                &w,
+            ]);
+        }
+    }
+    let out = std::fs::File::create(&log)?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()?;
+    let pid = child.id();
+    let running = Running {
+        kind,
+        pid,
+        addr,
+        child,
+    };
+    wait_ready(&running, &log)?;
+    // taskset execs the server, so the pid is the server's own.
+    Ok(running)
+}
+
+/// Waits until the server answers a STUN Binding request on UDP and accepts TCP.
+fn wait_ready(server: &Running, log: &Path) -> std::io::Result<()> {
+    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut req = [0u8; 20];
+    req[0..2].copy_from_slice(&[0x00, 0x01]);
+    req[4..8].copy_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+    req[8] = 7;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let _ = sock.send_to(&req, server.addr);
+        let mut buf = [0u8; 512];
+        if sock.recv(&mut buf).is_ok_and(|n| n >= 20 && buf[0] == 0x01) {
+            // Threads started lazily (coturn's relay threads) should exist before any
+            // window measures CPU over them.
+            std::thread::sleep(Duration::from_millis(300));
+            return Ok(());
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "{} did not answer STUN within 10 s; its log: {}",
+        server.kind.name(),
+        log.display()
+    )))
+}
+
+/// The server's resident memory in KiB.
+pub fn rss(server: &Running) -> u64 {
+    sys::rss_kib(server.pid)
+}

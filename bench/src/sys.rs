@@ -1,0 +1,157 @@
+//! The few Linux facilities the benchmark measures with: CPU affinity, a process's CPU time and
+//! resident memory, a socket's drop counter, and sending a run of datagrams in one call.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// Pins the calling thread to the given CPUs (the load gets one core, the server the other).
+pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: cpu_set_t is a plain bit set; CPU_ZERO/CPU_SET only write inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Raises the open-file limit: 10,000 allocations need 10,000 client sockets here, and the
+/// servers (started from this process) inherit the limit for their relay sockets.
+pub fn raise_file_limit(want: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: want,
+    };
+    // SAFETY: setrlimit reads a live rlimit.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            let mut cur: libc::rlimit = std::mem::zeroed();
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur);
+            cur.rlim_cur = cur.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &cur);
+        }
+    }
+}
+
+/// CPU time a process has spent, user and system, over all its threads, in nanoseconds
+/// (the scheduler's own accounting in /proc/PID/task/*/schedstat: exact, unlike the 10 ms
+/// ticks of /proc/PID/stat). Threads that have exited are not counted, so measure over a
+/// window in which the server's threads stay the same.
+pub fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Resident memory of a process in KiB (VmRSS).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Datagrams the kernel dropped on arrival at this socket because its receive buffer was
+/// full (SO_MEMINFO's SK_MEMINFO_DROPS). The saturation runs count delivery this way, so the
+/// load generator spends nothing reading what the server relayed.
+pub fn socket_drops(fd: RawFd) -> u64 {
+    const SK_MEMINFO_VARS: usize = 9;
+    const SK_MEMINFO_DROPS: usize = 8;
+    let mut info = [0u32; SK_MEMINFO_VARS];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr() as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        u64::from(info[SK_MEMINFO_DROPS])
+    } else {
+        0
+    }
+}
+
+/// Sets a socket's receive buffer, past net.core.rmem_max when running as root.
+pub fn set_recv_buffer(fd: RawFd, bytes: usize) {
+    let v = bytes as libc::c_int;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt reads a live c_int.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &v as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+}
+
+/// Sends datagrams `frames` from one socket, to `to` (None: the socket is connected), in as
+/// few sendmmsg calls as the kernel allows. Returns how many the kernel took; stops at the
+/// first it would not (a full buffer: UDP drops it, as the wire would).
+pub fn send_many(fd: RawFd, frames: &[&[u8]], to: Option<std::net::SocketAddr>) -> usize {
+    const MAX: usize = 64;
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX];
+    // SAFETY: all-zero is a valid mmsghdr and sockaddr_storage.
+    let mut hdrs: [libc::mmsghdr; MAX] = unsafe { std::mem::zeroed() };
+    let mut dest: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let dest_len = to.map_or(0, |a| turnd::relay::batch::std_to_sockaddr(&a, &mut dest));
+    let mut sent = 0;
+    for chunk in frames.chunks(MAX) {
+        for (i, f) in chunk.iter().enumerate() {
+            iov[i] = libc::iovec {
+                iov_base: f.as_ptr() as *mut libc::c_void,
+                iov_len: f.len(),
+            };
+            let h = &mut hdrs[i].msg_hdr;
+            h.msg_iov = &mut iov[i];
+            h.msg_iovlen = 1;
+            if to.is_some() {
+                h.msg_name = &mut dest as *mut _ as *mut libc::c_void;
+                h.msg_namelen = dest_len;
+            }
+        }
+        // SAFETY: the headers point at iovecs, frames and an address that outlive the call.
+        let n = unsafe {
+            libc::sendmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                chunk.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        sent += n as usize;
+        if (n as usize) < chunk.len() {
+            break;
+        }
+    }
+    sent
+}
