@@ -23,6 +23,8 @@ pub struct Settings {
     pub programs: Programs,
     pub peer: SocketAddr,
     pub servers: Vec<Kind>,
+    /// Measurement groups to run (None: all).
+    pub only: Option<Vec<String>>,
 }
 
 /// The message kinds a fleet sends.
@@ -189,6 +191,7 @@ impl Settings {
         let mut step = |total: f64| {
             let mut load = self.load(total / self.clients as f64, at_peer, at_clients);
             load.window = self.step_window;
+            load.warmup = self.warmup.min(Duration::from_millis(300));
             let o = fleet.run(&load, server.pid);
             let arrived = if traffic == Traffic::Binding {
                 o.at_clients
@@ -201,7 +204,7 @@ impl Settings {
         let (mut good, mut bad) = (0.0, f64::INFINITY);
         let mut total = 20_000.0;
         let started = Instant::now();
-        for _ in 0..24 {
+        for _ in 0..16 {
             let (ok, rate, o) = step(total);
             if ok {
                 good = total;

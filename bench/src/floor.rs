@@ -13,7 +13,6 @@
 //! It authenticates nothing, checks nothing and never times anything out: it exists to be
 //! measured against, never to be run for anyone.
 
-use crate::sys;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use std::collections::HashMap;
@@ -21,7 +20,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
-use turnd::relay::batch::{Outgoing, RecvBatch, BATCH, HEADROOM};
+use turnd::relay::batch::{send_each, Outgoing, RecvBatch, BATCH, HEADROOM};
 use turnd::relay::socket::{bind_listener, bind_stream_listener};
 
 const UDP_LISTENER: Token = Token(0);
@@ -320,11 +319,14 @@ impl Worker {
                 count += 1;
                 at += whole;
                 if count == frames.len() {
-                    sys::send_many(relay_fd, &frames[..count], Some(self.peer));
+                    send_each(relay_fd, frames.iter().map(|f| (*f, Some(self.peer))));
                     count = 0;
                 }
             }
-            sys::send_many(relay_fd, &frames[..count], Some(self.peer));
+            send_each(
+                relay_fd,
+                frames[..count].iter().map(|f| (*f, Some(self.peer))),
+            );
             conn.inbuf.copy_within(at..conn.have, 0);
             conn.have -= at;
         }

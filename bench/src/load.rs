@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
-use turnd::relay::batch::{Outgoing, RecvBatch, BATCH};
+use turnd::relay::batch::{send_each, Outgoing, RecvBatch, BATCH};
 
 /// Bytes of application data in every relayed packet.
 pub const PAYLOAD: usize = 100;
@@ -252,13 +252,7 @@ impl Fleet {
             }
         }
         match &mut c.sock {
-            Sock::Udp(s) => {
-                let mut frames: [&[u8]; BURST] = [&[]; BURST];
-                for (f, bytes) in frames.iter_mut().zip(self.scratch.chunks(len)) {
-                    *f = bytes;
-                }
-                sys::send_many(s.as_raw_fd(), &frames[..k], None)
-            }
+            Sock::Udp(s) => send_each(s.as_raw_fd(), self.scratch.chunks(len).map(|f| (f, None))),
             Sock::Tcp(s) => {
                 if !c.pending.is_empty() {
                     match s.write(&c.pending) {

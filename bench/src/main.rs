@@ -1,6 +1,7 @@
 //! turnd-bench: turnd measured side by side with coturn and with a floor forwarder.
 //!
 //!   turnd-bench run [--short] [--out BENCHMARKS.md] [--turnd PATH] [--servers turnd,coturn,floor]
+//!                   [--only cpu,saturation,binding,memory,rtt,scale]
 //!   turnd-bench floor --listen ADDR --peer ADDR [--workers N]
 //!
 //! `run` is what `scripts/bench.sh` calls: it starts each server on CPU 0 (taskset), pins
@@ -34,7 +35,7 @@ fn main() {
     let result = match args.get(1).map(String::as_str) {
         Some("floor") => run_floor(&args),
         Some("run") => run(&args),
-        _ => Err("usage: turnd-bench run [--short] [--out FILE] [--turnd PATH] [--servers LIST] | turnd-bench floor --listen ADDR --peer ADDR [--workers N]".into()),
+        _ => Err("usage: turnd-bench run [--short] [--out FILE] [--turnd PATH] [--servers LIST] [--only GROUPS] | turnd-bench floor --listen ADDR --peer ADDR [--workers N]".into()),
     };
     if let Err(e) = result {
         eprintln!("turnd-bench: {e}");
@@ -101,7 +102,7 @@ fn run(args: &[String]) -> Result<(), String> {
         short,
         warmup: Duration::from_millis(if short { 200 } else { 1000 }),
         window: Duration::from_millis(if short { 500 } else { 5000 }),
-        step_window: Duration::from_millis(if short { 300 } else { 1500 }),
+        step_window: Duration::from_millis(if short { 300 } else { 1000 }),
         clients: 20,
         rate_per_client: 1000.0,
         memory_counts: if short { [100, 1000] } else { [1000, 10_000] },
@@ -118,9 +119,19 @@ fn run(args: &[String]) -> Result<(), String> {
         },
         peer: peer.local_addr().map_err(|e| e.to_string())?,
         servers,
+        only: arg(args, "--only").map(|o| o.split(',').map(str::to_owned).collect()),
     };
     let rows = measure(&settings, &peer)
         .map_err(|e| format!("{e} (server logs in {})", logs.display()))?;
+    // A measurement that produced nothing is a broken benchmark, not a slow server.
+    for (i, kind) in [Kind::Turnd, Kind::Coturn].into_iter().enumerate() {
+        if let Some(r) = rows
+            .iter()
+            .find(|r| settings.servers.contains(&kind) && r.values[i].is_none())
+        {
+            return Err(format!("{}: no result for {}", r.name, kind.name()));
+        }
+    }
     let table = report::markdown(&rows);
     println!("{table}");
     if let Some(out) = arg(args, "--out") {
@@ -165,14 +176,41 @@ fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
     Some(sorted[i] as f64 / 1000.0)
 }
 
+/// The groups of measurements, in the order they run (`--only` picks some).
+const GROUPS: [&str; 6] = ["cpu", "saturation", "binding", "memory", "rtt", "scale"];
+
 fn measure(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<Row>> {
     let mut rows = Vec::new();
+    let mut one_worker = None;
+    for group in GROUPS
+        .into_iter()
+        .filter(|g| s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == g)))
+    {
+        match group {
+            "cpu" => rows.extend(cpu_rows(s, peer)?),
+            "saturation" => {
+                let (r, one) = saturation_rows(s, peer)?;
+                rows.extend(r);
+                one_worker = Some(one);
+            }
+            "binding" => rows.extend(binding_rows(s, peer)?),
+            "memory" => rows.extend(memory_rows(s, peer)?),
+            "rtt" => rows.extend(rtt_rows(s, one_worker.as_ref(), peer)?),
+            _ => rows.extend(scale_rows(s, peer)?),
+        }
+    }
+    Ok(rows)
+}
+
+/// 1. CPU per relayed packet at the fixed load, for each kind of client traffic.
+fn cpu_rows(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<Row>> {
     let load = format!(
         "{} clients × {:.0}/s × {} B, echoed",
         s.clients,
         s.rate_per_client,
         load::PAYLOAD
     );
+    let mut rows = Vec::new();
     for (traffic, name, target) in [
         (Traffic::UdpChannelData, "UDP ChannelData", 1.1),
         (Traffic::UdpSend, "UDP Send indications", 1.3),
@@ -187,18 +225,36 @@ fn measure(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<Row>
         row.note = load.clone();
         rows.push(row);
     }
+    Ok(rows)
+}
 
-    let sat = |workers, traffic| each(s, "saturation", |k| s.saturation(k, workers, traffic, peer));
-    let one = sat(1, Traffic::UdpChannelData)?;
-    let two = sat(2, Traffic::UdpChannelData)?;
-    let limited = |v: &[Option<experiments::Saturation>; 3]| {
-        Kind::ALL
-            .iter()
-            .zip(v)
-            .filter(|(_, r)| r.as_ref().is_some_and(|r| r.generator_limited))
-            .map(|(k, _)| k.name())
-            .collect::<Vec<_>>()
+type Saturations = [Option<experiments::Saturation>; 3];
+
+/// Notes which servers the generator could not saturate.
+fn note_generator_limit(row: &mut Row, v: &Saturations) {
+    let limited: Vec<&str> = Kind::ALL
+        .iter()
+        .zip(v)
+        .filter(|(_, r)| r.as_ref().is_some_and(|r| r.generator_limited))
+        .map(|(k, _)| k.name())
+        .collect();
+    if !limited.is_empty() {
+        row.note = format!("generator the limit for {}", limited.join(", "));
+    }
+}
+
+/// 2. Saturated relayed packets/s with one worker and with two.
+fn saturation_rows(
+    s: &Settings,
+    peer: &std::net::UdpSocket,
+) -> std::io::Result<(Vec<Row>, Saturations)> {
+    let sat = |workers| {
+        each(s, &format!("saturation, {workers} worker(s)"), |k| {
+            s.saturation(k, workers, Traffic::UdpChannelData, peer)
+        })
     };
+    let (one, two) = (sat(1)?, sat(2)?);
+    let mut rows = Vec::new();
     for (v, name, target) in [
         (
             &one,
@@ -212,10 +268,7 @@ fn measure(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<Row>
         ),
     ] {
         let mut row = Row::new(name, map3(v, |r| Some(r.pps)), target);
-        let l = limited(v);
-        if !l.is_empty() {
-            row.note = format!("generator the limit for {}", l.join(", "));
-        }
+        note_generator_limit(&mut row, v);
         rows.push(row);
     }
     let scaling = [0, 1, 2].map(|i| match (&one[i], &two[i]) {
@@ -227,37 +280,40 @@ fn measure(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<Row>
         scaling,
         Target::AtLeast(1.7),
     ));
+    Ok((rows, one))
+}
 
+/// 3. STUN Binding: CPU per request at the fixed load, and requests/s at saturation.
+fn binding_rows(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<Row>> {
     let bind = each(s, "binding", |k| s.fixed_load(k, Traffic::Binding, peer))?;
-    let mut row = Row::new(
+    let mut cpu = Row::new(
         "CPU per STUN Binding request, µs",
         map3(&bind, |o| us_per(o, o.at_clients)),
         Target::AtMostFloor(1.1),
     );
-    row.note = format!("{} clients × {:.0}/s", s.clients, s.rate_per_client);
-    rows.push(row);
+    cpu.note = format!("{} clients × {:.0}/s", s.clients, s.rate_per_client);
     let bind_sat = each(s, "binding saturation", |k| {
         s.saturation(k, 1, Traffic::Binding, peer)
     })?;
-    let mut row = Row::new(
+    let mut rate = Row::new(
         "STUN Binding requests/s at saturation, 1 worker",
         map3(&bind_sat, |r| Some(r.pps)),
         Target::None,
     );
-    let l = limited(&bind_sat);
-    if !l.is_empty() {
-        row.note = format!("generator the limit for {}", l.join(", "));
-    }
-    rows.push(row);
+    note_generator_limit(&mut rate, &bind_sat);
+    Ok(vec![cpu, rate])
+}
 
-    let turn_only: Vec<Kind> = s.servers.iter().copied().filter(|k| k.is_turn()).collect();
+/// 4. Resident memory per idle allocation, and allocations/s (TURN servers only).
+fn memory_rows(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<Row>> {
     let mem = each(s, "memory", |k| {
-        if turn_only.contains(&k) {
+        if k.is_turn() {
             s.memory(k, peer).map(Some)
         } else {
             Ok(None)
         }
     })?;
+    let mut rows = Vec::new();
     for (i, count) in s.memory_counts.iter().enumerate() {
         rows.push(Row::new(
             &format!("Resident memory per idle allocation at {count}, bytes"),
@@ -270,14 +326,27 @@ fn measure(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<Row>
         map3(&mem, |m| m.as_ref().map(|m| m.per_second)),
         Target::AtLeastCoturn(2.0),
     ));
+    Ok(rows)
+}
 
-    let half = one
-        .iter()
+/// 5. Round trips at half load, so every server is at most half loaded: half the slowest
+/// server's one-worker saturation, when this run measured saturation.
+fn rtt_rows(
+    s: &Settings,
+    one_worker: Option<&Saturations>,
+    peer: &std::net::UdpSocket,
+) -> std::io::Result<Vec<Row>> {
+    let slowest = one_worker
+        .into_iter()
+        .flatten()
         .flatten()
         .map(|r| r.pps)
-        .fold(f64::INFINITY, f64::min)
-        / 2.0;
-    let half = if half.is_finite() { half } else { 20_000.0 };
+        .fold(f64::INFINITY, f64::min);
+    let half = if slowest.is_finite() {
+        slowest / 2.0
+    } else {
+        100_000.0
+    };
     // Every message is relayed twice (there and back): clients send half the relayed rate.
     let rtt = each(s, "round trip", |k| s.round_trip(k, half / 2.0, peer))?;
     let sorted = rtt.map(|o| {
@@ -287,15 +356,21 @@ fn measure(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<Row>
             v
         })
     });
+    let mut rows = Vec::new();
     for (p, name, target) in [
         (0.5, "Relay round trip p50, µs", Target::None),
         (0.99, "Relay round trip p99, µs", Target::AtMostCoturn(1.0)),
     ] {
         let mut row = Row::new(name, map3(&sorted, |v| percentile(v, p)), target);
-        row.note = format!("{:.0} relayed packets/s, half the slowest saturation", half);
+        row.note = format!("{half:.0} relayed packets/s, half the slowest saturation");
         rows.push(row);
     }
+    Ok(rows)
+}
 
+/// 6. CPU per packet as allocations grow, the load fixed: it must stay flat.
+fn scale_rows(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<Row>> {
+    let mut rows = Vec::new();
     let mut at_scale = Vec::new();
     for n in s.scale_counts {
         let o = each(s, &format!("{n} allocations"), |k| s.at_scale(k, n, peer))?;

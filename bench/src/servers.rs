@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 /// The secret both TURN servers derive REST credentials from.
 pub const SECRET: &str = "turnd-bench-shared-secret";
-/// Relay ports: room for 10,000 allocations.
-const MIN_PORT: u16 = 30_000;
-const MAX_PORT: u16 = 45_000;
+/// Relay ports: room for 10,000 allocations, below the kernel's ephemeral range (32768 and
+/// up), where the generator's 10,000 client sockets would otherwise take relay ports.
+const MIN_PORT: u16 = 10_000;
+const MAX_PORT: u16 = 29_999;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {

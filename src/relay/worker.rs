@@ -8,7 +8,7 @@
 //! out the server's commands; sweep connection timeouts and publish a stats snapshot a few
 //! times a second. Stream connections are handled in `conns.rs`.
 
-use super::batch::{Outgoing, RecvBatch, BATCH};
+use super::batch::{self, Outgoing, RecvBatch, BATCH};
 use super::limits::ConnLimits;
 use super::socket;
 use super::stream::Conn;
@@ -79,6 +79,9 @@ pub struct Worker {
     backlog: Vec<Token>,
     /// Datagrams of the current batch waiting to go out through one socket (sendmmsg).
     outgoing: Vec<Outgoing>,
+    /// STUN responses to UDP clients (listener index, bytes, client), sent together once the
+    /// commands of a batch have run: one sendmmsg instead of a sendto each.
+    replies: Vec<(usize, Vec<u8>, SocketAddr)>,
 }
 
 impl Worker {
@@ -125,6 +128,7 @@ impl Worker {
             batch: RecvBatch::new(),
             backlog: Vec::new(),
             outgoing: Vec::with_capacity(BATCH),
+            replies: Vec::with_capacity(BATCH),
         };
         Ok((
             worker,
@@ -324,9 +328,8 @@ impl Worker {
                     self.send_to_conn(client, &bytes);
                 }
                 Command::SendToClient { client, bytes } => {
-                    if let Some(l) = self.listeners.get(client.local as usize) {
-                        let _ = l.send_to(&bytes, client.remote);
-                    }
+                    self.replies
+                        .push((client.local as usize, bytes, client.remote));
                 }
                 Command::BindRelay {
                     relay,
@@ -348,6 +351,22 @@ impl Worker {
                 }
             }
         }
+        self.send_replies();
+    }
+
+    /// Sends the queued STUN responses, one sendmmsg run per UDP listener.
+    fn send_replies(&mut self) {
+        if self.replies.is_empty() {
+            return;
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            let mine = self.replies.iter().filter(|r| r.0 == i);
+            batch::send_each(
+                listener.as_raw_fd(),
+                mine.map(|(_, bytes, to)| (&bytes[..], Some(*to))),
+            );
+        }
+        self.replies.clear();
     }
 
     fn bind_relay(
