@@ -202,7 +202,7 @@ fn measure(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<Row>
     Ok(rows)
 }
 
-/// 1. CPU per relayed packet at the fixed load, for each kind of client traffic.
+/// Measurement 1: CPU per relayed packet at the fixed load, for each kind of client traffic.
 fn cpu_rows(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<Row>> {
     let load = format!(
         "{} clients × {:.0}/s × {} B, echoed",
@@ -243,7 +243,7 @@ fn note_generator_limit(row: &mut Row, v: &Saturations) {
     }
 }
 
-/// 2. Saturated relayed packets/s with one worker and with two.
+/// Measurement 2: Saturated relayed packets/s with one worker and with two.
 fn saturation_rows(
     s: &Settings,
     peer: &std::net::UdpSocket,
@@ -283,7 +283,7 @@ fn saturation_rows(
     Ok((rows, one))
 }
 
-/// 3. STUN Binding: CPU per request at the fixed load, and requests/s at saturation.
+/// Measurement 3: STUN Binding: CPU per request at the fixed load, and requests/s at saturation.
 fn binding_rows(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<Row>> {
     let bind = each(s, "binding", |k| s.fixed_load(k, Traffic::Binding, peer))?;
     let mut cpu = Row::new(
@@ -304,7 +304,7 @@ fn binding_rows(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec
     Ok(vec![cpu, rate])
 }
 
-/// 4. Resident memory per idle allocation, and allocations/s (TURN servers only).
+/// Measurement 4: Resident memory per idle allocation, and allocations/s (TURN servers only).
 fn memory_rows(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<Row>> {
     let mem = each(s, "memory", |k| {
         if k.is_turn() {
@@ -329,7 +329,7 @@ fn memory_rows(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<
     Ok(rows)
 }
 
-/// 5. Round trips at half load, so every server is at most half loaded: half the slowest
+/// Measurement 5: Round trips at half load, so every server is at most half loaded: half the slowest
 /// server's one-worker saturation, when this run measured saturation.
 fn rtt_rows(
     s: &Settings,
@@ -368,7 +368,7 @@ fn rtt_rows(
     Ok(rows)
 }
 
-/// 6. CPU per packet as allocations grow, the load fixed: it must stay flat.
+/// Measurement 6: CPU per packet as allocations grow, the load fixed: it must stay flat.
 fn scale_rows(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let mut at_scale = Vec::new();
