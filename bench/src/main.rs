@@ -101,10 +101,11 @@ fn run(args: &[String]) -> Result<(), String> {
     let settings = Settings {
         short,
         warmup: Duration::from_millis(if short { 200 } else { 1000 }),
-        window: Duration::from_millis(if short { 500 } else { 5000 }),
+        window: Duration::from_millis(if short { 500 } else { 3000 }),
         step_window: Duration::from_millis(if short { 300 } else { 1000 }),
         clients: 20,
         rate_per_client: 1000.0,
+        repeats: if short { 1 } else { 3 },
         memory_counts: if short { [100, 1000] } else { [1000, 10_000] },
         scale_counts: if short {
             [10, 100, 1000]
@@ -420,16 +421,21 @@ fn header(s: &Settings, args: &[String]) -> String {
                 .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
         })
         .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // Not available_parallelism: this thread is pinned to one CPU by now.
+    // SAFETY: sysconf has no preconditions.
+    let cores = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     let coturn = command_output(&s.programs.turnserver.to_string_lossy(), &["--version"]);
     let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
     format!(
         "Measured {} on {cpu} ({cores} CPUs), Linux {}; turnd {commit}, coturn {coturn}.\n\
          Command: `scripts/bench.sh{}` ({}). Servers on CPU 0, load generator on CPU 1; \
-         two-worker runs give the server CPUs 0 and 1.\n",
+         two-worker runs give the server CPUs 0 and 1. CPU figures are the median of {} \
+         windows of {:.1} s.\n",
         command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         command_output("uname", &["-r"]),
         if s.short { " --short" } else { "" },
         args[1..].join(" "),
+        s.repeats,
+        s.window.as_secs_f64(),
     )
 }
