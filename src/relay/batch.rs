@@ -177,26 +177,8 @@ impl RecvBatch {
                 h.msg_controllen = 0;
                 h.msg_flags = 0;
             }
-            let mut from = 0;
-            while from < chunk.len() {
-                // SAFETY: headers from..len point at live buffers owned by `self`.
-                let n = unsafe {
-                    libc::sendmmsg(
-                        fd,
-                        self.hdrs[from..].as_mut_ptr(),
-                        (chunk.len() - from) as libc::c_uint,
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if n <= 0 {
-                    // EAGAIN or an error for the first datagram (e.g. ICMP unreachable
-                    // reported on this socket): skip it and go on with the rest.
-                    from += 1;
-                    continue;
-                }
-                sent += n as usize;
-                from += n as usize;
-            }
+            // SAFETY: the headers point at live buffers owned by `self`.
+            sent += unsafe { send_headers(fd, &mut self.hdrs[..chunk.len()]) };
         }
         sent
     }
@@ -256,25 +238,38 @@ pub fn send_each<'a>(
             h.msg_iovlen = 1;
             count += 1;
         }
-        let mut from = 0;
-        while from < count {
-            // SAFETY: headers from..count point at iovecs, addresses and bytes that outlive
-            // the call (the bytes are borrowed for 'a).
-            let n = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    hdrs[from..].as_mut_ptr(),
-                    (count - from) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n <= 0 {
-                from += 1;
-                continue;
-            }
-            sent += n as usize;
-            from += n as usize;
+        // SAFETY: the headers point at iovecs, addresses and bytes that outlive the call
+        // (the bytes are borrowed for 'a).
+        sent += unsafe { send_headers(fd, &mut hdrs[..count]) };
+    }
+    sent
+}
+
+/// sendmmsg until every header has been sent or skipped: a datagram the kernel refuses
+/// (EAGAIN, or an error such as an ICMP unreachable reported on this socket) is skipped and
+/// the rest go on. Returns how many were sent.
+///
+/// # Safety
+/// Every header must point at a name, iovecs and bytes that are live for the call.
+#[cfg(target_os = "linux")]
+unsafe fn send_headers(fd: RawFd, hdrs: &mut [libc::mmsghdr]) -> usize {
+    let (mut from, mut sent) = (0, 0);
+    while from < hdrs.len() {
+        // SAFETY: the caller vouches for the headers from..len.
+        let n = unsafe {
+            libc::sendmmsg(
+                fd,
+                hdrs[from..].as_mut_ptr(),
+                (hdrs.len() - from) as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            from += 1;
+            continue;
         }
+        sent += n as usize;
+        from += n as usize;
     }
     sent
 }
