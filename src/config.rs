@@ -230,6 +230,12 @@ pub struct Settings {
     #[arg(long, env = "TURND_ERROR_RATE_PER_SOURCE")]
     pub error_rate_per_source: Option<u32>,
 
+    /// IPv6 clients are counted per /N in every per-address limit (HTTP rate limit,
+    /// connections per address, unauthenticated errors, allocations per address): a host owns
+    /// a whole /64 [default: 64].
+    #[arg(long, env = "TURND_IPV6_SOURCE_PREFIX", value_name = "BITS")]
+    pub ipv6_source_prefix: Option<u8>,
+
     /// Host name clients use to reach this server, repeatable [default: the advertised IP].
     #[arg(
         long,
@@ -337,6 +343,8 @@ pub struct Config {
     pub revoked: Vec<String>,
     pub strict_expiry: bool,
     pub error_rate_per_source: u32,
+    /// IPv6 prefix length by which per-address limits count clients.
+    pub ipv6_source_prefix: u8,
 }
 
 pub const DEFAULT_LISTEN: [&str; 2] = ["0.0.0.0:3478", "[::]:3478"];
@@ -629,7 +637,14 @@ impl Config {
         if tcp_idle_timeout == 0 || tls_handshake_timeout == 0 {
             bail!("tcp_idle_timeout/tls_handshake_timeout: must be at least 1 second");
         }
+        let ipv6_source_prefix = s
+            .ipv6_source_prefix
+            .unwrap_or(turnd_proto::source_key::DEFAULT_IPV6_PREFIX);
+        if !(32..=128).contains(&ipv6_source_prefix) {
+            bail!("ipv6_source_prefix: must be between 32 and 128 bits");
+        }
         Ok(Config {
+            ipv6_source_prefix,
             tls_listen,
             tls_files,
             drain_timeout: std::time::Duration::from_secs(s.drain_timeout.unwrap_or(8)),

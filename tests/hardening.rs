@@ -293,3 +293,22 @@ fn an_unauthenticated_allocate_flood_keeps_memory_flat_and_401s_limited() {
     );
     relay_still_works(&turnd);
 }
+
+/// The bystander flow the attack tests run beside their attacks measures what it should: on a
+/// quiet relay, over UDP and TCP, nothing is lost and round trips are short.
+#[test]
+fn a_legitimate_flow_on_a_quiet_relay_is_unharmed() {
+    use common::flow::{Flow, FlowTransport};
+    let mut s = settings();
+    s.allow_peer = Some(vec!["127.0.0.1/32".into()]);
+    let turnd = start(s);
+    let (user, pass) = rest("bystander", 600);
+    let flows = [FlowTransport::Udp, FlowTransport::Tcp]
+        .map(|t| (t, Flow::start(turnd.addr, t, &user, &pass)));
+    std::thread::sleep(Duration::from_secs(1));
+    for (t, flow) in flows {
+        let report = flow.stop();
+        assert!(report.sent >= 90, "{t:?}: {report:?}");
+        report.assert_unharmed(&format!("{t:?} on a quiet relay"));
+    }
+}

@@ -19,6 +19,7 @@
 //! * [`wire`]: the STUN codec, ChannelData, first-byte demux and stream framing.
 //! * [`auth`]: TURN REST credentials (mint and verify), long-term keys, stateless nonces.
 //! * [`policy`]: which peer addresses may be relayed to.
+//! * [`source_key`]: who counts as one client in a per-address limit (IPv6 by prefix).
 //! * [`server`]: allocations, permissions, channels, quotas, ports and the request handlers.
 //! * [`stats`]: counters the shell exports as metrics.
 
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod client;
 pub mod policy;
 pub mod server;
+pub mod source_key;
 pub mod stats;
 pub mod wire;
 

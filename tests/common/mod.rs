@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod flow;
 pub mod process;
 
 use std::net::SocketAddr;
