@@ -748,7 +748,9 @@ mod tests {
                 // Uncomment the examples (`# key = value`), not the prose.
                 let example = l.strip_prefix("# ").filter(|r| {
                     r.split_once(" = ").is_some_and(|(k, _)| {
-                        !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                        !k.is_empty()
+                            && k.bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                     })
                 });
                 example.unwrap_or(l)
