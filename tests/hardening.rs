@@ -312,3 +312,36 @@ fn a_legitimate_flow_on_a_quiet_relay_is_unharmed() {
         report.assert_unharmed(&format!("{t:?} on a quiet relay"));
     }
 }
+
+/// The namespace helper the multi-address tests rely on isolates what it should: a socket made
+/// inside a test namespace cannot reach a socket on the machine's own loopback, and a whole
+/// IPv6 /64 routed to the namespace's loopback gives a test as many client addresses as it wants.
+#[test]
+fn a_test_namespace_is_isolated_and_can_hold_a_whole_ipv6_prefix() {
+    use common::netns::NetNs;
+    let Some(ns) = NetNs::create("iso") else {
+        return;
+    };
+    let outside = UdpSocket::bind("127.0.0.1:0").unwrap();
+    outside
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let target = outside.local_addr().unwrap();
+    ns.local_prefix("2001:db8:64::/64");
+    let echoed = ns.run(move || {
+        let inside = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let _ = inside.send_to(b"leak?", target);
+        let a = UdpSocket::bind("[2001:db8:64::7]:0").unwrap();
+        let b = UdpSocket::bind("[2001:db8:64::1:2]:0").unwrap();
+        a.send_to(b"hi", b.local_addr().unwrap()).unwrap();
+        let mut buf = [0u8; 8];
+        let (n, from) = b.recv_from(&mut buf).unwrap();
+        (buf[..n].to_vec(), from.ip().to_string())
+    });
+    assert_eq!(echoed, (b"hi".to_vec(), "2001:db8:64::7".to_string()));
+    let mut buf = [0u8; 8];
+    assert!(
+        outside.recv_from(&mut buf).is_err(),
+        "a datagram left the namespace"
+    );
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod flow;
+pub mod netns;
 pub mod process;
 
 use std::net::SocketAddr;
