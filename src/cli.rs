@@ -17,6 +17,17 @@ pub struct Cli {
     pub command: Cmd,
 }
 
+impl Cli {
+    /// Parses the process's arguments and `TURND_*` environment, where a variable that is set
+    /// but empty counts as not set ([`crate::config::unset_empty_env`]). A bad flag or value
+    /// prints clap's message and exits 2.
+    pub fn from_env_and_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = crate::config::unset_empty_env(Cli::command()).get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the relay.
@@ -206,16 +217,18 @@ fn announce(config: &Config, running: &crate::serve::Running) {
     }
     for r in [config.relay_v4, config.relay_v6].iter().flatten() {
         tracing::info!(bind = %r.bind, advertised = %r.advertised, ports = ?config.relay_ports, "relaying");
-        if r.advertised == r.bind && is_private(r.advertised) {
-            tracing::warn!(
-                "the relay address {} is private and no --external-ip is set: clients on other networks cannot reach it (behind NAT or in a container, set --external-ip to the public address)",
-                r.advertised
-            );
-            if in_container() && config.relay_ports.clone().count() > 1000 {
+        if r.advertised == r.bind {
+            if let Some(kind) = unreachable_kind(r.advertised) {
                 tracing::warn!(
-                    ports = config.relay_ports.clone().count(),
-                    "a large relay port range in a container that looks bridged: publishing thousands of UDP ports makes Docker slow and memory-hungry; use host networking, or a small --relay-ports range published 1:1"
+                    "the relay address {} is {kind}, not reachable from the Internet, and no --external-ip is set: clients on other networks cannot reach it (behind NAT or in a container, set --external-ip to the public address)",
+                    r.advertised
                 );
+                if in_container() && config.relay_ports.clone().count() > 1000 {
+                    tracing::warn!(
+                        ports = config.relay_ports.clone().count(),
+                        "a large relay port range in a container that looks bridged: publishing thousands of UDP ports makes Docker slow and memory-hungry; use host networking, or a small --relay-ports range published 1:1"
+                    );
+                }
             }
         }
         if r.advertised.is_loopback() {
@@ -224,6 +237,10 @@ fn announce(config: &Config, running: &crate::serve::Running) {
     }
     if let Some(http) = &running.http {
         tracing::info!(addr = %http.addr, "HTTP credential API and health checks");
+        tracing::info!(
+            url = %test_page_url(http.addr, config),
+            "relay test page (add ?autorun to start at once, ?transport=udp|tcp|tls for one transport)"
+        );
         if config.api_keys.is_empty() {
             tracing::warn!("no --api-key: the credential endpoints answer loopback clients only");
         }
@@ -231,20 +248,68 @@ fn announce(config: &Config, running: &crate::serve::Running) {
     if let Some(m) = &running.metrics {
         tracing::info!(addr = %m.addr, "Prometheus metrics at /metrics");
     }
+    if !config.secret_is_ephemeral
+        && config
+            .secrets
+            .iter()
+            .any(|s| s.len() < crate::config::SHORT_SECRET)
+    {
+        tracing::warn!(
+            "a secret is shorter than {} bytes: REST credentials are only as strong as the secret; use `openssl rand -hex 32`",
+            crate::config::SHORT_SECRET
+        );
+    }
     if config.secret_is_ephemeral {
         tracing::warn!("no --secret configured: using a random ephemeral secret; REST credentials minted elsewhere will not work and none survive a restart");
     }
     tracing::info!(workers = config.workers, realm = %config.realm, "turnd ready");
 }
 
-/// Private (RFC 1918, CGNAT, ULA) addresses: not reachable from the internet.
-fn is_private(ip: std::net::IpAddr) -> bool {
+/// Why an address is not reachable from the Internet, if it is not: private (RFC 1918,
+/// CGNAT RFC 6598, ULA RFC 4193) or reserved for documentation (RFC 5737, RFC 3849).
+fn unreachable_kind(ip: std::net::IpAddr) -> Option<&'static str> {
     match ip {
         std::net::IpAddr::V4(v4) => {
-            v4.is_private() || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xC0) == 64)
+            let o = v4.octets();
+            if v4.is_private() || (o[0] == 100 && (o[1] & 0xC0) == 64) {
+                Some("private")
+            } else if matches!(o[..3], [192, 0, 2] | [198, 51, 100] | [203, 0, 113]) {
+                Some("in a documentation range")
+            } else {
+                None
+            }
         }
-        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xFE00) == 0xFC00,
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            if (s[0] & 0xFE00) == 0xFC00 {
+                Some("private")
+            } else if s[0] == 0x2001 && s[1] == 0x0db8 {
+                Some("in a documentation range")
+            } else {
+                None
+            }
+        }
     }
+}
+
+/// The test page as a person opens it: the HTTP listener's address (loopback when it listens
+/// on every address, since that is where the operator is), plus the API key hint.
+fn test_page_url(http: std::net::SocketAddr, config: &Config) -> String {
+    let host = match (http.ip().is_unspecified(), config.public_hosts.first()) {
+        (true, Some(h)) => h.clone(),
+        _ => http.ip().to_string(),
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let key = if config.api_keys.is_empty() {
+        ""
+    } else {
+        "?key=API_KEY"
+    };
+    format!("http://{host}:{}/{key}", http.port())
 }
 
 /// Whether turnd runs inside a container (Docker, Podman, Kubernetes).

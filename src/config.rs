@@ -27,17 +27,19 @@ pub struct Settings {
     #[arg(long, env = "TURND_REALM")]
     pub realm: Option<String>,
 
-    /// UDP listen address, repeatable [default: 0.0.0.0:3478 and [::]:3478].
+    /// UDP and TCP listen address, repeatable [default: 0.0.0.0:3478 and [::]:3478].
     #[arg(
         long,
         env = "TURND_LISTEN",
         value_delimiter = ',',
         value_name = "ADDR:PORT"
     )]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub listen: Option<Vec<String>>,
 
     /// Local address relay sockets bind to, one per family [default: detected].
     #[arg(long, env = "TURND_RELAY_IP", value_delimiter = ',', value_name = "IP")]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub relay_ip: Option<Vec<String>>,
 
     /// Public address advertised for relays behind 1:1 NAT, one per family.
@@ -47,6 +49,7 @@ pub struct Settings {
         value_delimiter = ',',
         value_name = "IP"
     )]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub external_ip: Option<Vec<String>>,
 
     /// Relay port range [default: 49152-65535].
@@ -60,6 +63,7 @@ pub struct Settings {
         value_delimiter = ',',
         hide_env_values = true
     )]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub secret: Option<Vec<String>>,
 
     /// Static user NAME:PASSWORD, repeatable.
@@ -70,6 +74,7 @@ pub struct Settings {
         hide_env_values = true,
         value_name = "NAME:PASSWORD"
     )]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub user: Option<Vec<String>>,
 
     /// Peer range to allow despite the default deny list, repeatable (e.g. 10.0.0.0/8).
@@ -79,6 +84,7 @@ pub struct Settings {
         value_delimiter = ',',
         value_name = "CIDR"
     )]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub allow_peer: Option<Vec<String>>,
 
     /// Extra peer range to refuse, repeatable; wins over --allow-peer.
@@ -88,6 +94,7 @@ pub struct Settings {
         value_delimiter = ',',
         value_name = "CIDR"
     )]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub deny_peer: Option<Vec<String>>,
 
     /// Allocations per user id (0 = unlimited) [default: 10].
@@ -136,6 +143,7 @@ pub struct Settings {
         value_delimiter = ',',
         value_name = "ADDR:PORT"
     )]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub tls_listen: Option<Vec<String>>,
 
     /// PEM certificate chain for TLS listeners (reloaded on SIGHUP).
@@ -192,6 +200,7 @@ pub struct Settings {
         value_delimiter = ',',
         hide_env_values = true
     )]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub api_key: Option<Vec<String>>,
 
     /// Browser origin allowed to call the credential endpoints directly, repeatable.
@@ -201,6 +210,7 @@ pub struct Settings {
         value_delimiter = ',',
         value_name = "ORIGIN"
     )]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub cors_origin: Option<Vec<String>>,
 
     /// Credential requests per minute per client address (0 = no limit) [default: 60].
@@ -214,6 +224,7 @@ pub struct Settings {
     /// Username or REST user id to refuse, repeatable: new allocations, refreshes, permissions
     /// and channels are refused for it (reloaded on SIGHUP).
     #[arg(long, env = "TURND_REVOKE", value_delimiter = ',', value_name = "USER")]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub revoke: Option<Vec<String>>,
 
     /// File of usernames or user ids to refuse, one per line (reloaded on SIGHUP).
@@ -243,8 +254,56 @@ pub struct Settings {
         value_delimiter = ',',
         value_name = "HOST"
     )]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub public_host: Option<Vec<String>>,
 }
+
+/// A repeatable key in the TOML file takes a list or, for one value, a plain string:
+/// `secret = "s"` is `secret = ["s"]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Option::<OneOrMany>::deserialize(d)?.map(|v| match v {
+        OneOrMany::One(v) => vec![v],
+        OneOrMany::Many(v) => v,
+    }))
+}
+
+/// Makes a `TURND_*` variable that is set but empty count as not set, for every setting of
+/// every subcommand: Compose and Kubernetes pass `KEY=` for a value left blank, and "blank"
+/// must mean "the default", not "the empty string" (which is invalid for most keys).
+pub fn unset_empty_env(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|arg| {
+        let empty = arg
+            .get_env()
+            .is_some_and(|name| std::env::var_os(name).is_some_and(|v| v.is_empty()));
+        if empty {
+            arg.env(None)
+        } else {
+            arg
+        }
+    })
+    .mut_subcommands(unset_empty_env)
+}
+
+/// Secrets and API keys that are the placeholders of `deploy/.env.example`: a relay started
+/// with them would mint credentials anyone who read the example can forge.
+const PLACEHOLDER_PREFIX: &str = "change-me";
+
+/// Refuses a placeholder value of `key`, naming the key.
+fn refuse_placeholder(key: &str, values: &[String]) -> Result<()> {
+    if values.iter().any(|v| v.starts_with(PLACEHOLDER_PREFIX)) {
+        bail!("{key}: still the example placeholder (`{PLACEHOLDER_PREFIX}...`); set a random value, e.g. `openssl rand -hex 32`");
+    }
+    Ok(())
+}
+
+/// A secret shorter than this is accepted with a warning at start-up.
+pub const SHORT_SECRET: usize = 16;
 
 impl Settings {
     /// Fills every unset setting from `lower` (the file under the flags and environment).
@@ -515,6 +574,7 @@ impl Config {
             let _ = short;
             bail!("secret: each secret must be at least 8 characters");
         }
+        refuse_placeholder("secret", &secrets)?;
         let secret_is_ephemeral = secrets.is_empty();
         if secret_is_ephemeral {
             secrets.push(random_secret());
@@ -596,6 +656,7 @@ impl Config {
         {
             bail!("api_key: each key must be at least 16 printable ASCII characters");
         }
+        refuse_placeholder("api_key", &api_keys)?;
         let cors_origins = s.cors_origin.clone().unwrap_or_default();
         if let Some(o) = cors_origins
             .iter()
@@ -740,9 +801,9 @@ mod tests {
     }
 
     /// Every key set in a file reaches the merged settings (a hand-kept list once forgot some).
-    #[test]
-    fn every_file_key_survives_layering() {
-        let text = include_str!("../config/turnd.toml")
+    /// config/turnd.toml with every example uncommented: a value for every key.
+    fn uncommented_example() -> String {
+        include_str!("../config/turnd.toml")
             .lines()
             .map(|l| {
                 // Uncomment the examples (`# key = value`), not the prose.
@@ -756,7 +817,12 @@ mod tests {
                 example.unwrap_or(l)
             })
             .collect::<Vec<_>>()
-            .join("\n");
+            .join("\n")
+    }
+
+    #[test]
+    fn every_file_key_survives_layering() {
+        let text = uncommented_example();
         let file = Settings::from_toml(&text).expect("the uncommented example parses");
         let merged = Settings::default().or(&file);
         assert_eq!(
@@ -775,6 +841,46 @@ mod tests {
             unset.is_empty(),
             "config/turnd.toml should show every key: {unset:?}"
         );
+    }
+
+    /// Every repeatable key takes a single string for one value (`secret = "s"`), as people
+    /// write it; the list of such keys comes from the example file, not from a hand-kept list.
+    #[test]
+    fn every_repeatable_key_takes_a_single_string() {
+        let example =
+            serde_json::to_value(Settings::from_toml(&uncommented_example()).unwrap()).unwrap();
+        let mut repeatable = 0;
+        for (key, value) in example.as_object().unwrap() {
+            let Some(list) = value.as_array() else {
+                continue;
+            };
+            let first = list.first().and_then(|v| v.as_str()).unwrap_or("x");
+            let one = Settings::from_toml(&format!("{key} = {}", toml::Value::from(first)))
+                .unwrap_or_else(|e| panic!("{key} = \"{first}\": {e}"));
+            assert_eq!(
+                serde_json::to_value(one).unwrap()[key],
+                serde_json::json!([first]),
+                "{key}"
+            );
+            repeatable += 1;
+        }
+        assert!(repeatable >= 12, "only {repeatable} repeatable keys found");
+    }
+
+    #[test]
+    fn example_placeholders_are_refused_by_key() {
+        for (toml, key) in [
+            ("secret = \"change-me-to-a-long-random-secret\"", "secret:"),
+            (
+                "api_key = \"change-me-to-a-long-random-api-key\"",
+                "api_key:",
+            ),
+        ] {
+            let err =
+                Config::from_settings(&settings(&format!("listen = [\"127.0.0.1:3478\"]\n{toml}")))
+                    .unwrap_err();
+            assert!(format!("{err:#}").starts_with(key), "{err:#}");
+        }
     }
 
     #[test]

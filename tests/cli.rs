@@ -308,3 +308,56 @@ fn a_private_relay_address_without_external_ip_draws_a_warning() {
         "{log}"
     );
 }
+
+/// Compose and Kubernetes pass `KEY=` for a value left blank: every `TURND_*` variable that is
+/// set but empty means "not set". With all of them empty (the list comes from the settings
+/// themselves, so a new key is covered without touching this test) and no flags, turnd starts
+/// on its embedded defaults. It runs in a private network namespace with one address of its
+/// own, so the defaults (wildcard listeners, the first non-loopback address as relay, the
+/// self-probe) touch nothing outside the namespace.
+#[test]
+fn every_empty_turnd_variable_means_the_default() {
+    use clap::Args;
+    let Some(ns) = common::netns::NetNs::create("env") else {
+        return;
+    };
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+    ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "v0"]);
+    ns.ip(&["link", "set", "v0", "up"]);
+    ns.ip(&["link", "set", "v1", "up"]);
+    let keys: Vec<String> = turnd::config::Settings::augment_args(clap::Command::new("t"))
+        .get_arguments()
+        .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        .collect();
+    assert!(keys.len() > 40, "{keys:?}");
+    let with_empty_env = |cmd: &mut Command| {
+        for k in &keys {
+            cmd.env(k, "");
+        }
+    };
+    let mut serve = ns.command(env!("CARGO_BIN_EXE_turnd"));
+    serve.arg("serve").stderr(std::process::Stdio::piped());
+    with_empty_env(&mut serve);
+    let mut child = serve.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let ready = loop {
+        let mut health = ns.command(env!("CARGO_BIN_EXE_turnd"));
+        health.arg("healthcheck");
+        with_empty_env(&mut health);
+        if health.output().unwrap().status.success() {
+            break true;
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(ready, "turnd did not start on defaults:\n{log}");
+    assert!(
+        log.contains("random ephemeral secret") && log.contains("10.77.0.1"),
+        "an empty TURND_SECRET is no secret, and the relay address is detected:\n{log}"
+    );
+}
