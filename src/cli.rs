@@ -55,10 +55,28 @@ pub enum Cmd {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Certificates for TURN over TLS.
+    #[command(subcommand)]
+    Cert(CertCmd),
     /// Validate a configuration file and exit (0 when valid).
     CheckConfig {
         /// The TOML file.
         file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCmd {
+    /// Write a small CA (ca.pem) and a leaf certificate for the host signed by it (cert.pem,
+    /// key.pem): give cert.pem and key.pem to turnd (tls_cert, tls_key) and ca.pem to the
+    /// clients that must trust it (`turnd selftest --ca`, the browser or OS trust store).
+    SelfSigned {
+        /// Host name or IP address clients connect to, repeatable (the certificate's names).
+        #[arg(long, required = true)]
+        host: Vec<String>,
+        /// Directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -72,6 +90,19 @@ pub fn run(cli: Cli) -> Result<()> {
             settings,
         } => credentials(&username, ttl, settings),
         Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::Cert(CertCmd::SelfSigned { host, out }) => {
+            let w = crate::certs::self_signed(&host, &out)?;
+            println!(
+                "wrote {ca} (the CA clients trust), {cert} and {key} (the server's leaf for {host:?})\n\
+                 serve:    turnd serve --tls-listen 0.0.0.0:5349 --tls-cert {cert} --tls-key {key}\n\
+                 selftest: turnd selftest --ca {ca} ...\n\
+                 browsers: import {ca} as a trusted authority (or use a certificate from a public CA)",
+                ca = w.ca.display(),
+                cert = w.cert.display(),
+                key = w.key.display(),
+            );
+            Ok(())
+        }
         Cmd::Healthcheck { url, settings } => {
             let url = match url {
                 Some(u) => u,

@@ -30,6 +30,13 @@ fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey> {
     if certs.is_empty() {
         bail!("tls_cert: {} holds no certificate", cert_path.display());
     }
+    if crate::certs::is_ca(&certs[0]) {
+        tracing::warn!(
+            "tls_cert: {}: {}",
+            cert_path.display(),
+            crate::certs::CA_AS_LEAF
+        );
+    }
     let key = PrivateKeyDer::from_pem_file(key_path).with_context(|| {
         format!(
             "tls_key: cannot read a PEM private key from {}",

@@ -201,3 +201,134 @@ fn the_periodic_probe_feeds_metrics_and_readiness() {
     }
     assert_eq!(scrape(&broken)[names::SELFTEST_SUCCESS], 0.0);
 }
+
+/// The lines of the README's shell block between `<!-- NAME -->` and `<!-- /NAME -->`.
+fn readme_block(name: &str) -> String {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find(&format!("<!-- {name} -->"))
+        .unwrap_or_else(|| panic!("README has no {name} block"));
+    let end = readme[start..].find(&format!("<!-- /{name} -->")).unwrap() + start;
+    readme[start..end]
+        .lines()
+        .filter(|l| !l.starts_with("<!--") && !l.starts_with("```"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A turnd with a TLS listener serving `dir/cert.pem` and `dir/key.pem`.
+fn tls_turnd(dir: &std::path::Path) -> Turnd {
+    let mut s = settings();
+    s.tls_listen = Some(vec!["127.0.0.1:0".into()]);
+    s.tls_cert = Some(dir.join("cert.pem"));
+    s.tls_key = Some(dir.join("key.pem"));
+    start(s)
+}
+
+/// The TLS transport's result of `turnd selftest --url` against `turnd`, trusting `ca` for
+/// the name `name`: (exit code, the TLS transport's JSON).
+fn tls_selftest(turnd: &Turnd, ca: &std::path::Path, name: &str) -> (i32, serde_json::Value) {
+    let (code, v, _) = selftest(&[
+        "--url",
+        &format!("http://{}", turnd.http()),
+        "--ca",
+        ca.to_str().unwrap(),
+        "--tls-name",
+        name,
+    ]);
+    let tls = v["transports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["transport"] == "tls")
+        .cloned()
+        .unwrap_or_else(|| panic!("no TLS transport: {v:#}"));
+    (code, tls)
+}
+
+/// A certificate made the way the README says, with openssl or with `turnd cert self-signed`,
+/// is accepted over TLS by a client that trusts the CA it names.
+#[test]
+fn certificates_made_as_the_readme_says_relay_over_tls() {
+    let recipe = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &readme_block("tls-recipe")])
+        .current_dir(recipe.path())
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "the README's openssl recipe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_turnd"))
+        .args([
+            "cert",
+            "self-signed",
+            "--host",
+            "relay.example.com",
+            "--out",
+        ])
+        .arg(made.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for dir in [recipe.path(), made.path()] {
+        let turnd = tls_turnd(dir);
+        let (code, tls) = tls_selftest(&turnd, &dir.join("ca.pem"), "relay.example.com");
+        assert_eq!(code, 0, "{tls:#}");
+        assert_eq!(tls["pass"], true, "{tls:#}");
+    }
+}
+
+/// What `openssl req -x509 -subj /CN=host` makes (OpenSSL 3: CA:TRUE) fails with a one-line
+/// explanation that says what to do, not rustls's `CaUsedAsEndEntity`.
+#[test]
+fn a_ca_certificate_served_as_the_leaf_is_explained_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cert = std::fs::read(dir.path().join("cert.pem")).unwrap();
+    let der = rustls::pki_types::pem::PemObject::from_pem_slice(&cert).unwrap();
+    assert!(
+        turnd::certs::is_ca(&der as &rustls::pki_types::CertificateDer),
+        "openssl made a CA:TRUE certificate"
+    );
+    let turnd = tls_turnd(dir.path());
+    let (code, tls) = tls_selftest(&turnd, &dir.path().join("cert.pem"), "localhost");
+    assert_ne!(code, 0);
+    let cause = tls["cause"].as_str().unwrap_or_default();
+    assert!(cause.contains(turnd::certs::CA_AS_LEAF), "{tls:#}");
+    assert_eq!(cause.lines().count(), 1, "{cause}");
+}

@@ -116,6 +116,9 @@ fn open(target: &Target, opts: &Options) -> Result<Link, String> {
             target.server,
             target.kind.label()
         ),
+        OpenError::Tls(e) if crate::certs::is_ca_as_leaf_error(&e) => {
+            format!("TLS handshake with {} failed: {}", target.server, crate::certs::CA_AS_LEAF)
+        }
         OpenError::Tls(e) => format!("TLS handshake with {} failed: {e} (check the certificate, its name {:?} and the CA)", target.server, target.host),
     })
 }
