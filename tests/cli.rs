@@ -295,18 +295,34 @@ fn sigterm_drains_before_exiting() {
 /// A private relay address without --external-ip is the classic reason relaying fails across
 /// networks: turnd says so at start-up.
 #[test]
-fn a_private_relay_address_without_external_ip_draws_a_warning() {
-    // Relay sockets bind lazily, so an address this host lacks still starts.
-    let args = ["--selftest-interval", "0", "--relay-ip", "10.99.0.1"];
-    let (child, _, http) = spawn_serve(&args, std::process::Stdio::piped());
-    wait_ready(http);
-    signal(&child, libc::SIGINT);
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        log.contains("10.99.0.1 is private and no --external-ip is set"),
-        "{log}"
-    );
+fn a_relay_address_the_internet_cannot_reach_draws_a_warning() {
+    for (ip, kind) in [
+        ("10.99.0.1", "private"),
+        ("203.0.113.9", "in a documentation range"),
+    ] {
+        // Relay sockets bind lazily, so an address this host lacks still starts.
+        let args = ["--selftest-interval", "0", "--relay-ip", ip];
+        let (child, _, http) = spawn_serve(&args, std::process::Stdio::piped());
+        wait_ready(http);
+        signal(&child, libc::SIGINT);
+        let out = child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            log.contains(&format!(
+                "{ip} is {kind}, not reachable from the Internet, and no --external-ip is set"
+            )),
+            "{log}"
+        );
+        // The start-up log also says where the browser test page is.
+        assert!(
+            log.contains(&format!("http://127.0.0.1:{http}/")) && log.contains("relay test page"),
+            "{log}"
+        );
+        assert!(
+            !log.contains('\x1b'),
+            "colour codes in a log that is not a terminal: {log}"
+        );
+    }
 }
 
 /// Compose and Kubernetes pass `KEY=` for a value left blank: every `TURND_*` variable that is

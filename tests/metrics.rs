@@ -219,3 +219,49 @@ fn readme_lists_every_metric() {
         );
     }
 }
+
+/// Dashboards once showed permissions forever: the gauges stayed at their last value after
+/// every allocation had ended, over UDP and over TCP (whose allocations end with the
+/// connection). Now they read 0 within two seconds of the last allocation's end.
+#[test]
+fn permission_and_channel_gauges_read_zero_soon_after_the_last_allocation_ends() {
+    let mut s = settings();
+    s.allow_peer = Some(vec!["127.0.0.1/32".into()]);
+    let turnd = start(s);
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let (user, pass) = rest("gauges", 600);
+    let mut udp = UdpTurnClient::new(turnd.addr, &user, &pass);
+    udp.allocate();
+    let mut tcp = StreamTurnClient::new(tcp(turnd.addr), &user, &pass);
+    tcp.allocate();
+    let bind = [Attr::Channel(0x4001), Attr::Peer(peer_addr)];
+    assert_eq!(
+        UdpTurnClient::code(&udp.request(Method::CHANNEL_BIND, &bind)),
+        None
+    );
+    assert_eq!(
+        UdpTurnClient::code(&tcp.request(Method::CHANNEL_BIND, &bind)),
+        None
+    );
+    let gauges = |m: &BTreeMap<String, f64>| {
+        (
+            value(m, names::PERMISSIONS_ACTIVE),
+            value(m, names::CHANNELS_ACTIVE),
+        )
+    };
+    scrape_until(&turnd, "two permissions and channels", |m| {
+        gauges(m) == (2.0, 2.0)
+    });
+
+    let r = udp.request(Method::REFRESH, &[Attr::Lifetime(0)]);
+    assert_eq!(UdpTurnClient::code(&r), None);
+    drop(tcp);
+    let ended = std::time::Instant::now();
+    scrape_until(&turnd, "gauges back to 0", |m| gauges(m) == (0.0, 0.0));
+    assert!(
+        ended.elapsed() < std::time::Duration::from_secs(2),
+        "the gauges took {:?} to reach 0",
+        ended.elapsed()
+    );
+}

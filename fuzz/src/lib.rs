@@ -440,8 +440,21 @@ impl Driver {
             }
             Op::Advance { secs } => {
                 self.now = self.now.after(Duration::from_secs(u64::from(*secs % 900)));
+                let sweeps = self
+                    .server
+                    .poll_timeout()
+                    .is_some_and(|t| t <= self.now.mono);
                 self.server.handle_timeout(self.now);
                 self.drain(None);
+                if sweeps {
+                    // Right after a sweep every gauge is exact, channels included.
+                    let r = self.server.recount(self.now.mono);
+                    assert_eq!(
+                        self.server.stats().channels_active,
+                        r.channels_live,
+                        "channel gauge after a sweep"
+                    );
+                }
             }
         }
         self.check();
@@ -462,6 +475,30 @@ impl Driver {
             self.bound.len() <= 2 * allocations,
             "relay sockets without an allocation"
         );
+        // Every gauge against a recount of the server's state. Channels that expired since
+        // the last sweep still count until the next one, so only a lower bound holds here
+        // (the Advance step checks equality right after a sweep).
+        let r = self.server.recount(self.now.mono);
+        assert_eq!(
+            s.allocations_active, r.allocations_active,
+            "allocation gauges"
+        );
+        assert_eq!(s.permissions_active, r.permissions, "permission gauge");
+        assert_eq!(
+            s.relay_ports_free, r.relay_ports_free,
+            "free relay ports gauge"
+        );
+        assert!(
+            s.channels_active >= r.channels_live,
+            "channel gauge below the live channels"
+        );
+        if allocations == 0 {
+            assert_eq!(
+                (s.permissions_active, s.channels_active),
+                (0, 0),
+                "gauges without allocations"
+            );
+        }
     }
 
     /// Every client goes away and time runs out: everything given out has come back.

@@ -32,6 +32,6 @@ pub mod stats;
 pub mod wire;
 
 pub use server::{
-    ClientId, Command, FromClient, Now, RelayAddress, RelayId, Server, ServerConfig, ToClient,
-    Transport,
+    ClientId, Command, FromClient, GaugeRecount, Now, RelayAddress, RelayId, Server, ServerConfig,
+    ToClient, Transport,
 };

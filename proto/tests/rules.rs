@@ -1156,3 +1156,60 @@ fn draining_refuses_new_allocations_only() {
         None
     );
 }
+
+/// The permission and channel gauges follow the allocations they belong to: when one of two
+/// allocations is deleted its entries leave the gauges at once, and when the last one ends
+/// both gauges read 0, without waiting for a sweep that nothing would schedule any more.
+#[test]
+fn permission_and_channel_gauges_return_to_zero_when_the_last_allocation_ends() {
+    let mut h = Harness::new(config());
+    let peers: Vec<SocketAddr> = (1..=4)
+        .map(|i| SocketAddr::new(format!("93.184.216.{i}").parse().unwrap(), 5000))
+        .collect();
+    let mut auths = [h.rest_auth("alice", 3600), h.rest_auth("bob", 3600)];
+    for (n, auth) in auths.iter_mut().enumerate() {
+        let c = client(n as u16);
+        h.allocate(c, auth);
+        for (i, peer) in peers.iter().enumerate() {
+            let r = h.request(c, Method::CREATE_PERMISSION, &[Attr::Peer(*peer)], auth);
+            assert_eq!(Harness::code(&r), None);
+            let r = h.request(
+                c,
+                Method::CHANNEL_BIND,
+                &[Attr::Peer(*peer), Attr::Channel(0x4000 + i as u16)],
+                auth,
+            );
+            assert_eq!(Harness::code(&r), None);
+        }
+    }
+    let gauges = |h: &Harness| {
+        let s = h.server.stats();
+        (s.permissions_active, s.channels_active)
+    };
+    assert_eq!(gauges(&h), (8, 8));
+    h.advance(Duration::from_secs(1));
+    let recount = h.server.recount(h.now.mono);
+    assert_eq!(gauges(&h), (recount.permissions, recount.channels_live));
+
+    // bob deletes his allocation: his four permissions and channels go with it.
+    let r = h.request(
+        client(1),
+        Method::REFRESH,
+        &[Attr::Lifetime(0)],
+        &mut auths[1],
+    );
+    assert_eq!(Harness::code(&r), None);
+    assert_eq!(gauges(&h), (4, 4));
+
+    // alice deletes hers too: nothing is left, and the gauges say so at once.
+    let r = h.request(
+        client(0),
+        Method::REFRESH,
+        &[Attr::Lifetime(0)],
+        &mut auths[0],
+    );
+    assert_eq!(Harness::code(&r), None);
+    assert_eq!(h.server.allocation_count(), 0);
+    assert_eq!(gauges(&h), (0, 0));
+    assert_eq!(h.server.poll_timeout(), None, "nothing left to sweep");
+}

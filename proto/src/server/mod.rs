@@ -103,6 +103,19 @@ pub struct ClientId {
     pub remote: SocketAddr,
 }
 
+/// The gauges of [`Stats`] recounted from the server's state ([`Server::recount`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GaugeRecount {
+    /// Ready allocations by [transport][family], as `Stats::allocations_active`.
+    pub allocations_active: [[u64; 2]; 3],
+    pub permissions: u64,
+    /// Channels bound and not expired at the time asked.
+    pub channels_live: u64,
+    /// Channels bound, expired ones in their cool-down included.
+    pub channels_bound: u64,
+    pub relay_ports_free: u64,
+}
+
 /// Names one relay socket. The server assigns ids; the shell keeps its sockets indexed by them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RelayId(pub u32);
@@ -316,10 +329,33 @@ impl Server {
 
     fn reschedule(&mut self, now: Now) {
         self.next_sweep = if self.by_client.is_empty() {
+            // No allocation, so no permission or channel: the gauges say so now, not at a
+            // sweep that will never come (nothing is left to schedule one).
+            self.stats.permissions_active = 0;
+            self.stats.channels_active = 0;
             None
         } else {
             Some(now.mono + SWEEP_INTERVAL)
         };
+    }
+
+    /// The gauges recounted from the allocation table, for checking [`Stats`] against: the
+    /// fuzz harness does after every step, tests after a sweep. Permissions are exact at any
+    /// time; channels that expired since the last sweep still count until the next one (at
+    /// most [`SWEEP_INTERVAL`] later), so `channels_live` is compared after a sweep.
+    pub fn recount(&self, now: Instant) -> GaugeRecount {
+        let mut r = GaugeRecount::default();
+        for a in self.allocations.iter().flatten() {
+            r.permissions += a.permissions.len() as u64;
+            r.channels_live += a.channels.iter().filter(|c| now < c.expires).count() as u64;
+            r.channels_bound += a.channels.len() as u64;
+            if a.is_ready() {
+                let family = a.relays.iter().position(|r| r.is_some()).unwrap_or(0);
+                r.allocations_active[a.client.transport as usize][family] += 1;
+            }
+        }
+        r.relay_ports_free = self.pools.iter().map(|p| p.free() as u64).sum();
+        r
     }
 
     /// A stream client's connection closed: its allocation ends with it (RFC 8656 §3.1).
@@ -499,6 +535,16 @@ impl Server {
         };
         self.free_allocations.push(index);
         self.by_client.remove(&a.client);
+        // Its permissions and channels leave the gauges with it, not at the next sweep.
+        self.stats.permissions_active = self
+            .stats
+            .permissions_active
+            .saturating_sub(a.permissions.len() as u64);
+        let live_channels = a.channels.iter().filter(|c| now.mono < c.expires).count();
+        self.stats.channels_active = self
+            .stats
+            .channels_active
+            .saturating_sub(live_channels as u64);
         for (family, r) in a.relays.iter().enumerate() {
             let Some(r) = r else { continue };
             let slot = self.relays[r.id.0 as usize];
