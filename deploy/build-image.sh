@@ -64,4 +64,4 @@ if [ "$binary" != "$root/$prebuilt" ]; then
 fi
 docker build -q -f deploy/Dockerfile --target runtime-prebuilt \
   --build-arg "RUNTIME_BASE=$base" --build-arg "PREBUILT=$prebuilt" -t "$image" . >/dev/null
-echo "build-image.sh: built $image from $binary"
+echo "build-image.sh: built $image from $binary${staged:+ (staged in the context as $prebuilt)}"
