@@ -97,6 +97,9 @@ id=$(cd deploy && $compose ps -q turnd)
 [ "$(docker inspect -f '{{.Config.Image}}' "$id")" = "$TURND_IMAGE" ] || fail "the container does not run the image build-image.sh made"
 [ "$(docker inspect -f '{{.RestartCount}}' "$id")" = 0 ] || fail "the container restarted"
 ok "the turnd container runs build-image.sh's image as 65532:65532 on host networking, never restarted"
+services=$(docker ps -a --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" --format '{{.Label "com.docker.compose.service"}}' | sort | xargs)
+[ "$services" = turnd ] || fail "'up' without a profile started: $services (Prometheus is pulled, so only with --profile monitoring)"
+ok "'up' without a profile starts turnd alone (Prometheus waits for --profile monitoring)"
 
 # 2. Credentials with the API key, a relay-only self-test with them, metrics.
 run_block compose-check deploy 120
