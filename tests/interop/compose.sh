@@ -97,6 +97,12 @@ id=$(cd deploy && $compose ps -q turnd)
 [ "$(docker inspect -f '{{.Config.Image}}' "$id")" = "$TURND_IMAGE" ] || fail "the container does not run the image build-image.sh made"
 [ "$(docker inspect -f '{{.RestartCount}}' "$id")" = 0 ] || fail "the container restarted"
 ok "the turnd container runs build-image.sh's image as 65532:65532 on host networking, never restarted"
+# The override did its job: every socket turnd has bound on this host is on loopback.
+pid=$(docker inspect -f '{{.State.Pid}}' "$id")
+ss -Htuanp | grep "pid=$pid," | awk '{print $5}' >"$work/sockets"
+[ -s "$work/sockets" ] || fail "no sockets of turnd (pid $pid) found"
+! grep -v '^127\.0\.0\.1:' "$work/sockets" || fail "turnd bound a non-loopback address (above)"
+ok "turnd's $(wc -l <"$work/sockets") sockets on the host are all on 127.0.0.1"
 services=$(docker ps -a --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" --format '{{.Label "com.docker.compose.service"}}' | sort | xargs)
 [ "$services" = turnd ] || fail "'up' without a profile started: $services (Prometheus is pulled, so only with --profile monitoring)"
 ok "'up' without a profile starts turnd alone (Prometheus waits for --profile monitoring)"

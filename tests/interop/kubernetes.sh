@@ -13,7 +13,7 @@ VALIDATOR="kubernetes-validate==1.37.0"
 VERSIONS="1.30 1.37"
 
 # A venv of its own, kept between runs, so nothing in the system Python changes.
-venv="${XDG_CACHE_HOME:-$HOME/.cache}/turnd-ci/kubernetes-validate-1.37.0"
+venv="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/turnd-ci/kubernetes-validate-1.37.0"
 if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1; then
   rm -rf "$venv"
   python3 -m venv "$venv"
