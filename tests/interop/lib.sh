@@ -12,3 +12,23 @@ while True:
     except OSError:
         pass'
 }
+
+# A free loopback port (UDP and TCP) in LOW..HIGH, for a listener that must stay out of a relay
+# range (turnd's default 49152-65535 overlaps Linux's ephemeral ports, where free_port lands).
+free_port_in() {
+  python3 - "$1" "$2" <<'PY'
+import random, socket, sys
+low, high = int(sys.argv[1]), int(sys.argv[2])
+for _ in range(200):
+    p = random.randint(low, high)
+    u, t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket()
+    try:
+        u.bind(("127.0.0.1", p)); t.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        u.close(); t.close()
+else:
+    sys.exit("no free port in range")
+PY
+}
