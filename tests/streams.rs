@@ -285,3 +285,125 @@ fn the_http_api_hands_out_tcp_and_turns_urls() {
         ]
     );
 }
+
+// ---- Issue 20: a stream connection gets a fair share of its worker ----
+
+/// What a stream attacker sends, back to back.
+#[derive(Clone, Copy, Debug)]
+enum Pipelined {
+    /// Binding requests (`000100002112a442` + 12 zero bytes): each one owes an answer.
+    Bindings,
+    /// 4-byte ChannelData frames (channel 0x4000, no data): the most frames per byte.
+    TinyChannelData,
+}
+
+impl Pipelined {
+    /// 3,000 frames, as the issue's reproduction `sendall`s them per call.
+    fn chunk(self) -> Vec<u8> {
+        let frame: &[u8] = match self {
+            Pipelined::Bindings => &[
+                0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+            Pipelined::TinyChannelData => &[0x40, 0x00, 0x00, 0x00],
+        };
+        frame.repeat(3000)
+    }
+}
+
+/// Writes `what` as fast as the stream takes it for `for_how_long`, never reading; returns the
+/// bytes written. Writes time out after 100 ms so the loop ends on time when the server stops
+/// reading (back-pressure).
+fn pipeline<S: Write>(mut s: S, what: Pipelined, for_how_long: Duration) -> u64 {
+    let chunk = what.chunk();
+    let deadline = std::time::Instant::now() + for_how_long;
+    let mut sent = 0u64;
+    while std::time::Instant::now() < deadline {
+        match s.write(&chunk) {
+            Ok(n) => sent += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break, // closed by the server
+        }
+    }
+    sent
+}
+
+/// One worker, so the attacker and the bystanders share it.
+fn one_worker(t: &Tls) -> turnd::config::Settings {
+    let mut s = with_tls(t);
+    s.workers = Some(1);
+    s
+}
+
+/// Runs a UDP and a TCP bystander flow while `attack` runs on its own thread, and asserts the
+/// flows were unharmed (loss < 1 %, p99 < 50 ms). Returns what the attack returned.
+fn beside_flows<T: Send + 'static>(
+    turnd: &Turnd,
+    what: &str,
+    attack: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    use common::flow::{Flow, FlowTransport};
+    let (user, pass) = rest("bystander", 600);
+    let flows = [FlowTransport::Udp, FlowTransport::Tcp]
+        .map(|t| (t, Flow::start(turnd.addr, t, &user, &pass)));
+    std::thread::sleep(Duration::from_millis(200));
+    let out = std::thread::spawn(attack).join().unwrap();
+    for (t, flow) in flows {
+        let report = flow.stop();
+        eprintln!(
+            "{what}: {t:?} flow sent {} received {} p99 {:?}",
+            report.sent,
+            report.received,
+            report.p99()
+        );
+        report.assert_unharmed(&format!("{t:?} flow beside {what}"));
+    }
+    out
+}
+
+/// Issue 20.1: a TCP client pipelining Binding requests (or 4-byte ChannelData frames) at full
+/// speed without ever reading gets its share of the worker and no more: a UDP and a TCP flow on
+/// the same worker keep loss under 1 % and p99 under 50 ms, and turnd stops reading the
+/// attacker instead of queueing answers it cannot deliver.
+#[test]
+fn a_pipelining_tcp_client_that_never_reads_gets_only_its_share() {
+    let t = tls_files();
+    let turnd = start(one_worker(&t));
+    for what in [Pipelined::Bindings, Pipelined::TinyChannelData] {
+        let addr = turnd.addr;
+        let sent = beside_flows(&turnd, &format!("TCP {what:?}"), move || {
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_write_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let sent = pipeline(&s, what, Duration::from_secs(3));
+            (sent, s)
+        });
+        eprintln!("TCP {what:?}: the attacker wrote {} bytes", sent.0);
+        assert!(sent.0 > 1_000_000, "the attack ran: {} bytes", sent.0);
+    }
+}
+
+/// Issue 20.1 over TLS: the same attack inside a TLS session.
+#[test]
+fn a_pipelining_tls_client_that_never_reads_gets_only_its_share() {
+    let t = tls_files();
+    let turnd = start(one_worker(&t));
+    for what in [Pipelined::Bindings, Pipelined::TinyChannelData] {
+        let (addr, der) = (turnd.running.tls[0], t.der.clone());
+        let sent = beside_flows(&turnd, &format!("TLS {what:?}"), move || {
+            let s = tls(addr, &der).unwrap();
+            s.sock
+                .set_write_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut s = s;
+            let sent = pipeline(&mut s, what, Duration::from_secs(3));
+            (sent, s)
+        });
+        eprintln!("TLS {what:?}: the attacker wrote {} bytes", sent.0);
+        assert!(sent.0 > 1_000_000, "the attack ran: {} bytes", sent.0);
+    }
+}
