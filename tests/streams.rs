@@ -310,26 +310,41 @@ impl Pipelined {
     }
 }
 
-/// Writes `what` as fast as the stream takes it for `for_how_long`, never reading; returns the
-/// bytes written. Writes time out after 100 ms so the loop ends on time when the server stops
-/// reading (back-pressure).
-fn pipeline<S: Write>(mut s: S, what: Pipelined, for_how_long: Duration) -> u64 {
+/// What a pipelining attacker managed.
+#[derive(Debug)]
+struct Attack {
+    /// Bytes the stream took.
+    sent: u64,
+    /// Whether a write made no progress for 100 ms: the kernel's buffers both ways were full,
+    /// so turnd had stopped reading the connection.
+    pushed_back: bool,
+}
+
+/// Writes `what` as fast as the stream takes it for `for_how_long`, never reading. The stream
+/// must have a 100 ms write timeout, so the loop ends on time when turnd stops reading.
+fn pipeline<S: Write>(mut s: S, what: Pipelined, for_how_long: Duration) -> Attack {
     let chunk = what.chunk();
     let deadline = std::time::Instant::now() + for_how_long;
-    let mut sent = 0u64;
+    let mut a = Attack {
+        sent: 0,
+        pushed_back: false,
+    };
     while std::time::Instant::now() < deadline {
         match s.write(&chunk) {
-            Ok(n) => sent += n as u64,
+            Ok(n) => a.sent += n as u64,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+                ) =>
+            {
+                a.pushed_back = true
+            }
             Err(_) => break, // closed by the server
         }
     }
-    sent
+    a
 }
 
 /// One worker, so the attacker and the bystanders share it.
@@ -365,6 +380,18 @@ fn beside_flows<T: Send + 'static>(
     out
 }
 
+/// The attack ran at full speed, and a client that owes reads for its answers was pushed back.
+fn check_attack(what: &str, kind: Pipelined, a: &Attack) {
+    eprintln!("{what}: {a:?}");
+    assert!(a.sent > 1_000_000, "{what}: the attack ran: {a:?}");
+    if let Pipelined::Bindings = kind {
+        assert!(
+            a.pushed_back,
+            "{what}: turnd stopped reading a client that reads none of its answers"
+        );
+    }
+}
+
 /// Issue 20.1: a TCP client pipelining Binding requests (or 4-byte ChannelData frames) at full
 /// speed without ever reading gets its share of the worker and no more: a UDP and a TCP flow on
 /// the same worker keep loss under 1 % and p99 under 50 ms, and turnd stops reading the
@@ -379,11 +406,9 @@ fn a_pipelining_tcp_client_that_never_reads_gets_only_its_share() {
             let s = std::net::TcpStream::connect(addr).unwrap();
             s.set_write_timeout(Some(Duration::from_millis(100)))
                 .unwrap();
-            let sent = pipeline(&s, what, Duration::from_secs(3));
-            (sent, s)
+            (pipeline(&s, what, Duration::from_secs(3)), s)
         });
-        eprintln!("TCP {what:?}: the attacker wrote {} bytes", sent.0);
-        assert!(sent.0 > 1_000_000, "the attack ran: {} bytes", sent.0);
+        check_attack(&format!("TCP {what:?}"), what, &sent.0);
     }
 }
 
@@ -400,10 +425,8 @@ fn a_pipelining_tls_client_that_never_reads_gets_only_its_share() {
                 .set_write_timeout(Some(Duration::from_millis(100)))
                 .unwrap();
             let mut s = s;
-            let sent = pipeline(&mut s, what, Duration::from_secs(3));
-            (sent, s)
+            (pipeline(&mut s, what, Duration::from_secs(3)), s)
         });
-        eprintln!("TLS {what:?}: the attacker wrote {} bytes", sent.0);
-        assert!(sent.0 > 1_000_000, "the attack ran: {} bytes", sent.0);
+        check_attack(&format!("TLS {what:?}"), what, &sent.0);
     }
 }

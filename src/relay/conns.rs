@@ -190,14 +190,32 @@ impl Worker {
         }
     }
 
-    /// Queues a STUN message for a stream client and writes it.
+    /// Queues a STUN message for a stream client; [`Self::flush_dirty_conns`] writes it once
+    /// the commands of this batch have run, so a burst of answers costs one write, not one each.
     pub(super) fn send_to_conn(&mut self, client: ClientId, bytes: &[u8]) {
         let idx = client.local as usize;
         if let Some(Some(c)) = self.conns.get_mut(idx) {
             if c.client == client {
                 c.send(bytes);
-                self.flush_conn(idx, clock::now());
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty_conns.push(idx);
+                }
             }
+        }
+    }
+
+    /// Writes the answers queued by [`Self::send_to_conn`].
+    pub(super) fn flush_dirty_conns(&mut self) {
+        if self.dirty_conns.is_empty() {
+            return;
+        }
+        let now = clock::now();
+        while let Some(idx) = self.dirty_conns.pop() {
+            if let Some(Some(c)) = self.conns.get_mut(idx) {
+                c.dirty = false;
+            }
+            self.flush_conn(idx, now);
         }
     }
 

@@ -15,6 +15,9 @@ use turnd_proto::ClientId;
 /// Unread bytes held per connection at most: one maximal frame and change. The buffer grows to
 /// this only while a large frame arrives and shrinks again when the connection is idle.
 const READ_CAPACITY: usize = MAX_FRAME + 4096;
+/// TLS records handed to rustls before it writes them: rustls writes up to 64 pending records
+/// in one writev, and holds no more than this many frames' worth beyond our own queue.
+const RECORDS_PER_WRITE: usize = 64;
 /// Bytes queued for a client that is not reading fast enough.
 const WRITE_CAPACITY: usize = 256 * 1024;
 
@@ -73,6 +76,8 @@ pub struct Conn {
     pub paused: bool,
     /// Its token waits in the worker's backlog for the next turn.
     pub backlogged: bool,
+    /// Answers were queued since the last flush; the worker flushes once per batch of commands.
+    pub dirty: bool,
     /// The event-loop turn in which it was last read: once per turn at most.
     pub served_turn: u64,
     /// Bytes written to the socket so far, and when the sweep last saw that count change (or
@@ -109,6 +114,7 @@ impl Conn {
             eof: false,
             paused: false,
             backlogged: false,
+            dirty: false,
             served_turn: 0,
             written: 0,
             stall_mark: (0, now),
@@ -258,14 +264,20 @@ impl Conn {
                     return Ok(self.out_start != self.out.len());
                 }
                 // One TLS record per TURN message, as coturn writes them: some clients read one
-                // message per record. The queue holds whole frames only.
-                let rest = &self.out[self.out_start..];
-                let n = match next_frame(rest) {
-                    Frame::Complete(n) => n,
-                    _ => rest.len(),
-                };
-                tls.writer().write_all(&rest[..n]).map_err(Close::Io)?;
-                self.out_start += n;
+                // message per record. The queue holds whole frames only. Up to
+                // RECORDS_PER_WRITE records go out in one vectored write.
+                for _ in 0..RECORDS_PER_WRITE {
+                    let rest = &self.out[self.out_start..];
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let n = match next_frame(rest) {
+                        Frame::Complete(n) => n,
+                        _ => rest.len(),
+                    };
+                    tls.writer().write_all(&rest[..n]).map_err(Close::Io)?;
+                    self.out_start += n;
+                }
                 continue;
             }
             if self.out_start == self.out.len() {

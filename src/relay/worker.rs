@@ -81,6 +81,8 @@ pub struct Worker {
     pub(super) turn: u64,
     /// Bytes this worker's connection buffers held at the last sweep.
     pub(super) buffer_bytes: usize,
+    /// Connections with answers queued by the current batch of commands.
+    pub(super) dirty_conns: Vec<usize>,
     /// Datagrams of the current batch waiting to go out through one socket (sendmmsg).
     outgoing: Vec<Outgoing>,
     /// STUN responses to UDP clients (listener index, bytes, client), sent together once the
@@ -133,6 +135,7 @@ impl Worker {
             backlog: Vec::new(),
             turn: 0,
             buffer_bytes: 0,
+            dirty_conns: Vec::with_capacity(64),
             outgoing: Vec::with_capacity(BATCH),
             replies: Vec::with_capacity(BATCH),
         };
@@ -359,6 +362,7 @@ impl Worker {
             }
         }
         self.send_replies();
+        self.flush_dirty_conns();
     }
 
     /// Sends the queued STUN responses, one sendmmsg run per UDP listener.
