@@ -430,3 +430,187 @@ fn a_pipelining_tls_client_that_never_reads_gets_only_its_share() {
         check_attack(&format!("TLS {what:?}"), what, &sent.0);
     }
 }
+
+/// Back-pressure has a bound (issue 20.1): a client that reads none of its answers is paused,
+/// and closed once nothing has drained for `tcp_idle_timeout`, allocation or not.
+#[test]
+fn a_client_that_reads_none_of_its_answers_is_closed_even_with_an_allocation() {
+    let mut s = settings();
+    s.tcp_idle_timeout = Some(2);
+    let turnd = start(s);
+    let (u, p) = rest("deaf", 600);
+    let mut c = StreamTurnClient::new(tcp(turnd.addr), &u, &p);
+    c.allocate();
+    c.stream
+        .set_write_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let a = pipeline(&c.stream, Pipelined::Bindings, Duration::from_secs(2));
+    check_attack("a deaf client", Pipelined::Bindings, &a);
+    let closed =
+        |turnd: &Turnd| scrape(turnd)["turnd_connections_closed_total{reason=\"stalled\"}"];
+    eventually("the deaf connection closed as stalled", || {
+        closed(&turnd) == 1.0 && turnd.running.connections.open() == 0
+    });
+    eventually("its allocation ended with it", || {
+        turnd.sum(|s| s.allocations_active[1][0]) == 0
+    });
+}
+
+/// Issue 20.3: connections that hold an unfinished frame cost nothing while the server has
+/// room, but near `max_connections` they would lock out new clients. There the idle timeout
+/// shrinks (30 s configured, 3 s at the cap): they are closed within seconds, while a
+/// connection with an allocation stays, and new clients get in again. One worker, so one
+/// sweep sees them all (with more, each worker's sweep sheds only while the load stays high).
+#[test]
+fn near_the_connection_cap_unfinished_frames_are_closed_sooner() {
+    let mut s = settings();
+    s.workers = Some(1);
+    s.max_connections = Some(20);
+    s.max_connections_per_ip = Some(0);
+    s.tcp_idle_timeout = Some(30);
+    let turnd = start(s);
+    let (u, p) = rest("allocated", 600);
+    let mut good = StreamTurnClient::new(tcp(turnd.addr), &u, &p);
+    good.allocate();
+    // Half a Binding request each, never finished.
+    let holders: Vec<_> = (0..19)
+        .map(|_| {
+            let mut s = tcp(turnd.addr);
+            s.write_all(&Pipelined::Bindings.chunk()[..10]).unwrap();
+            s
+        })
+        .collect();
+    eventually("the cap is reached", || {
+        turnd.running.connections.open() == 20
+    });
+    let full = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        turnd.running.connections.open(),
+        20,
+        "not closed at once: the shortened timeout is 3 s"
+    );
+    let deadline = full + Duration::from_secs(8);
+    while turnd.running.connections.open() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unfinished frames near the cap were not closed within 8 s (idle timeout 30 s)"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let m = scrape(&turnd);
+    assert_eq!(
+        m["turnd_connections_closed_total{reason=\"idle_near_cap\"}"],
+        19.0
+    );
+    assert_eq!(m["turnd_connections_closed_total{reason=\"idle\"}"], 0.0);
+    let r = good.request(Method::REFRESH, &[Attr::Lifetime(600)]);
+    assert_eq!(
+        UdpTurnClient::code(&r),
+        None,
+        "the allocated connection stays"
+    );
+    let mut newcomer = StreamTurnClient::new(tcp(turnd.addr), "", "");
+    let r = newcomer.request(Method::BINDING, &[]);
+    assert_eq!(UdpTurnClient::code(&r), None, "a new client gets in");
+    drop(holders);
+}
+
+/// Issue 20.3: a connection that once carried a large frame gives the memory back when idle,
+/// while one still holding an unfinished frame keeps what it needs. 100 connections each hold
+/// 60,000 bytes of a 65,004-byte ChannelData frame; once the frames complete (and are dropped:
+/// no allocation), the connections' buffers shrink to nothing.
+#[test]
+fn idle_connections_give_their_buffer_memory_back() {
+    let mut s = settings();
+    s.max_connections_per_ip = Some(0);
+    let turnd = start(s);
+    let buffers = |turnd: &Turnd| scrape(turnd)["turnd_connection_buffer_bytes"];
+    let mut frame = vec![0x40, 0x00, 0xFD, 0xE8];
+    frame.resize(4 + 65_000, 0xAB);
+    let mut conns: Vec<_> = (0..100).map(|_| tcp(turnd.addr)).collect();
+    for c in &mut conns {
+        c.write_all(&frame[..60_000]).unwrap();
+    }
+    eventually("the unfinished frames are held", || {
+        buffers(&turnd) >= 100.0 * 60_000.0
+    });
+    let dropped = turnd.sum(|s| s.dropped_packets);
+    for c in &mut conns {
+        c.write_all(&frame[60_000..]).unwrap();
+    }
+    eventually("the frames completed", || {
+        turnd.sum(|s| s.dropped_packets) >= dropped + 100
+    });
+    eventually("idle buffers given back", || {
+        buffers(&turnd) < 100.0 * 1024.0
+    });
+    assert_eq!(turnd.running.connections.open(), 100, "all still open");
+}
+
+/// Issue 20.3: every IPv6 host owns a /64, so 300 connections from 300 addresses of one /64
+/// (half TCP, half TLS) are one client to `max_connections_per_ip`: 64 stay open, the rest are
+/// refused, and clients from another /64 still get in. In a private network namespace holding
+/// both prefixes.
+#[test]
+fn three_hundred_addresses_of_one_ipv6_64_are_limited_like_one_address() {
+    use common::netns::NetNs;
+    use std::net::{IpAddr, SocketAddr, TcpStream};
+    let Some(ns) = NetNs::create("conn64") else {
+        return;
+    };
+    ns.local_prefix("2001:db8:64::/64");
+    ns.local_prefix("2001:db8:65::/64");
+    let t = tls_files();
+    let mut s = with_tls(&t);
+    s.listen = Some(vec!["[2001:db8:64::1]:0".into()]);
+    s.tls_listen = Some(vec!["[2001:db8:64::1]:0".into()]);
+    ns.run(move || {
+        let turnd = start(s);
+        let (tcp_addr, tls_addr) = (turnd.addr, turnd.running.tls[0]);
+        let connect_from = |src: String, to: SocketAddr| -> TcpStream {
+            let src: IpAddr = src.parse().unwrap();
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+            sock.bind(&SocketAddr::new(src, 0).into()).unwrap();
+            sock.connect(&to.into()).unwrap();
+            sock.into()
+        };
+        let one_64: Vec<TcpStream> = (0..300)
+            .map(|i| {
+                let to = if i % 2 == 0 { tcp_addr } else { tls_addr };
+                connect_from(format!("2001:db8:64::{:x}:{:x}", 0x1000 + i, i * 7 + 1), to)
+            })
+            .collect();
+        let refused = |turnd: &Turnd| {
+            scrape(turnd)["turnd_connections_refused_total{reason=\"per_address\"}"]
+        };
+        eventually("236 of one /64 refused", || refused(&turnd) == 236.0);
+        assert_eq!(turnd.running.connections.open(), 64);
+        let still_open = |conns: &[TcpStream]| {
+            conns
+                .iter()
+                .filter(|c| {
+                    c.set_nonblocking(true).unwrap();
+                    let mut b = [0u8; 1];
+                    matches!((&**c).read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                })
+                .count()
+        };
+        assert_eq!(still_open(&one_64), 64, "the clients see 64 open");
+
+        let other_64: Vec<TcpStream> = (0..5)
+            .map(|i| connect_from(format!("2001:db8:65::{:x}", i + 1), tcp_addr))
+            .collect();
+        eventually("another /64 gets in", || {
+            turnd.running.connections.open() == 69
+        });
+        assert_eq!(still_open(&other_64), 5);
+        let c = other_64.into_iter().next().unwrap();
+        c.set_nonblocking(false).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let r = StreamTurnClient::new(c, "", "").request(Method::BINDING, &[]);
+        assert_eq!(UdpTurnClient::code(&r), None, "and is served");
+        assert_eq!(refused(&turnd), 236.0);
+    });
+}
