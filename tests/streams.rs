@@ -11,6 +11,19 @@ use std::time::Duration;
 use turnd_proto::client::{self, Attr};
 use turnd_proto::wire::Method;
 
+/// The attack tests measure a bystander flow's round trips, so nothing else in this file runs
+/// beside them: every other test holds this lock shared, an attack test holds it alone. (Test
+/// binaries run one after another, so only this file's tests could compete for the CPU.)
+static CPU: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared_cpu() -> std::sync::RwLockReadGuard<'static, ()> {
+    CPU.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn whole_cpu() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CPU.write().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Tls {
     _dir: tempfile::TempDir,
     cert: std::path::PathBuf,
@@ -82,6 +95,7 @@ fn relay_over<S: Read + Write>(mut c: StreamTurnClient<S>) {
 
 #[test]
 fn tcp_and_tls_clients_allocate_and_relay_both_ways() {
+    let _cpu = shared_cpu();
     let t = tls_files();
     let turnd = start(with_tls(&t));
     let (u, p) = rest("tcp-user", 600);
@@ -100,6 +114,7 @@ fn tcp_and_tls_clients_allocate_and_relay_both_ways() {
 
 #[test]
 fn an_allocation_lives_exactly_as_long_as_its_connection() {
+    let _cpu = shared_cpu();
     let turnd = start(settings());
     let (u, p) = rest("short-lived", 600);
     let mut c = StreamTurnClient::new(tcp(turnd.addr), &u, &p);
@@ -116,6 +131,7 @@ fn an_allocation_lives_exactly_as_long_as_its_connection() {
 
 #[test]
 fn a_malformed_frame_closes_only_its_connection() {
+    let _cpu = shared_cpu();
     let turnd = start(settings());
     let (u, p) = rest("good", 600);
     let mut good = StreamTurnClient::new(tcp(turnd.addr), &u, &p);
@@ -136,6 +152,7 @@ fn a_malformed_frame_closes_only_its_connection() {
 /// ones are closed after the idle timeout.
 #[test]
 fn idle_connections_and_slowloris_leave_a_normal_client_unaffected() {
+    let _cpu = shared_cpu();
     let mut s = settings();
     s.tcp_idle_timeout = Some(2);
     s.max_connections_per_ip = Some(0);
@@ -192,6 +209,7 @@ fn idle_connections_and_slowloris_leave_a_normal_client_unaffected() {
 
 #[test]
 fn connection_limits_refuse_the_excess_only() {
+    let _cpu = shared_cpu();
     let mut s = settings();
     s.max_connections_per_ip = Some(3);
     let turnd = start(s);
@@ -213,6 +231,7 @@ fn connection_limits_refuse_the_excess_only() {
 
 #[test]
 fn slow_tls_handshakes_are_closed() {
+    let _cpu = shared_cpu();
     let t = tls_files();
     let mut s = with_tls(&t);
     s.tls_handshake_timeout = Some(1);
@@ -234,6 +253,7 @@ fn slow_tls_handshakes_are_closed() {
 /// SIGHUP's reload: new connections get the new certificate, established ones keep working.
 #[test]
 fn tls_certificates_reload_without_dropping_connections() {
+    let _cpu = shared_cpu();
     let t = tls_files();
     let turnd = start(with_tls(&t));
     let (u, p) = rest("long-lived", 600);
@@ -265,6 +285,7 @@ fn tls_certificates_reload_without_dropping_connections() {
 
 #[test]
 fn the_http_api_hands_out_tcp_and_turns_urls() {
+    let _cpu = shared_cpu();
     let t = tls_files();
     let turnd = start(with_tls(&t));
     let v = get(turnd.http(), "/api/v1/ice-servers").json();
@@ -398,6 +419,7 @@ fn check_attack(what: &str, kind: Pipelined, a: &Attack) {
 /// attacker instead of queueing answers it cannot deliver.
 #[test]
 fn a_pipelining_tcp_client_that_never_reads_gets_only_its_share() {
+    let _cpu = whole_cpu();
     let t = tls_files();
     let turnd = start(one_worker(&t));
     for what in [Pipelined::Bindings, Pipelined::TinyChannelData] {
@@ -415,6 +437,7 @@ fn a_pipelining_tcp_client_that_never_reads_gets_only_its_share() {
 /// Issue 20.1 over TLS: the same attack inside a TLS session.
 #[test]
 fn a_pipelining_tls_client_that_never_reads_gets_only_its_share() {
+    let _cpu = whole_cpu();
     let t = tls_files();
     let turnd = start(one_worker(&t));
     for what in [Pipelined::Bindings, Pipelined::TinyChannelData] {
@@ -435,6 +458,7 @@ fn a_pipelining_tls_client_that_never_reads_gets_only_its_share() {
 /// and closed once nothing has drained for `tcp_idle_timeout`, allocation or not.
 #[test]
 fn a_client_that_reads_none_of_its_answers_is_closed_even_with_an_allocation() {
+    let _cpu = shared_cpu();
     let mut s = settings();
     s.tcp_idle_timeout = Some(2);
     let turnd = start(s);
@@ -463,6 +487,7 @@ fn a_client_that_reads_none_of_its_answers_is_closed_even_with_an_allocation() {
 /// sweep sees them all (with more, each worker's sweep sheds only while the load stays high).
 #[test]
 fn near_the_connection_cap_unfinished_frames_are_closed_sooner() {
+    let _cpu = shared_cpu();
     let mut s = settings();
     s.workers = Some(1);
     s.max_connections = Some(20);
@@ -522,6 +547,7 @@ fn near_the_connection_cap_unfinished_frames_are_closed_sooner() {
 /// no allocation), the connections' buffers shrink to nothing.
 #[test]
 fn idle_connections_give_their_buffer_memory_back() {
+    let _cpu = shared_cpu();
     let mut s = settings();
     s.max_connections_per_ip = Some(0);
     let turnd = start(s);
@@ -554,6 +580,7 @@ fn idle_connections_give_their_buffer_memory_back() {
 /// both prefixes.
 #[test]
 fn three_hundred_addresses_of_one_ipv6_64_are_limited_like_one_address() {
+    let _cpu = shared_cpu();
     use common::netns::NetNs;
     use std::net::{IpAddr, SocketAddr, TcpStream};
     let Some(ns) = NetNs::create("conn64") else {

@@ -33,7 +33,7 @@ const RESUME_AT: usize = 16 * 1024;
 const ACCEPTS_PER_TURN: usize = 64;
 
 impl Worker {
-    /// Accepts every pending connection on stream listener `i`.
+    /// Accepts the pending connections on stream listener `i`, up to [`ACCEPTS_PER_TURN`].
     pub(super) fn accept_all(&mut self, i: usize) {
         for _ in 0..ACCEPTS_PER_TURN {
             let Some((listener, transport)) = self.stream_listeners.get(i) else {
@@ -245,8 +245,11 @@ impl Worker {
                     c.paused = true;
                 } else if c.paused && queued <= RESUME_AT {
                     // Its READABLE edges went unanswered while paused: read it next turn.
+                    // Pushed even if flagged as backlogged: that entry may have been spent
+                    // while it was paused, and a second entry is skipped (served_turn).
                     c.paused = false;
-                    self.backlog_conn(idx);
+                    c.backlogged = true;
+                    self.backlog.push(Token(CONN_BASE + idx));
                 }
             }
             Err(why) => self.close_conn(idx, now, why),
