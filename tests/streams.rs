@@ -641,3 +641,76 @@ fn three_hundred_addresses_of_one_ipv6_64_are_limited_like_one_address() {
         assert_eq!(refused(&turnd), 236.0);
     });
 }
+
+/// The budget and the back-pressure lose nothing: a client that pipelines more Binding
+/// requests than one turn's budget, whose answers pass the back-pressure mark before it reads
+/// any, gets every answer, over TCP and TLS; and requests sent just before a FIN are all
+/// answered too (handed over across turns before the connection closes).
+#[test]
+fn a_burst_longer_than_a_turn_is_answered_in_full() {
+    let _cpu = shared_cpu();
+    use std::collections::HashSet;
+    let t = tls_files();
+    let turnd = start(with_tls(&t));
+    let binding = |i: u32| {
+        let mut tid = [0u8; 12];
+        tid[..4].copy_from_slice(&i.to_be_bytes());
+        client::request(
+            Method::BINDING,
+            turnd_proto::wire::TransactionId(tid),
+            &[],
+            None,
+            false,
+        )
+    };
+    let burst = |n: u32| (0..n).flat_map(binding).collect::<Vec<u8>>();
+    fn answers<S: Read + Write>(c: &mut StreamTurnClient<S>, n: usize) -> HashSet<u32> {
+        let mut seen = HashSet::new();
+        while seen.len() < n {
+            let Some(f) = c.recv_frame() else { break };
+            let m = turnd_proto::wire::Message::parse(&f).expect("a STUN answer");
+            assert_eq!(UdpTurnClient::code(&f), None);
+            seen.insert(u32::from_be_bytes(
+                m.transaction_id().0[..4].try_into().unwrap(),
+            ));
+        }
+        seen
+    }
+
+    // TCP: 200,000 requests (4 MB) written by another thread; this one starts reading only
+    // after a second. The answers (6 MB) overflow the kernel's buffers (4 MB at most) and pile
+    // up in turnd's queue, so turnd stops reading the connection until this client reads.
+    let s = tcp(turnd.addr);
+    let mut writer = s.try_clone().unwrap();
+    let bytes = burst(200_000);
+    let w = std::thread::spawn(move || writer.write_all(&bytes).unwrap());
+    std::thread::sleep(Duration::from_secs(1));
+    let mut c = StreamTurnClient::new(s, "", "");
+    assert_eq!(
+        answers(&mut c, 200_000).len(),
+        200_000,
+        "TCP: every request answered"
+    );
+    w.join().unwrap();
+
+    // TLS: 2,000 requests written at once, then read: 2,000 records of answers.
+    let mut c = StreamTurnClient::new(tls(turnd.running.tls[0], &t.der).unwrap(), "", "");
+    c.send(&burst(2000));
+    assert_eq!(
+        answers(&mut c, 2000).len(),
+        2000,
+        "TLS: every request answered"
+    );
+
+    // TCP, then FIN: all 500 answered, then the server closes.
+    let s = tcp(turnd.addr);
+    let mut c = StreamTurnClient::new(s, "", "");
+    c.send(&burst(500));
+    c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(
+        answers(&mut c, 500).len(),
+        500,
+        "TCP: answered up to the FIN"
+    );
+    assert!(c.recv_frame().is_none(), "then closed");
+}
