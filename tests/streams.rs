@@ -480,11 +480,12 @@ fn a_client_that_reads_none_of_its_answers_is_closed_even_with_an_allocation() {
     });
 }
 
-/// Issue 20.3: connections that hold an unfinished frame cost nothing while the server has
-/// room, but near `max_connections` they would lock out new clients. There the idle timeout
-/// shrinks (30 s configured, 3 s at the cap): they are closed within seconds, while a
-/// connection with an allocation stays, and new clients get in again. One worker, so one
-/// sweep sees them all (with more, each worker's sweep sheds only while the load stays high).
+/// Issue 20.3: connections that hold an unfinished frame, or send a message now and then, cost
+/// nothing while the server has room, but near `max_connections` they would lock out new
+/// clients. There the idle timeout shrinks (30 s configured, 3 s at the cap): they are closed
+/// within seconds, while a connection with an allocation stays, and new clients get in again.
+/// One worker, so one sweep sees them all (with more, each worker's sweep sheds only while the
+/// load stays high).
 #[test]
 fn near_the_connection_cap_unfinished_frames_are_closed_sooner() {
     let _cpu = shared_cpu();
@@ -497,12 +498,19 @@ fn near_the_connection_cap_unfinished_frames_are_closed_sooner() {
     let (u, p) = rest("allocated", 600);
     let mut good = StreamTurnClient::new(tcp(turnd.addr), &u, &p);
     good.allocate();
-    // Half a Binding request each, never finished.
+    // Odd ones: half a Binding request, never finished. Even ones: a whole Binding, answered,
+    // as a client pinging once per 20 s would send (under the configured 30 s timeout).
     let holders: Vec<_> = (0..19)
-        .map(|_| {
+        .map(|i| {
             let mut s = tcp(turnd.addr);
-            s.write_all(&Pipelined::Bindings.chunk()[..10]).unwrap();
-            s
+            if i % 2 == 1 {
+                s.write_all(&Pipelined::Bindings.chunk()[..10]).unwrap();
+                return s;
+            }
+            let mut pinger = StreamTurnClient::new(s, "", "");
+            let r = pinger.request(Method::BINDING, &[]);
+            assert_eq!(UdpTurnClient::code(&r), None);
+            pinger.stream
         })
         .collect();
     eventually("the cap is reached", || {
