@@ -158,12 +158,14 @@ pub struct Settings {
     #[arg(long, env = "TURND_MAX_CONNECTIONS")]
     pub max_connections: Option<u32>,
 
-    /// TCP and TLS connections per client address (0 = no limit) [default: 64].
+    /// TCP and TLS connections per client address, an IPv6 client counted by its
+    /// /ipv6_source_prefix (0 = no limit) [default: 64].
     #[arg(long, env = "TURND_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<u32>,
 
     /// Seconds a TCP/TLS connection without an allocation may go without a complete message
-    /// before it is closed [default: 30].
+    /// before it is closed (shorter past half of max_connections: a tenth at the cap, at least
+    /// 1 s), and seconds any connection may leave its answers unread [default: 30].
     #[arg(long, env = "TURND_TCP_IDLE_TIMEOUT")]
     pub tcp_idle_timeout: Option<u64>,
 

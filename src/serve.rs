@@ -271,6 +271,7 @@ pub fn start(config: &Config) -> Result<Running> {
     let connections = Arc::new(ConnLimits::new(
         config.max_connections,
         config.max_connections_per_ip,
+        config.ipv6_source_prefix,
     ));
     let shutdown = Arc::new(AtomicBool::new(false));
     let mut nonce_key = [0u8; 32];

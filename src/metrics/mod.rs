@@ -9,6 +9,7 @@ pub mod exposition;
 pub mod names;
 
 use crate::http::HttpState;
+use crate::relay::limits::Shed;
 use names::*;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
@@ -230,6 +231,20 @@ impl Collector for Sources {
         gauge(e, RELAY_PORTS_CONFIGURED, s.relay_ports_total)?;
         counter(e, RELAY_BIND_FAILURES_TOTAL, s.relay_bind_failures)?;
         gauge(e, CONNECTIONS_OPEN, u64::from(self.connections.open()))?;
+        let shed = |reasons: &[Shed]| -> Vec<(&str, u64)> {
+            reasons
+                .iter()
+                .map(|r| (r.label(), self.connections.counted(*r)))
+                .collect()
+        };
+        counters(
+            e,
+            CONNECTIONS_REFUSED_TOTAL,
+            "reason",
+            &shed(&Shed::REFUSED),
+        )?;
+        counters(e, CONNECTIONS_CLOSED_TOTAL, "reason", &shed(&Shed::CLOSED))?;
+        gauge(e, CONNECTION_BUFFER_BYTES, self.connections.buffer_bytes())?;
         gauge(
             e,
             SELFTEST_SUCCESS,

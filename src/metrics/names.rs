@@ -22,6 +22,9 @@ pub const RELAY_PORTS_FREE: &str = "turnd_relay_ports_free";
 pub const RELAY_PORTS_CONFIGURED: &str = "turnd_relay_ports_configured";
 pub const RELAY_BIND_FAILURES_TOTAL: &str = "turnd_relay_bind_failures_total";
 pub const CONNECTIONS_OPEN: &str = "turnd_connections_open";
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "turnd_connections_refused_total";
+pub const CONNECTIONS_CLOSED_TOTAL: &str = "turnd_connections_closed_total";
+pub const CONNECTION_BUFFER_BYTES: &str = "turnd_connection_buffer_bytes";
 pub const SELFTEST_SUCCESS: &str = "turnd_selftest_success";
 pub const SELFTEST_RTT_SECONDS: &str = "turnd_selftest_rtt_seconds";
 pub const SELFTEST_RUNS_TOTAL: &str = "turnd_selftest_runs_total";
@@ -50,6 +53,9 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (RELAY_PORTS_CONFIGURED, "gauge", "Relay ports configured (per address family)."),
     (RELAY_BIND_FAILURES_TOTAL, "counter", "Relay ports that could not be bound (held by another process); another port is tried."),
     (CONNECTIONS_OPEN, "gauge", "TCP and TLS client connections open."),
+    (CONNECTIONS_REFUSED_TOTAL, "counter", "TCP and TLS connections refused at accept, by `reason` (per_address: `max_connections_per_ip`, an IPv6 client counted by its /`ipv6_source_prefix`; total: `max_connections`)."),
+    (CONNECTIONS_CLOSED_TOTAL, "counter", "TCP and TLS connections closed by turnd to protect others, by `reason` (idle, idle_near_cap: the idle timeout shortened near `max_connections`, tls_handshake_timeout, stalled: answers unread for `tcp_idle_timeout`)."),
+    (CONNECTION_BUFFER_BYTES, "gauge", "Memory held by TCP and TLS connections' frame and send buffers, bytes (measured every second; idle connections give theirs back)."),
     (SELFTEST_SUCCESS, "gauge", "1 when the last self-probe relayed data through this server over every transport, else 0."),
     (SELFTEST_RTT_SECONDS, "gauge", "Round-trip time through the relay measured by the last passing self-probe (worst transport's median)."),
     (SELFTEST_RUNS_TOTAL, "counter", "Self-probes run."),

@@ -2,18 +2,40 @@
 //! cut the byte stream into frames for the server, queue its answers, and close connections
 //! that are idle without an allocation or slow to finish a TLS handshake. An allocation lives
 //! exactly as long as its connection.
+//!
+//! Fairness (issue 20). A connection is one socket among many on its worker, so it gets one
+//! share of each event-loop turn, like a UDP socket's batches: at most [`FRAMES_PER_TURN`]
+//! frames and [`BYTES_PER_TURN`] bytes. A connection with more waiting goes to the worker's
+//! backlog and is served again next turn, after every other ready socket. And a client that
+//! does not read its answers is not read either: past [`PAUSE_AT`] queued bytes the connection
+//! is paused until its queue drains to [`RESUME_AT`], so the kernel's TCP flow control, not
+//! turnd's memory or time, absorbs the flood; if nothing drains for the idle timeout, it is
+//! closed. Whatever a client sends, it costs its worker no more than its share.
 
+use super::batch::BATCH;
+use super::limits::Shed;
 use super::stream::{Close, Conn};
-use super::worker::{Worker, CONN_BASE};
+use super::worker::{Worker, BATCHES_PER_TURN, CONN_BASE, CONN_SWEEP_EVERY, STREAM_LISTENER_BASE};
 use crate::clock;
 use mio::{Interest, Token};
 use std::io;
 use turnd_proto::{ClientId, FromClient, Now, Transport};
 
+/// Frames one connection hands to the server per turn: as many datagrams as a UDP socket may.
+const FRAMES_PER_TURN: usize = BATCHES_PER_TURN * BATCH;
+/// Bytes read from one connection per turn (for TLS, bytes of records).
+const BYTES_PER_TURN: usize = 64 * 1024;
+/// Queued answers past which a connection is no longer read (back-pressure)...
+const PAUSE_AT: usize = 64 * 1024;
+/// ...until they drain to this.
+const RESUME_AT: usize = 16 * 1024;
+/// Connections accepted from one listener per turn; the rest wait for the next turn.
+const ACCEPTS_PER_TURN: usize = 64;
+
 impl Worker {
-    /// Accepts every pending connection on stream listener `i`.
+    /// Accepts the pending connections on stream listener `i`, up to [`ACCEPTS_PER_TURN`].
     pub(super) fn accept_all(&mut self, i: usize) {
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             let Some((listener, transport)) = self.stream_listeners.get(i) else {
                 return;
             };
@@ -27,8 +49,8 @@ impl Worker {
                     return;
                 }
             };
-            if !self.streams.limits.try_acquire(remote.ip()) {
-                tracing::debug!(%remote, "connection refused: connection limit");
+            if let Err(why) = self.streams.limits.try_acquire(remote.ip()) {
+                tracing::debug!(%remote, limit = why.label(), "connection refused");
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -64,77 +86,141 @@ impl Worker {
                 }
             }
         }
+        // More may be waiting: accept them next turn, after the other sockets.
+        self.backlog.push(Token(STREAM_LISTENER_BASE + i));
     }
 
-    /// A connection is readable or writable: read frames and hand them to the server, then
-    /// write what is queued.
+    /// A connection is readable or writable (or waited in the backlog): write what is queued,
+    /// then read and hand frames to the server within this turn's budget.
     pub(super) fn conn_ready(&mut self, idx: usize) {
         let now = clock::now();
+        // Writing first: what drains may lift the back-pressure.
+        self.flush_conn(idx, now);
+        let turn = self.turn;
+        let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        // Paused: the next WRITABLE event (the client reads) resumes it. Served: an event that
+        // arrived while it was read this turn; it is in the backlog if it had more.
+        if c.paused || c.served_turn == turn {
+            return;
+        }
+        c.served_turn = turn;
+        c.backlogged = false;
+        let mut frames = FRAMES_PER_TURN;
+        let mut bytes = BYTES_PER_TURN;
+        let mut drained = false;
         loop {
-            let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
-                return;
-            };
-            let client = conn.client;
-            let state = match conn.read_available() {
-                Ok(s) => s,
-                Err(why) => return self.close_conn(idx, now, why),
-            };
-            let mut fatal = None;
-            let mut frames = 0;
-            while let Some(conn) = self.conns[idx].as_mut() {
-                let frame = match conn.next_frame() {
-                    Ok(Some(f)) => f,
-                    Ok(None) => break,
-                    Err(why) => {
-                        fatal = Some(why);
-                        break;
-                    }
-                };
-                frames += 1;
-                if let FromClient::Forward {
-                    relay,
-                    peer,
-                    payload,
-                } = self.server.handle_client_datagram(now, client, frame)
-                {
-                    if let Some(Some(sock)) = self.relays.get(relay.0 as usize) {
-                        let _ = sock.send_to(&frame[payload], peer);
-                    }
-                }
-            }
-            if let Some(why) = fatal {
+            // Frames already read come first, then the socket.
+            let handed = self.hand_over_frames(idx, now, &mut frames);
+            self.run_commands();
+            if let Err(why) = handed {
                 // A malformed frame closes this connection only.
-                self.run_commands();
                 return self.close_conn(idx, now, why);
             }
-            if frames > 0 {
-                if let Some(c) = self.conns[idx].as_mut() {
-                    c.last_frame = now.mono;
-                }
-            }
-            self.run_commands();
             self.flush_conn(idx, now);
-            if state.eof {
+            let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+                return;
+            };
+            if c.paused {
+                return;
+            }
+            if frames == 0 {
+                return self.backlog_conn(idx);
+            }
+            // No whole frame is left: after a FIN, none will come.
+            if c.eof {
                 return self.close_conn(idx, now, Close::Eof);
             }
-            if !state.more {
+            if drained {
                 return;
+            }
+            if bytes == 0 {
+                return self.backlog_conn(idx);
+            }
+            match c.read_available(&mut bytes) {
+                Ok(state) => {
+                    c.eof = state.eof;
+                    drained = state.drained;
+                }
+                Err(why) => return self.close_conn(idx, now, why),
             }
         }
     }
 
-    /// Queues a STUN message for a stream client and writes it.
+    /// Hands the connection's complete frames to the server, at most `budget` of them.
+    fn hand_over_frames(&mut self, idx: usize, now: Now, budget: &mut usize) -> Result<(), Close> {
+        let mut handed = false;
+        while *budget > 0 {
+            let Some(conn) = self.conns[idx].as_mut() else {
+                break;
+            };
+            let client = conn.client;
+            let Some(frame) = conn.next_frame()? else {
+                break;
+            };
+            *budget -= 1;
+            handed = true;
+            if let FromClient::Forward {
+                relay,
+                peer,
+                payload,
+            } = self.server.handle_client_datagram(now, client, frame)
+            {
+                if let Some(Some(sock)) = self.relays.get(relay.0 as usize) {
+                    let _ = sock.send_to(&frame[payload], peer);
+                }
+            }
+        }
+        if handed {
+            if let Some(c) = self.conns[idx].as_mut() {
+                c.last_frame = now.mono;
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves the connection again next turn, after the other ready sockets.
+    fn backlog_conn(&mut self, idx: usize) {
+        if let Some(Some(c)) = self.conns.get_mut(idx) {
+            if !c.backlogged {
+                c.backlogged = true;
+                self.backlog.push(Token(CONN_BASE + idx));
+            }
+        }
+    }
+
+    /// Queues a STUN message for a stream client; [`Self::flush_dirty_conns`] writes it once
+    /// the commands of this batch have run, so a burst of answers costs one write, not one each.
     pub(super) fn send_to_conn(&mut self, client: ClientId, bytes: &[u8]) {
         let idx = client.local as usize;
         if let Some(Some(c)) = self.conns.get_mut(idx) {
             if c.client == client {
                 c.send(bytes);
-                self.flush_conn(idx, clock::now());
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty_conns.push(idx);
+                }
             }
         }
     }
 
-    /// Writes what a connection has queued; asks for WRITABLE while bytes remain.
+    /// Writes the answers queued by [`Self::send_to_conn`].
+    pub(super) fn flush_dirty_conns(&mut self) {
+        if self.dirty_conns.is_empty() {
+            return;
+        }
+        let now = clock::now();
+        while let Some(idx) = self.dirty_conns.pop() {
+            if let Some(Some(c)) = self.conns.get_mut(idx) {
+                c.dirty = false;
+            }
+            self.flush_conn(idx, now);
+        }
+    }
+
+    /// Writes what a connection has queued; asks for WRITABLE while bytes remain. Pauses
+    /// reading while too much waits, and resumes it (next turn) once the client has read.
     pub(super) fn flush_conn(&mut self, idx: usize, now: Now) {
         let Some(Some(c)) = self.conns.get_mut(idx) else {
             return;
@@ -153,6 +239,17 @@ impl Worker {
                         interest,
                     );
                     c.writable = pending;
+                }
+                let queued = c.queued();
+                if !c.paused && queued > PAUSE_AT {
+                    c.paused = true;
+                } else if c.paused && queued <= RESUME_AT {
+                    // Its READABLE edges went unanswered while paused: read it next turn.
+                    // Pushed even if flagged as backlogged: that entry may have been spent
+                    // while it was paused, and a second entry is skipped (served_turn).
+                    c.paused = false;
+                    c.backlogged = true;
+                    self.backlog.push(Token(CONN_BASE + idx));
                 }
             }
             Err(why) => self.close_conn(idx, now, why),
@@ -173,22 +270,46 @@ impl Worker {
         self.run_commands();
     }
 
-    /// Closes connections whose TLS handshake is too slow, or that sat without an allocation
-    /// and without a complete message for the idle timeout (slowloris, half-open clients).
+    /// Once a second: closes connections whose TLS handshake is too slow, that sat without an
+    /// allocation and without a complete message for the idle timeout (slowloris, half-open
+    /// clients; shorter near the total cap, see `ConnLimits::idle_timeout`), or whose answers
+    /// nobody has read for the idle timeout. Gives back idle connections' buffer memory and
+    /// reports how much the rest hold.
     pub(super) fn sweep_conns(&mut self, now: Now) {
+        let base = self.streams.idle_timeout;
+        let idle_timeout = self.streams.limits.idle_timeout(base);
+        let mut buffers = 0;
         for idx in 0..self.conns.len() {
-            let Some(c) = &self.conns[idx] else { continue };
-            let slow_handshake = c.is_handshaking()
-                && now.mono.duration_since(c.created) > self.streams.handshake_timeout;
-            let idle = !self.server.has_allocation(&c.client)
-                && now.mono.duration_since(c.last_frame) > self.streams.idle_timeout;
-            if slow_handshake || idle {
-                self.close_conn(
-                    idx,
-                    now,
-                    Close::Io(io::Error::from(io::ErrorKind::TimedOut)),
-                );
+            let Some(c) = &mut self.conns[idx] else {
+                continue;
+            };
+            let idle_for = now.mono.saturating_duration_since(c.last_frame);
+            let shed = if c.is_handshaking()
+                && now.mono.saturating_duration_since(c.created) > self.streams.handshake_timeout
+            {
+                Some(Shed::Handshake)
+            } else if c.stalled_for(now.mono) > base {
+                Some(Shed::Stalled)
+            } else if idle_for > idle_timeout && !self.server.has_allocation(&c.client) {
+                Some(if idle_for > base {
+                    Shed::Idle
+                } else {
+                    Shed::IdleNearCap
+                })
+            } else {
+                None
+            };
+            if let Some(why) = shed {
+                self.streams.limits.count(why);
+                let e = io::Error::new(io::ErrorKind::TimedOut, why.label());
+                self.close_conn(idx, now, Close::Io(e));
+                continue;
             }
+            c.shrink_idle(now.mono, CONN_SWEEP_EVERY);
+            buffers += c.buffer_bytes();
         }
+        let delta = buffers as i64 - self.buffer_bytes as i64;
+        self.streams.limits.add_buffer_bytes(delta);
+        self.buffer_bytes = buffers;
     }
 }

@@ -34,13 +34,13 @@ pub(super) const CONN_BASE: usize = 1 << 19;
 /// Relay sockets: `RELAY_BASE + RelayId`.
 const RELAY_BASE: usize = 1 << 21;
 /// Batches read from one socket before others get a turn.
-const BATCHES_PER_TURN: usize = 8;
+pub(super) const BATCHES_PER_TURN: usize = 8;
 /// The longest the loop sleeps, so shutdown and stats publication stay prompt.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
 /// How often the stats snapshot is published.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// How often connection timeouts are checked.
-const CONN_SWEEP_EVERY: Duration = Duration::from_secs(1);
+pub(super) const CONN_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// What the rest of turnd sees of a worker.
 #[derive(Clone)]
@@ -75,8 +75,14 @@ pub struct Worker {
     stats: Arc<Mutex<Stats>>,
     policy: Arc<PolicySlot>,
     batch: RecvBatch,
-    /// Sockets not drained in their last turn, read again before sleeping.
-    backlog: Vec<Token>,
+    /// Sockets (and connections) not drained in their last turn, read again before sleeping.
+    pub(super) backlog: Vec<Token>,
+    /// Event-loop turns so far: a connection is read at most once per turn.
+    pub(super) turn: u64,
+    /// Bytes this worker's connection buffers held at the last sweep.
+    pub(super) buffer_bytes: usize,
+    /// Connections with answers queued by the current batch of commands.
+    pub(super) dirty_conns: Vec<usize>,
     /// Datagrams of the current batch waiting to go out through one socket (sendmmsg).
     outgoing: Vec<Outgoing>,
     /// STUN responses to UDP clients (listener index, bytes, client), sent together once the
@@ -127,6 +133,9 @@ impl Worker {
             policy: policy.clone(),
             batch: RecvBatch::new(),
             backlog: Vec::new(),
+            turn: 0,
+            buffer_bytes: 0,
+            dirty_conns: Vec::with_capacity(64),
             outgoing: Vec::with_capacity(BATCH),
             replies: Vec::with_capacity(BATCH),
         };
@@ -162,6 +171,7 @@ impl Worker {
                     break;
                 }
             }
+            self.turn += 1;
             ready.clear();
             ready.append(&mut self.backlog);
             ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKE));
@@ -352,6 +362,7 @@ impl Worker {
             }
         }
         self.send_replies();
+        self.flush_dirty_conns();
     }
 
     /// Sends the queued STUN responses, one sendmmsg run per UDP listener.

@@ -78,6 +78,9 @@ pub struct Flow {
     sender: JoinHandle<u64>,
     receiver: JoinHandle<()>,
     echo: JoinHandle<()>,
+    /// Stops the echo peer, only once the receiver is done: packets still in flight when the
+    /// flow stops must be echoed, or a loaded machine shows loss that is not there.
+    echo_stop: Arc<AtomicBool>,
     arrivals: Arrivals,
 }
 
@@ -132,7 +135,8 @@ impl Flow {
         password: &str,
     ) -> Flow {
         let stop = Arc::new(AtomicBool::new(false));
-        let (peer, echo) = echo_peer(stop.clone());
+        let echo_stop = Arc::new(AtomicBool::new(false));
+        let (peer, echo) = echo_peer(echo_stop.clone());
         let setup = [
             (Method::CREATE_PERMISSION, vec![Attr::Peer(peer)]),
             (
@@ -238,6 +242,7 @@ impl Flow {
             sender,
             receiver,
             echo,
+            echo_stop,
             arrivals,
         }
     }
@@ -247,6 +252,7 @@ impl Flow {
         self.stop.store(true, Ordering::Relaxed);
         let sent = self.sender.join().unwrap();
         self.receiver.join().unwrap();
+        self.echo_stop.store(true, Ordering::Relaxed);
         self.echo.join().unwrap();
         let arrivals = self.arrivals.lock().unwrap();
         let mut rtts: Vec<Duration> = arrivals.iter().filter_map(|(_, rtt)| *rtt).collect();

@@ -95,6 +95,29 @@ impl FrameBuffer {
         Ok(())
     }
 
+    /// Bytes held that are not yet handed out: the start of an unfinished frame, or frames
+    /// not yet taken.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Bytes of memory the buffer holds now (its allocation, not its limit).
+    pub fn allocated(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Gives back memory no longer needed: all of it when nothing is buffered, else all but
+    /// what is. The buffer grows again as bytes arrive; call this when the stream is idle.
+    pub fn shrink(&mut self) {
+        if self.start == self.buf.len() {
+            self.buf = Vec::new();
+        } else {
+            self.buf.drain(..self.start);
+            self.buf.shrink_to_fit();
+        }
+        self.start = 0;
+    }
+
     /// The next whole frame, if one has arrived. It stays valid until the next `push`.
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, StreamError> {
         match next_frame(&self.buf[self.start..]) {
@@ -112,6 +135,27 @@ impl FrameBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_idle_buffer_gives_its_memory_back_and_keeps_an_unfinished_frame() {
+        let mut b = FrameBuffer::new(0);
+        let mut big = vec![0x40, 0, 0xFF, 0xFC];
+        big.resize(4 + 0xFFFC, 7);
+        b.push(&big).unwrap();
+        b.push(&[0x40, 1, 0, 8, 1, 2]).unwrap();
+        assert_eq!(b.next_frame().unwrap().map(<[u8]>::len), Some(4 + 0xFFFC));
+        assert!(b.allocated() >= 0xFFFC);
+        b.shrink();
+        assert_eq!(b.buffered(), 6, "the unfinished frame is kept");
+        assert!(b.allocated() < 64, "{}", b.allocated());
+        b.push(&[3, 4, 5, 6, 7, 8]).unwrap();
+        assert_eq!(
+            b.next_frame().unwrap(),
+            Some(&[0x40, 1, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8][..])
+        );
+        b.shrink();
+        assert_eq!((b.buffered(), b.allocated()), (0, 0));
+    }
 
     #[test]
     fn channel_data_on_streams_includes_padding() {
