@@ -116,7 +116,7 @@ fn serve(settings: Settings) -> Result<()> {
             continue;
         }
         if sig == signal_hook::consts::SIGTERM {
-            drain(&running, config.drain_timeout);
+            drain(&running, config.drain_timeout, &mut signals);
         }
         tracing::info!(signal = sig, "stopping");
         break;
@@ -173,8 +173,13 @@ fn reload(
 }
 
 /// SIGTERM: refuse new allocations, report not ready, and let existing allocations run until
-/// they end or the drain timeout passes.
-fn drain(running: &crate::serve::Running, timeout: std::time::Duration) {
+/// they end or the drain timeout passes. SIGINT cuts the drain short: it means stop now,
+/// whenever it comes (a SIGHUP meanwhile is ignored: the process is on its way out).
+fn drain(
+    running: &crate::serve::Running,
+    timeout: std::time::Duration,
+    signals: &mut signal_hook::iterator::Signals,
+) {
     running.ledger.start_draining();
     let deadline = std::time::Instant::now() + timeout;
     let left = running.ledger.total();
@@ -186,6 +191,10 @@ fn drain(running: &crate::serve::Running, timeout: std::time::Duration) {
         );
     }
     while running.ledger.total() > 0 && std::time::Instant::now() < deadline {
+        if signals.pending().any(|s| s == signal_hook::consts::SIGINT) {
+            tracing::info!("SIGINT: drain cut short");
+            break;
+        }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let left = running.ledger.total();
