@@ -244,6 +244,11 @@ pub struct Settings {
         value_name = "HOST"
     )]
     pub public_host: Option<Vec<String>>,
+
+    /// Allocations per client address, whatever user ids it uses (IPv6 counted per
+    /// `ipv6_source_prefix`; 0 = unlimited) [default: 64].
+    #[arg(long, env = "TURND_MAX_ALLOCATIONS_PER_ADDRESS")]
+    pub max_allocations_per_address: Option<u32>,
 }
 
 impl Settings {
@@ -345,10 +350,15 @@ pub struct Config {
     pub error_rate_per_source: u32,
     /// IPv6 prefix length by which per-address limits count clients.
     pub ipv6_source_prefix: u8,
+    /// Allocations per client address (source key); 0 = unlimited.
+    pub max_allocations_per_address: u32,
 }
 
 pub const DEFAULT_LISTEN: [&str; 2] = ["0.0.0.0:3478", "[::]:3478"];
 pub const DEFAULT_REALM: &str = "turnd";
+/// Allocations one client address may hold: a household or office behind one NAT, never the
+/// whole relay range.
+pub const DEFAULT_MAX_ALLOCATIONS_PER_ADDRESS: u32 = 64;
 pub const DEFAULT_RELAY_PORTS: &str = "49152-65535";
 pub const DEFAULT_USER_QUOTA: u32 = 10;
 pub const DEFAULT_ERROR_RATE_PER_SOURCE: u32 = 100;
@@ -643,7 +653,14 @@ impl Config {
         if !(32..=128).contains(&ipv6_source_prefix) {
             bail!("ipv6_source_prefix: must be between 32 and 128 bits");
         }
+        let max_allocations_per_address = s
+            .max_allocations_per_address
+            .unwrap_or(DEFAULT_MAX_ALLOCATIONS_PER_ADDRESS);
+        if max_allocations_per_address > 1_000_000 {
+            bail!("max_allocations_per_address: must be at most 1000000 (0 = no limit)");
+        }
         Ok(Config {
+            max_allocations_per_address,
             ipv6_source_prefix,
             tls_listen,
             tls_files,
