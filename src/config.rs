@@ -824,6 +824,10 @@ mod tests {
         );
         assert!(err("listen = [\"127.0.0.1:50000\"]").starts_with("relay_ports:"));
         assert!(err("listen = [\"127.0.0.1:3478\"]\nsecret = [\"short\"]").starts_with("secret:"));
+        assert!(
+            err("listen = [\"127.0.0.1:3478\"]\nmax_allocations_per_address = 2000000")
+                .starts_with("max_allocations_per_address:")
+        );
         let unknown = format!("{:#}", Settings::from_toml("no_such_key = 1").unwrap_err());
         assert!(unknown.contains("no_such_key"), "{unknown}");
     }
