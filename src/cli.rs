@@ -167,7 +167,7 @@ fn reload(
         deny_peer = next.deny_peer.len(),
         api_keys = next.api_keys.len(),
         strict_expiry = next.strict_expiry,
-        "SIGHUP: configuration reloaded; allocations kept"
+        "SIGHUP: configuration reloaded; allocations kept unless their credential is no longer accepted"
     );
     Some(next)
 }
