@@ -288,7 +288,7 @@ fn credentials(username: &str, ttl: u64, settings: Settings) -> Result<()> {
         bail!("secret: needed to mint credentials (--secret, TURND_SECRET, or `secret` in the config file)");
     }
     if username.is_empty()
-        || username.len() > 128
+        || username.len() > turnd_proto::auth::MAX_REST_USER_ID
         || !username
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.@+=".contains(&b))

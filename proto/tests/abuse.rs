@@ -515,3 +515,38 @@ fn an_overlong_rest_username_is_refused() {
     let mut auth = client::ClientAuth::new(&ok.username, &ok.password);
     h.allocate(client(2), &mut auth);
 }
+
+/// The unauthenticated-error limiter counts an IPv6 source by its prefix
+/// (`ipv6_source_prefix`, /64 by default): a host cycling through the addresses of its /64
+/// gets one budget; with a /128 prefix each address has its own.
+#[test]
+fn the_error_limiter_counts_ipv6_sources_by_the_configured_prefix() {
+    let answered = |prefix: u8| {
+        let mut cfg = config();
+        cfg.error_rate_per_source = 5;
+        cfg.ipv6_source_prefix = prefix;
+        let mut h = Harness::new(cfg);
+        let req = client::request(
+            Method::ALLOCATE,
+            TransactionId([4; 12]),
+            &[Attr::RequestedTransport(17)],
+            None,
+            false,
+        );
+        (0..100u16)
+            .filter(|i| {
+                let c = ClientId {
+                    transport: Transport::Udp,
+                    local: 0,
+                    remote: SocketAddr::new(
+                        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 7, 0, 0, 0, 0x100 + i)),
+                        5000,
+                    ),
+                };
+                h.send(c, &req).is_some()
+            })
+            .count()
+    };
+    assert_eq!(answered(64), 10, "one /64, one burst");
+    assert!(answered(128) > 90, "single addresses counted apart");
+}
