@@ -151,6 +151,14 @@ impl Ledger {
             .push(pools);
     }
 
+    /// Withdraws a worker's pools (its server is gone); ports in them go with it.
+    pub fn unregister_pools(&self, pools: &SharedPools) {
+        self.pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| !Arc::ptr_eq(p, pools));
+    }
+
     /// Takes a free port of `family` from some worker's pool other than `own`, with `take`
     /// choosing it (any port, an even one, or an even/odd pair). Called only when the
     /// worker's own pool has none, so the others' locks are touched only then.

@@ -181,6 +181,13 @@ impl ServerConfig {
     }
 }
 
+impl Drop for Server {
+    /// Other workers stop borrowing from this one's pools.
+    fn drop(&mut self) {
+        self.ledger.unregister_pools(&self.pools);
+    }
+}
+
 /// What a relay slot is used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RelayOwner {
