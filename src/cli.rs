@@ -158,7 +158,7 @@ fn serve(settings: Settings) -> Result<()> {
             continue;
         }
         if sig == signal_hook::consts::SIGTERM {
-            drain(&running, config.drain_timeout);
+            drain(&running, config.drain_timeout, &mut signals);
         }
         tracing::info!(signal = sig, "stopping");
         break;
@@ -209,14 +209,19 @@ fn reload(
         deny_peer = next.deny_peer.len(),
         api_keys = next.api_keys.len(),
         strict_expiry = next.strict_expiry,
-        "SIGHUP: configuration reloaded; allocations kept"
+        "SIGHUP: configuration reloaded; allocations kept unless their credential is no longer accepted"
     );
     Some(next)
 }
 
 /// SIGTERM: refuse new allocations, report not ready, and let existing allocations run until
-/// they end or the drain timeout passes.
-fn drain(running: &crate::serve::Running, timeout: std::time::Duration) {
+/// they end or the drain timeout passes. SIGINT cuts the drain short: it means stop now,
+/// whenever it comes (a SIGHUP meanwhile is ignored: the process is on its way out).
+fn drain(
+    running: &crate::serve::Running,
+    timeout: std::time::Duration,
+    signals: &mut signal_hook::iterator::Signals,
+) {
     running.ledger.start_draining();
     let deadline = std::time::Instant::now() + timeout;
     let left = running.ledger.total();
@@ -228,6 +233,10 @@ fn drain(running: &crate::serve::Running, timeout: std::time::Duration) {
         );
     }
     while running.ledger.total() > 0 && std::time::Instant::now() < deadline {
+        if signals.pending().any(|s| s == signal_hook::consts::SIGINT) {
+            tracing::info!("SIGINT: drain cut short");
+            break;
+        }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let left = running.ledger.total();
@@ -375,7 +384,7 @@ fn credentials(username: &str, ttl: u64, settings: Settings) -> Result<()> {
         bail!("secret: needed to mint credentials (--secret, TURND_SECRET, or `secret` in the config file)");
     }
     if username.is_empty()
-        || username.len() > 128
+        || username.len() > turnd_proto::auth::MAX_REST_USER_ID
         || !username
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.@+=".contains(&b))

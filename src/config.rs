@@ -258,6 +258,11 @@ pub struct Settings {
     )]
     #[serde(default, deserialize_with = "one_or_many")]
     pub public_host: Option<Vec<String>>,
+
+    /// Allocations per client address, whatever user ids it uses (IPv6 counted per
+    /// `ipv6_source_prefix`; 0 = unlimited) [default: 64].
+    #[arg(long, env = "TURND_MAX_ALLOCATIONS_PER_ADDRESS")]
+    pub max_allocations_per_address: Option<u32>,
 }
 
 /// A repeatable key in the TOML file takes a list or, for one value, a plain string:
@@ -406,10 +411,15 @@ pub struct Config {
     pub error_rate_per_source: u32,
     /// IPv6 prefix length by which per-address limits count clients.
     pub ipv6_source_prefix: u8,
+    /// Allocations per client address (source key); 0 = unlimited.
+    pub max_allocations_per_address: u32,
 }
 
 pub const DEFAULT_LISTEN: [&str; 2] = ["0.0.0.0:3478", "[::]:3478"];
 pub const DEFAULT_REALM: &str = "turnd";
+/// Allocations one client address may hold: a household or office behind one NAT, never the
+/// whole relay range.
+pub const DEFAULT_MAX_ALLOCATIONS_PER_ADDRESS: u32 = 64;
 pub const DEFAULT_RELAY_PORTS: &str = "49152-65535";
 pub const DEFAULT_USER_QUOTA: u32 = 10;
 pub const DEFAULT_ERROR_RATE_PER_SOURCE: u32 = 100;
@@ -706,7 +716,14 @@ impl Config {
         if !(32..=128).contains(&ipv6_source_prefix) {
             bail!("ipv6_source_prefix: must be between 32 and 128 bits");
         }
+        let max_allocations_per_address = s
+            .max_allocations_per_address
+            .unwrap_or(DEFAULT_MAX_ALLOCATIONS_PER_ADDRESS);
+        if max_allocations_per_address > 1_000_000 {
+            bail!("max_allocations_per_address: must be at most 1000000 (0 = no limit)");
+        }
         Ok(Config {
+            max_allocations_per_address,
             ipv6_source_prefix,
             tls_listen,
             tls_files,
@@ -915,6 +932,10 @@ mod tests {
         );
         assert!(err("listen = [\"127.0.0.1:50000\"]").starts_with("relay_ports:"));
         assert!(err("listen = [\"127.0.0.1:3478\"]\nsecret = [\"short\"]").starts_with("secret:"));
+        assert!(
+            err("listen = [\"127.0.0.1:3478\"]\nmax_allocations_per_address = 2000000")
+                .starts_with("max_allocations_per_address:")
+        );
         let unknown = format!("{:#}", Settings::from_toml("no_such_key = 1").unwrap_err());
         assert!(unknown.contains("no_such_key"), "{unknown}");
     }

@@ -126,6 +126,10 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     check("workers", old.workers != new.workers);
     check("user_quota", old.user_quota != new.user_quota);
     check(
+        "max_allocations_per_address",
+        old.max_allocations_per_address != new.max_allocations_per_address,
+    );
+    check(
         "max_allocations",
         old.max_allocations != new.max_allocations,
     );

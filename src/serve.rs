@@ -267,7 +267,10 @@ pub fn start(config: &Config) -> Result<Running> {
     let tls_config = certs.clone().map(crate::tls::server_config).transpose()?;
     raise_fd_limit();
     let (udp, tls, sockets) = bind_listeners(config)?;
-    let ledger = Arc::new(Ledger::new(config.user_quota, config.max_allocations));
+    let ledger = Arc::new(
+        Ledger::new(config.user_quota, config.max_allocations)
+            .with_address_quota(config.max_allocations_per_address),
+    );
     let connections = Arc::new(ConnLimits::new(
         config.max_connections,
         config.max_connections_per_ip,
@@ -299,6 +302,7 @@ pub fn start(config: &Config) -> Result<Running> {
             nonce_lifetime_secs: 600,
             seed: rand::rngs::OsRng.next_u64(),
             error_rate_per_source: config.error_rate_per_source,
+            ipv6_source_prefix: config.ipv6_source_prefix,
         };
         let server = Server::new(server_config, ledger.clone());
         let streams = StreamSetup {

@@ -292,6 +292,61 @@ fn sigterm_drains_before_exiting() {
     );
 }
 
+/// SIGINT during a SIGTERM drain stops at once (issue 20): the drain would wait 30 s for the
+/// live allocation, SIGINT ends it within a couple of seconds, exit status 0.
+#[test]
+fn sigint_during_a_sigterm_drain_exits_at_once() {
+    let args = [
+        "--selftest-interval",
+        "0",
+        "--drain-timeout",
+        "30",
+        "--relay-ip",
+        "127.0.0.1",
+    ];
+    let (mut child, udp, http) = spawn_serve(&args, std::process::Stdio::null());
+    wait_ready(http);
+    let server: std::net::SocketAddr = format!("127.0.0.1:{udp}").parse().unwrap();
+    let c = turnd_proto::auth::mint_rest_credential(
+        b"a-long-test-secret",
+        "drain",
+        turnd::clock::unix_now(),
+        600,
+    );
+    let mut existing = common_client(server, &c.username, &c.password);
+    existing.allocate();
+    signal(&child, libc::SIGTERM);
+    let started = std::time::Instant::now();
+    while readyz(http) != Some(503) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "never reported draining"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Still draining (the allocation lives for 600 s, the drain for 30 s).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "exited before SIGINT");
+    let interrupted = std::time::Instant::now();
+    signal(&child, libc::SIGINT);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if interrupted.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("SIGINT did not cut the drain short");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let took = interrupted.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "SIGINT took {took:?}"
+    );
+}
+
 /// A private relay address without --external-ip is the classic reason relaying fails across
 /// networks: turnd says so at start-up.
 #[test]

@@ -265,3 +265,29 @@ fn permission_and_channel_gauges_read_zero_soon_after_the_last_allocation_ends()
         ended.elapsed()
     );
 }
+
+/// Allocations a reload ends are counted by reason: a revoked user's as `revoked`, one a
+/// removed static user made as `credential_removed` (the reload as `serve::Running::reload`
+/// applies it on SIGHUP).
+#[test]
+fn allocations_ended_by_a_reload_are_counted_by_reason() {
+    let mut s = settings();
+    s.user = Some(vec!["carol:carol-password".into()]);
+    let turnd = start(s.clone());
+    let (user, pass) = rest("mallory", 600);
+    UdpTurnClient::new(turnd.addr, &user, &pass).allocate();
+    UdpTurnClient::new(turnd.addr, "carol", "carol-password").allocate();
+    let (user, pass) = rest("alice", 600);
+    UdpTurnClient::new(turnd.addr, &user, &pass).allocate();
+
+    s.user = None;
+    s.revoke = Some(vec!["mallory".into()]);
+    let next = turnd::config::Config::from_settings(&s).unwrap();
+    turnd.running.reload(&next).unwrap();
+    let ended = |reason: &str| format!("{}{{reason=\"{reason}\"}}", names::ALLOCATIONS_ENDED_TOTAL);
+    let m = scrape_until(&turnd, "both counted", |m| {
+        m.get(&ended("revoked")) == Some(&1.0) && m.get(&ended("credential_removed")) == Some(&1.0)
+    });
+    assert_eq!(value(&m, &ended("expired")), 0.0);
+    assert_eq!(turnd.running.ledger.total(), 1, "alice's allocation stays");
+}

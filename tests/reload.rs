@@ -1,7 +1,8 @@
 //! SIGHUP, as an operator uses it: rotate the secret, revoke a user, open a peer range and set
 //! an API key in the configuration file, send SIGHUP, and see each take effect while existing
-//! allocations carry on; then break the file and see the reload refused with the old
-//! configuration still in force.
+//! allocations the new configuration still accepts carry on; then break the file and see the
+//! reload refused with the old configuration still in force. (What a reload ends at once is
+//! in tests/revocation.rs.)
 
 mod common;
 
@@ -54,7 +55,9 @@ fn sighup_applies_secrets_revocations_peers_and_keys_and_keeps_allocations() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("turnd.toml");
     let write = |toml: &str| std::fs::write(&file, toml).unwrap();
-    write(&format!("secret = [\"{OLD_SECRET}\"]\n"));
+    // Both secrets verify; the old one mints. Alice's credential comes from the new one, so
+    // the rotation below keeps her allocation.
+    write(&format!("secret = [\"{OLD_SECRET}\", \"{NEW_SECRET}\"]\n"));
     let turnd = Served::start(&[
         "--config",
         file.to_str().unwrap(),
@@ -74,7 +77,7 @@ fn sighup_applies_secrets_revocations_peers_and_keys_and_keeps_allocations() {
         .unwrap();
     let canary_addr = canary.local_addr().unwrap();
 
-    let mut alice = client(&turnd, OLD_SECRET, "alice");
+    let mut alice = client(&turnd, NEW_SECRET, "alice");
     let mut mallory = client(&turnd, OLD_SECRET, "mallory");
     assert_eq!(allocate_code(&mut alice), None);
     assert_eq!(allocate_code(&mut mallory), None);
@@ -111,7 +114,7 @@ fn sighup_applies_secrets_revocations_peers_and_keys_and_keeps_allocations() {
         .expect("relayed to the newly allowed peer");
     assert_eq!(&buf[..n], b"after reload");
 
-    // Revoked: mallory can no longer refresh the allocation made before.
+    // Revoked: mallory's allocation ended with the reload, and cannot be refreshed.
     assert_eq!(refresh_code(&mut mallory), Some(401), "mallory is revoked");
     // The old secret is gone, the new one works.
     assert_eq!(

@@ -13,7 +13,7 @@ use turnd_proto::auth::{mint_rest_credential, Credentials};
 use turnd_proto::client::{self, Attr, ClientAuth};
 use turnd_proto::server::ledger::Ledger;
 use turnd_proto::server::ports::PortShard;
-use turnd_proto::server::{PEER_HEADROOM, PEER_TAILROOM};
+use turnd_proto::server::{answer_budget, PEER_HEADROOM, PEER_TAILROOM};
 use turnd_proto::wire::{attr, channel_data, Class, Message, Method, TransactionId};
 use turnd_proto::{
     ClientId, Command, FromClient, Now, RelayAddress, RelayId, Server, ServerConfig, Transport,
@@ -85,6 +85,9 @@ pub enum Op {
     Close { client: u8 },
     /// Time passes.
     Advance { secs: u16 },
+    /// A configuration reload (SIGHUP) with one of a few credential sets: unchanged, a user
+    /// revoked, the static user removed, the REST secret removed.
+    Reload { credentials: u8 },
 }
 
 pub struct Driver {
@@ -156,6 +159,25 @@ fn to_attr(a: &FuzzAttr) -> Attr {
     }
 }
 
+/// The credentials a reload may switch to: 0 the starting set (REST secret, static user,
+/// "revoked" revoked), 1 also revoking user2, 2 without the static user, 3 without the secret.
+fn credential_set(n: u8) -> Credentials {
+    let mut users = std::collections::HashMap::new();
+    if n % 4 != 2 {
+        users.insert("static".to_owned(), "static-pass".to_owned());
+    }
+    let secrets = if n % 4 == 3 {
+        vec![]
+    } else {
+        vec![SECRET.to_vec()]
+    };
+    let mut revoked = vec!["revoked".to_owned()];
+    if n % 4 == 1 {
+        revoked.push("user2".to_owned());
+    }
+    Credentials::new(secrets, users, 86_400).with_revoked(revoked)
+}
+
 const METHODS: [Method; 5] = [
     Method::ALLOCATE,
     Method::REFRESH,
@@ -189,9 +211,7 @@ impl Driver {
     pub fn new() -> Self {
         let mut users = std::collections::HashMap::new();
         users.insert("static".to_owned(), "static-pass".to_owned());
-        let creds = Credentials::new(vec![SECRET.to_vec()], users, 86_400)
-            .with_revoked(["revoked".to_owned()]);
-        let mut c = ServerConfig::new("fuzz", creds, Some(relay_v4()));
+        let mut c = ServerConfig::new("fuzz", credential_set(0), Some(relay_v4()));
         c.relay_v6 = Some(relay_v6());
         c.ports = PortShard::whole(50000..=50039);
         c.max_permissions = 4;
@@ -199,7 +219,7 @@ impl Driver {
         c.legacy_channel_numbers = true;
         c.nonce_key = [9; 32];
         c.error_rate_per_source = 100;
-        let ledger = Arc::new(Ledger::new(3, 12));
+        let ledger = Arc::new(Ledger::new(3, 12).with_address_quota(5));
         Driver {
             server: Server::new(c, ledger.clone()),
             ledger,
@@ -281,8 +301,8 @@ impl Driver {
                     if let Some((c, len)) = asker {
                         if c == client && !msg.has_integrity() && msg.class() == Class::Error {
                             assert!(
-                                bytes.len() <= 4 * len,
-                                "amplification {} > 4 x {len}",
+                                bytes.len() <= answer_budget(len),
+                                "amplification: {} B answer to {len} B",
                                 bytes.len()
                             );
                         }
@@ -456,6 +476,17 @@ impl Driver {
                     );
                 }
             }
+            Op::Reload { credentials } => {
+                let set = credential_set(*credentials);
+                let ended = self.server.update_policy(set, Default::default(), self.now);
+                self.drain(None);
+                for (c, _) in ended {
+                    assert!(
+                        !self.server.has_allocation(&c),
+                        "an ended allocation lives on"
+                    );
+                }
+            }
         }
         self.check();
     }
@@ -469,6 +500,16 @@ impl Driver {
             "ledger and server disagree"
         );
         assert!(allocations <= 8, "one allocation per 5-tuple");
+        let by_address: u32 = ["192.0.2.1", "2001:db8::"]
+            .iter()
+            .map(|a| self.ledger.from_address(a.parse().unwrap()))
+            .sum();
+        assert_eq!(
+            by_address,
+            self.ledger.total(),
+            "per-address counts drifted"
+        );
+        assert!(self.ledger.from_address("192.0.2.1".parse().unwrap()) <= 5);
         let s = self.server.stats();
         assert!(s.relay_ports_free <= s.relay_ports_total);
         assert!(
@@ -515,6 +556,11 @@ impl Driver {
         assert_eq!(self.server.allocation_count(), 0);
         assert_eq!(self.ledger.total(), 0, "quota not returned");
         assert_eq!(self.ledger.users(), 0, "per-user entries left behind");
+        assert_eq!(
+            self.ledger.from_address("192.0.2.1".parse().unwrap()),
+            0,
+            "per-address entries left behind"
+        );
         assert_eq!(self.ledger.reservations(), 0, "reservations left behind");
         assert!(
             self.bound.is_empty(),
@@ -611,6 +657,17 @@ pub fn example_sequences() -> Vec<Vec<Op>> {
                 bytes: vec![0x40, 0x00, 0xff, 0xff, 1, 2],
             },
         ],
+        // Reloads: a user revoked, the static user and then the secret removed, put back.
+        vec![
+            alloc(0, 0, vec![]),
+            alloc(1, 2, vec![]),
+            alloc(2, 3, vec![]),
+            Op::Reload { credentials: 1 },
+            Op::Reload { credentials: 2 },
+            Op::Reload { credentials: 0 },
+            alloc(5, 2, vec![]),
+            Op::Reload { credentials: 3 },
+        ],
     ]
 }
 
@@ -635,5 +692,22 @@ mod tests {
         assert!(s.packets_to_peer >= 2 && s.packets_to_client >= 1, "{s:?}");
         d.finish();
         run(&seqs[1]);
+
+        let mut d = Driver::new();
+        for op in &seqs[2][..3] {
+            d.step(op);
+        }
+        assert_eq!(d.server.allocation_count(), 3);
+        d.step(&seqs[2][3]);
+        assert_eq!(d.server.allocation_count(), 2, "user2 revoked");
+        d.step(&seqs[2][4]);
+        assert_eq!(d.server.allocation_count(), 1, "the static user removed");
+        for op in &seqs[2][5..7] {
+            d.step(op);
+        }
+        assert_eq!(d.server.allocation_count(), 2);
+        d.step(&seqs[2][7]);
+        assert_eq!(d.server.allocation_count(), 0, "the secret removed");
+        d.finish();
     }
 }

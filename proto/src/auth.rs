@@ -22,6 +22,11 @@ use subtle::ConstantTimeEq;
 /// The largest username we accept (RFC 8489 §14.3 allows 509 bytes; REST usernames are short).
 pub const MAX_USERNAME_LEN: usize = 509;
 
+/// The longest user id a REST username may carry (`<expiry>:<user-id>`), so the longest REST
+/// username is 20 + 1 + 128 = 149 bytes. The HTTP API mints no longer ones, and the server
+/// refuses longer ones minted elsewhere: a user id is a quota key, kept per allocation.
+pub const MAX_REST_USER_ID: usize = 128;
+
 /// A minted TURN REST credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestCredential {
@@ -62,10 +67,13 @@ pub fn rest_password(secret: &[u8], username: &str) -> String {
 /// Splits a REST username into its expiry and user id. None if it is not of that form. A bare
 /// expiry (no `:user-id`) is accepted with an empty user id, as coturn does (its
 /// `turnutils_uclient -W` sends that when no user is given); all such credentials share one
-/// quota bucket.
+/// quota bucket. A user id over [`MAX_REST_USER_ID`] bytes is not a REST username.
 pub fn parse_rest_username(username: &str) -> Option<(u64, &str)> {
     let (expiry, user_id) = username.split_once(':').unwrap_or((username, ""));
     if expiry.is_empty() || expiry.len() > 20 || !expiry.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if user_id.len() > MAX_REST_USER_ID {
         return None;
     }
     Some((expiry.parse().ok()?, user_id))
@@ -271,9 +279,35 @@ impl Credentials {
         Ok(())
     }
 
-    fn is_revoked(&self, username: &str, user_id: &str) -> bool {
+    /// Whether a username or its user id is on the revocation list.
+    pub fn is_revoked(&self, username: &str, user_id: &str) -> bool {
         !self.revoked.is_empty()
             && (self.revoked.contains(username) || self.revoked.contains(user_id))
+    }
+
+    /// Whether a long-term key an allocation cached is still one the configuration would
+    /// accept for `username`: the static user's password derives it, or a configured REST
+    /// secret does. Expiry and `max_ttl` are not judged (an allocation outlives its
+    /// credential's expiry unless `strict_expiry`); a removed secret or user, or a changed
+    /// password, is. Called on reload only.
+    pub fn still_verifies(&self, username: &str, realm: &str, key: &LongTermKey) -> bool {
+        let alg = match key {
+            LongTermKey::Md5(_) => PasswordAlgorithm::Md5,
+            LongTermKey::Sha256(_) => PasswordAlgorithm::Sha256,
+        };
+        let derives = |password: &str| LongTermKey::derive(alg, username, realm, password) == *key;
+        if self
+            .static_users
+            .get(username)
+            .is_some_and(|pw| derives(pw))
+        {
+            return true;
+        }
+        parse_rest_username(username).is_some()
+            && self
+                .secrets
+                .iter()
+                .any(|s| derives(&rest_password(s, username)))
     }
 
     /// The passwords that may have produced this username's MESSAGE-INTEGRITY: one per REST
@@ -413,6 +447,10 @@ mod tests {
         assert_eq!(parse_rest_username("1700003600"), Some((1_700_003_600, "")));
         assert_eq!(parse_rest_username(":alice"), None);
         assert_eq!(parse_rest_username("12x:alice"), None);
+        let longest = format!("1700003600:{}", "u".repeat(MAX_REST_USER_ID));
+        assert!(parse_rest_username(&longest).is_some());
+        let too_long = format!("1700003600:{}", "u".repeat(MAX_REST_USER_ID + 1));
+        assert_eq!(parse_rest_username(&too_long), None);
     }
 
     #[test]

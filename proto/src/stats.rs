@@ -46,6 +46,10 @@ pub struct Stats {
     pub lifetime_buckets: [u64; LIFETIME_BUCKETS.len() + 1],
     pub lifetime_sum_secs: f64,
     pub lifetime_count: u64,
+    /// Allocations a reload ended: their credential was revoked, or no configured secret or
+    /// static user verifies it any more.
+    pub allocations_revoked: u64,
+    pub allocations_credential_removed: u64,
 }
 
 impl Stats {

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 use turnd_proto::auth::{AuthFailure, Credentials};
 use turnd_proto::client::{self, Attr};
-use turnd_proto::policy::{Cidr, PeerPolicy, DEFAULT_DENY};
+use turnd_proto::policy::{Cidr, DEFAULT_DENY};
 use turnd_proto::wire::{Method, TransactionId};
 use turnd_proto::{ClientId, FromClient, Transport};
 
@@ -286,7 +286,7 @@ fn revoked_users_are_refused_on_new_and_existing_allocations() {
 
     let cfg = config();
     let revoked = cfg.credentials.clone().with_revoked(["mallory".to_owned()]);
-    h.server.update_policy(revoked, PeerPolicy::default());
+    h.reload(revoked);
 
     let peer: SocketAddr = "8.8.8.8:9".parse().unwrap();
     for (method, attrs) in [
@@ -308,8 +308,10 @@ fn revoked_users_are_refused_on_new_and_existing_allocations() {
     );
     assert_eq!(code(&r), Some(401));
     assert!(h.server.stats().auth_failures[AuthFailure::Revoked.index()] >= 3);
-    // The allocations themselves stay until they expire (no one else's state was touched).
-    assert_eq!(h.server.allocation_count(), 2);
+    // The reload ended mallory's allocation at once (tests/revocation.rs has the details);
+    // no one else's state was touched.
+    assert_eq!(h.server.allocation_count(), 1);
+    assert!(h.server.has_allocation(&alice) && !h.server.has_allocation(&mallory));
     // Static users can be revoked by name.
     let statics = Credentials::new(
         vec![],
@@ -436,4 +438,115 @@ fn every_port_comes_back_after_exhaustion() {
         assert_eq!(ledger.total(), 0);
         assert!(h.bound.is_empty(), "every relay socket released");
     }
+}
+
+/// A realm of 100 (and 127, the most the configuration allows) characters: the minimal first
+/// Allocate of a real client (28 bytes: header and REQUESTED-TRANSPORT; 36 with FINGERPRINT)
+/// still gets its 401 with the realm, within the amplification rule (`answer_budget`: 4× the
+/// request, at least 224 bytes for a request of 28 bytes or more, so at most 8×); a bare
+/// 20-byte header is still too small to pay for one and is dropped, counted as suppressed.
+#[test]
+fn a_long_realm_still_challenges_a_minimal_allocate() {
+    use turnd_proto::server::{answer_budget, CHALLENGE_FLOOR};
+    for len in [100, 127] {
+        let realm = "r".repeat(len);
+        let mut cfg = config();
+        cfg.realm = realm.clone();
+        let mut h = Harness::new(cfg);
+        for fingerprint in [false, true] {
+            let req = client::request(
+                Method::ALLOCATE,
+                h.tid(),
+                &[Attr::RequestedTransport(17)],
+                None,
+                fingerprint,
+            );
+            assert_eq!(req.len(), if fingerprint { 36 } else { 28 });
+            let resp = h
+                .send(client(1), &req)
+                .expect("a 401 to a minimal Allocate");
+            let msg = turnd_proto::wire::Message::parse(&resp).unwrap();
+            assert_eq!(client::error_code(&msg), Some(401));
+            assert_eq!(
+                msg.get(turnd_proto::wire::attr::REALM),
+                Some(realm.as_bytes())
+            );
+            assert!(resp.len() <= answer_budget(req.len()), "{} B", resp.len());
+            assert!(resp.len() <= CHALLENGE_FLOOR && CHALLENGE_FLOOR <= 8 * 28);
+            println!(
+                "realm {len}: {} B request, {} B 401 ({:.1}x)",
+                req.len(),
+                resp.len(),
+                resp.len() as f64 / req.len() as f64
+            );
+        }
+        let bare = client::request(Method::ALLOCATE, h.tid(), &[], None, false);
+        assert_eq!(bare.len(), 20);
+        assert!(
+            h.send(client(2), &bare).is_none(),
+            "a bare header pays for nothing"
+        );
+        assert_eq!(h.server.stats().error_responses_suppressed, 1);
+    }
+}
+
+/// REST usernames carry a user id of at most `MAX_REST_USER_ID` (128) bytes: a 509-byte one
+/// (the most STUN allows) with a valid MAC is refused; the longest allowed one works.
+#[test]
+fn an_overlong_rest_username_is_refused() {
+    use turnd_proto::auth::{mint_rest_credential, MAX_REST_USER_ID};
+    let mut h = Harness::new(config());
+    let expiry_part = format!("{}:", h.now.unix + 600).len();
+    let long = mint_rest_credential(SECRET, &"u".repeat(509 - expiry_part), h.now.unix, 600);
+    assert_eq!(long.username.len(), 509);
+    let mut auth = client::ClientAuth::new(&long.username, &long.password);
+    let r = h.request(
+        client(1),
+        Method::ALLOCATE,
+        &[Attr::RequestedTransport(17)],
+        &mut auth,
+    );
+    assert_eq!(code(&r), Some(401));
+    assert_eq!(
+        h.server.stats().auth_failures[AuthFailure::UnknownUser.index()],
+        1
+    );
+    let ok = mint_rest_credential(SECRET, &"u".repeat(MAX_REST_USER_ID), h.now.unix, 600);
+    let mut auth = client::ClientAuth::new(&ok.username, &ok.password);
+    h.allocate(client(2), &mut auth);
+}
+
+/// The unauthenticated-error limiter counts an IPv6 source by its prefix
+/// (`ipv6_source_prefix`, /64 by default): a host cycling through the addresses of its /64
+/// gets one budget; with a /128 prefix each address has its own.
+#[test]
+fn the_error_limiter_counts_ipv6_sources_by_the_configured_prefix() {
+    let answered = |prefix: u8| {
+        let mut cfg = config();
+        cfg.error_rate_per_source = 5;
+        cfg.ipv6_source_prefix = prefix;
+        let mut h = Harness::new(cfg);
+        let req = client::request(
+            Method::ALLOCATE,
+            TransactionId([4; 12]),
+            &[Attr::RequestedTransport(17)],
+            None,
+            false,
+        );
+        (0..100u16)
+            .filter(|i| {
+                let c = ClientId {
+                    transport: Transport::Udp,
+                    local: 0,
+                    remote: SocketAddr::new(
+                        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 7, 0, 0, 0, 0x100 + i)),
+                        5000,
+                    ),
+                };
+                h.send(c, &req).is_some()
+            })
+            .count()
+    };
+    assert_eq!(answered(64), 10, "one /64, one burst");
+    assert!(answered(128) > 90, "single addresses counted apart");
 }

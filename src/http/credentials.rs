@@ -18,7 +18,7 @@ use std::sync::Arc;
 /// Longest query string accepted.
 const MAX_QUERY: usize = 2048;
 /// Longest user id accepted.
-pub const MAX_USER_ID: usize = 128;
+pub const MAX_USER_ID: usize = turnd_proto::auth::MAX_REST_USER_ID;
 
 /// The parameters both endpoints take.
 #[derive(Debug, Default)]

@@ -52,6 +52,8 @@ fn add(t: &mut Stats, s: &Stats) {
     t.allocations_expired += s.allocations_expired;
     t.allocations_deleted += s.allocations_deleted;
     t.allocations_refused += s.allocations_refused;
+    t.allocations_revoked += s.allocations_revoked;
+    t.allocations_credential_removed += s.allocations_credential_removed;
     for (a, b) in t
         .allocations_active
         .iter_mut()
@@ -160,6 +162,8 @@ impl Collector for Sources {
             &[
                 ("expired", s.allocations_expired),
                 ("deleted", s.allocations_deleted),
+                ("revoked", s.allocations_revoked),
+                ("credential_removed", s.allocations_credential_removed),
             ],
         )?;
         counter(e, ALLOCATIONS_REFUSED_TOTAL, s.allocations_refused)?;

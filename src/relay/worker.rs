@@ -41,6 +41,8 @@ const MAX_SLEEP: Duration = Duration::from_millis(250);
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// How often connection timeouts are checked.
 pub(super) const CONN_SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// The most often suppressed error responses are logged.
+const SUPPRESSED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What the rest of turnd sees of a worker.
 #[derive(Clone)]
@@ -88,6 +90,9 @@ pub struct Worker {
     /// STUN responses to UDP clients (listener index, bytes, client), sent together once the
     /// commands of a batch have run: one sendmmsg instead of a sendto each.
     replies: Vec<(usize, Vec<u8>, SocketAddr)>,
+    /// Suppressed error responses already logged, and when.
+    suppressed_logged: u64,
+    suppressed_log_at: Instant,
 }
 
 impl Worker {
@@ -138,6 +143,10 @@ impl Worker {
             dirty_conns: Vec::with_capacity(64),
             outgoing: Vec::with_capacity(BATCH),
             replies: Vec::with_capacity(BATCH),
+            suppressed_logged: 0,
+            suppressed_log_at: Instant::now()
+                .checked_sub(SUPPRESSED_LOG_EVERY)
+                .unwrap_or_else(Instant::now),
         };
         Ok((
             worker,
@@ -184,12 +193,10 @@ impl Worker {
                     _ => self.drain_socket(token),
                 }
             }
-            if let Some((credentials, policy)) = self.policy.take() {
-                // A reload: allocations, permissions and channels stay; new requests are
-                // judged by the new rules.
-                self.server.update_policy(credentials, policy);
-            }
             let now = clock::now();
+            if let Some((credentials, policy)) = self.policy.take() {
+                self.reload_policy(credentials, policy, now);
+            }
             if self.server.poll_timeout().is_some_and(|t| t <= now.mono) {
                 self.server.handle_timeout(now);
                 self.run_commands();
@@ -206,9 +213,51 @@ impl Worker {
         self.publish();
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        self.server.refresh_gauges();
         if let Ok(mut s) = self.stats.lock() {
             s.clone_from(self.server.stats());
+        }
+        // Suppressed unauthenticated answers (per-source rate limit, amplification cap) are
+        // counted per packet; they are logged here, at most once per interval.
+        let suppressed = self.server.stats().error_responses_suppressed;
+        if suppressed > self.suppressed_logged
+            && self.suppressed_log_at.elapsed() >= SUPPRESSED_LOG_EVERY
+        {
+            tracing::warn!(
+                count = suppressed - self.suppressed_logged,
+                "unauthenticated error responses suppressed (per-source rate limit or amplification cap)"
+            );
+            self.suppressed_logged = suppressed;
+            self.suppressed_log_at = Instant::now();
+        }
+    }
+
+    /// A reload: allocations the new credentials still authorise stay with their permissions
+    /// and channels; the others end now (the server releases their relay sockets), and a
+    /// stream client's connection closes with its allocation.
+    fn reload_policy(
+        &mut self,
+        credentials: turnd_proto::auth::Credentials,
+        policy: turnd_proto::policy::PeerPolicy,
+        now: turnd_proto::Now,
+    ) {
+        let ended = self.server.update_policy(credentials, policy, now);
+        self.run_commands();
+        for (client, reason) in &ended {
+            tracing::info!(client = %client.remote, transport = client.transport.label(), reason = reason.label(), "SIGHUP: allocation ended; its credential is no longer accepted");
+            if client.transport.is_stream() {
+                let idx = client.local as usize;
+                if self
+                    .conns
+                    .get(idx)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|c| c.client == *client)
+                {
+                    let why = io::Error::new(io::ErrorKind::PermissionDenied, "credential revoked");
+                    self.close_conn(idx, now, super::stream::Close::Io(why));
+                }
+            }
         }
     }
 

@@ -27,6 +27,13 @@ pub fn spawn_serve(extra: &[&str], stderr: std::process::Stdio) -> (std::process
             &format!("127.0.0.1:{http}"),
         ])
         .args(["--metrics-listen", "off"])
+        // Never the machine's own address (turnd's default relay address): tests talk to
+        // loopback only.
+        .args(if extra.contains(&"--relay-ip") {
+            &[][..]
+        } else {
+            &["--relay-ip", "127.0.0.1"][..]
+        })
         // Flags win over the file: with a config file, the secret comes from the file alone.
         .args(if extra.contains(&"--config") {
             &[][..]

@@ -77,6 +77,8 @@ pub struct Allocation {
     pub client: ClientId,
     pub username: String,
     pub user_id: String,
+    /// The client's address as the per-address quota counts it (IPv6 by prefix).
+    pub source: IpAddr,
     pub key: LongTermKey,
     pub use_sha256: bool,
     /// IPv4 relay at index 0, IPv6 at index 1.
@@ -106,6 +108,14 @@ pub fn family_index(ip: IpAddr) -> usize {
 }
 
 impl Allocation {
+    /// Who this allocation is counted against in the ledger's quotas.
+    pub fn holder(&self) -> super::ledger::Holder {
+        super::ledger::Holder {
+            user_id: self.user_id.clone(),
+            source: self.source,
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
         self.allocate_response.is_some()
     }

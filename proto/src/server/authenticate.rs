@@ -9,7 +9,8 @@
 //! in the allocation: no password derivation, and a REST credential that expired after the
 //! allocation was made can still refresh it (as coturn does) unless `--strict-expiry` is set.
 //! A revoked username or user id (`--revoke`) is refused on both paths, so a leaked credential
-//! can neither allocate nor keep an allocation alive past its current lifetime.
+//! can neither allocate nor refresh; the reload that revokes it also ends the allocations it
+//! already has (`credential_check.rs`), as it does for a removed secret or static user.
 
 use super::reject::Reject;
 use super::{ClientId, Now, Server};

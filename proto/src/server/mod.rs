@@ -17,6 +17,7 @@
 
 pub mod allocation;
 mod authenticate;
+mod credential_check;
 pub mod ledger;
 pub mod ports;
 pub mod reject;
@@ -29,7 +30,7 @@ use crate::auth::{Credentials, NonceIssuer};
 use crate::policy::PeerPolicy;
 use crate::stats::Stats;
 use allocation::{family_index, Allocation, PortChoice};
-use ledger::Ledger;
+use ledger::{Ledger, SharedPools};
 use ports::{PortPool, PortShard};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -37,10 +38,12 @@ use rustc_hash::FxHashMap;
 use source_limit::SourceLimiter;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use credential_check::EndReason;
 pub use relay_path::{FromClient, ToClient, PEER_HEADROOM, PEER_TAILROOM};
+pub use respond::{answer_budget, CHALLENGE_FLOOR, MAX_AMPLIFICATION, MIN_CHALLENGED_REQUEST};
 
 /// RFC 8656 §3.2: an allocation lives 600 s unless the client asks otherwise.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
@@ -165,6 +168,8 @@ pub struct ServerConfig {
     /// Unauthenticated error responses (401, 438, 400...) per second per source address;
     /// 0 = unlimited. Caps reflection through forged source addresses.
     pub error_rate_per_source: u32,
+    /// IPv6 clients are counted by this prefix in every per-address limit (`source_key`).
+    pub ipv6_source_prefix: u8,
 }
 
 impl ServerConfig {
@@ -184,7 +189,15 @@ impl ServerConfig {
             nonce_lifetime_secs: 600,
             seed: 0,
             error_rate_per_source: 0,
+            ipv6_source_prefix: crate::source_key::DEFAULT_IPV6_PREFIX,
         }
+    }
+}
+
+impl Drop for Server {
+    /// Other workers stop borrowing from this one's pools.
+    fn drop(&mut self) {
+        self.ledger.unregister_pools(&self.pools);
     }
 }
 
@@ -209,7 +222,8 @@ pub struct Server {
     nonces: NonceIssuer,
     error_limiter: SourceLimiter,
     rng: ChaCha8Rng,
-    pools: [PortPool; 2],
+    /// This worker's free relay ports; registered in the ledger so others can borrow.
+    pools: SharedPools,
     allocations: Vec<Option<Allocation>>,
     free_allocations: Vec<u32>,
     by_client: FxHashMap<ClientId, u32>,
@@ -228,11 +242,14 @@ impl Server {
             PortPool::new(&config.ports, &mut rng),
             PortPool::new(&config.ports, &mut rng),
         ];
+        let capacity = pools[0].capacity() as u64;
+        let pools: SharedPools = Arc::new(Mutex::new(pools));
+        ledger.register_pools(pools.clone());
         let nonces = NonceIssuer::new(config.nonce_key, config.nonce_lifetime_secs);
         let error_limiter = SourceLimiter::new(config.error_rate_per_source, rng.next_u64());
         let mut stats = Stats::default();
         let families = config.relay_v4.is_some() as u64 + config.relay_v6.is_some() as u64;
-        stats.relay_ports_total = pools[0].capacity() as u64 * families;
+        stats.relay_ports_total = capacity * families;
         stats.relay_ports_free = stats.relay_ports_total;
         Server {
             config,
@@ -256,10 +273,20 @@ impl Server {
         &self.config
     }
 
-    /// Replaces credentials and peer policy (configuration reload); allocations stay.
-    pub fn update_policy(&mut self, credentials: Credentials, policy: PeerPolicy) {
+    /// Replaces credentials and peer policy (configuration reload). Allocations whose
+    /// credential is now revoked, or that no configured secret or static user verifies any
+    /// more, end at once (relay sockets released, quota and ports returned); the others stay.
+    /// Returns the clients whose allocations ended and why, so the shell can close stream
+    /// connections and log.
+    pub fn update_policy(
+        &mut self,
+        credentials: Credentials,
+        policy: PeerPolicy,
+        now: Now,
+    ) -> Vec<(ClientId, EndReason)> {
         self.config.credentials = credentials;
         self.config.policy = policy;
+        self.end_unauthorised(now)
     }
 
     pub fn stats(&self) -> &Stats {
@@ -319,9 +346,9 @@ impl Server {
             self.remove_allocation(i, now);
         }
         for r in self.ledger.take_expired(now.mono) {
-            self.pools[r.family].give_back(r.port);
-            self.stats.relay_ports_free += 1;
+            self.give_back_port(r.family, r.port);
         }
+        self.refresh_port_gauge();
         self.stats.permissions_active = permissions;
         self.stats.channels_active = channels;
         self.reschedule(now);
@@ -354,7 +381,13 @@ impl Server {
                 r.allocations_active[a.client.transport as usize][family] += 1;
             }
         }
-        r.relay_ports_free = self.pools.iter().map(|p| p.free() as u64).sum();
+        let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        r.relay_ports_free = pools
+            .iter()
+            .enumerate()
+            .filter(|(family, _)| self.relay_address(*family).is_some())
+            .map(|(_, p)| p.free() as u64)
+            .sum();
         r
     }
 
@@ -400,31 +433,31 @@ impl Server {
             return false;
         };
         let port = match choice {
-            PortChoice::Any => self.pools[family].take(false),
-            PortChoice::Even => self.pools[family].take(true),
+            PortChoice::Any => self.take_port(family, |p| p.take(false)),
+            PortChoice::Even => self.take_port(family, |p| p.take(true)),
             PortChoice::Reserved(p) => Some(p),
-            PortChoice::EvenReserveNext => self.pools[family].take_pair().map(|(even, next)| {
-                let mut token = [0u8; 8];
-                self.rng.fill_bytes(&mut token);
-                self.ledger.reserve(ledger::Reservation {
-                    token,
-                    family,
-                    port: next,
-                    expires: now.mono + ledger::RESERVATION_LIFETIME,
-                });
-                if let Some(a) = self.allocations[alloc as usize].as_mut() {
-                    a.reservation = Some(token);
-                }
-                self.stats.relay_ports_free = self.stats.relay_ports_free.saturating_sub(1);
-                even
-            }),
+            PortChoice::EvenReserveNext => {
+                self.take_port(family, PortPool::take_pair)
+                    .map(|(even, next)| {
+                        let mut token = [0u8; 8];
+                        self.rng.fill_bytes(&mut token);
+                        self.ledger.reserve(ledger::Reservation {
+                            token,
+                            family,
+                            port: next,
+                            expires: now.mono + ledger::RESERVATION_LIFETIME,
+                        });
+                        if let Some(a) = self.allocations[alloc as usize].as_mut() {
+                            a.reservation = Some(token);
+                        }
+                        even
+                    })
+            }
         };
+        self.refresh_port_gauge();
         let Some(port) = port else {
             return false;
         };
-        if !matches!(choice, PortChoice::Reserved(_)) {
-            self.stats.relay_ports_free = self.stats.relay_ports_free.saturating_sub(1);
-        }
         let existing = self.allocations[alloc as usize]
             .as_ref()
             .and_then(|a| a.relays[family])
@@ -465,9 +498,57 @@ impl Server {
             return;
         };
         if let Some(r) = self.ledger.claim(&token) {
-            self.pools[r.family].give_back(r.port);
-            self.stats.relay_ports_free += 1;
+            self.give_back_port(r.family, r.port);
         }
+    }
+
+    /// Takes a relay port from this worker's pool or, when it has none, borrows one from
+    /// another worker's (the range is split into blocks; a client is not refused while any
+    /// block has room). `take` picks the port(s) within a pool, so EVEN-PORT and its reserved
+    /// pair come from one pool.
+    fn take_port<T>(
+        &mut self,
+        family: usize,
+        mut take: impl FnMut(&mut PortPool) -> Option<T>,
+    ) -> Option<T> {
+        let own = take(&mut self.pools.lock().unwrap_or_else(|e| e.into_inner())[family]);
+        own.or_else(|| self.ledger.borrow_port(&self.pools, family, take))
+    }
+
+    /// Whether a port of `family` can be had here or from another worker.
+    fn port_available(&self, family: usize) -> bool {
+        if self.pools.lock().unwrap_or_else(|e| e.into_inner())[family].free() > 0 {
+            return true;
+        }
+        self.ledger
+            .borrow_port(&self.pools, family, |p| (p.free() > 0).then_some(()))
+            .is_some()
+    }
+
+    /// Returns a port to this worker's pool (a borrowed port stays with the worker that
+    /// freed it: a port lives in exactly one pool or is in use, never both).
+    fn give_back_port(&mut self, family: usize, port: u16) {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner())[family].give_back(port);
+        self.refresh_port_gauge();
+    }
+
+    /// Brings gauges others can change up to date: `relay_ports_free` is the number of ports
+    /// in this worker's own pool, which another worker may have borrowed from. The worker's
+    /// own pool operations refresh it; the shell calls this before publishing its stats.
+    pub fn refresh_gauges(&mut self) {
+        self.refresh_port_gauge();
+    }
+
+    fn refresh_port_gauge(&mut self) {
+        let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = 0;
+        for (family, pool) in pools.iter().enumerate() {
+            if self.relay_address(family).is_some() {
+                free += pool.free() as u64;
+            }
+        }
+        drop(pools);
+        self.stats.relay_ports_free = free;
     }
 
     /// The shell bound (or failed to bind) a relay socket. On failure another port is tried;
@@ -482,6 +563,11 @@ impl Server {
             return;
         };
         let RelayOwner::Allocation(alloc) = slot.owner else {
+            // Its allocation ended (a reload, a closed connection) before the bind was
+            // reported: close the socket the shell opened for it.
+            if result.is_ok() {
+                self.commands.push_back(Command::ReleaseRelay { relay });
+            }
             return;
         };
         let Some(bind) = slot.addr else { return };
@@ -499,8 +585,7 @@ impl Server {
             Err(_) => {
                 self.stats.relay_bind_failures += 1;
                 // The port is held elsewhere: back of the queue, try the next one.
-                self.pools[family].give_back(bind.port());
-                self.stats.relay_ports_free += 1;
+                self.give_back_port(family, bind.port());
                 self.relays[relay.0 as usize].addr = None;
                 let Some(relay) = self.allocations[alloc as usize]
                     .as_ref()
@@ -554,8 +639,7 @@ impl Server {
                     self.commands
                         .push_back(Command::ReleaseRelay { relay: r.id });
                 }
-                self.pools[family].give_back(bind.port());
-                self.stats.relay_ports_free += 1;
+                self.give_back_port(family, bind.port());
             }
             self.relays[r.id.0 as usize] = RelaySlot {
                 owner: RelayOwner::Free,
@@ -563,7 +647,7 @@ impl Server {
             };
             self.free_relays.push(r.id.0);
         }
-        self.ledger.release(&a.user_id);
+        self.ledger.release(&a.holder());
         if a.is_ready() {
             let family = a.relays.iter().position(|r| r.is_some()).unwrap_or(0);
             let g = self.stats.allocation_gauge(a.client.transport, family);

@@ -3,9 +3,11 @@
 
 use super::allocation::{Allocation, PortChoice};
 use super::authenticate::Authed;
+use super::ledger::Holder;
 use super::reject::Reject;
 use super::respond::Request;
 use super::{ClientId, Now, Server, DEFAULT_LIFETIME, MAX_LIFETIME};
+use crate::source_key::source_key;
 use crate::wire::channel_data::{CHANNEL_MAX, CHANNEL_MIN, LEGACY_CHANNEL_MAX};
 use crate::wire::{attr, Class, DecodeError, Message, Method};
 use std::net::SocketAddr;
@@ -250,13 +252,20 @@ impl Server {
             return Err(Reject::AddressFamilyNotSupported);
         }
         for (f, wanted) in families.iter().enumerate() {
-            if *wanted && reserved.is_none() && self.pools[f].free() == 0 {
+            if *wanted && reserved.is_none() && !self.port_available(f) {
                 return Err(Reject::InsufficientCapacity);
             }
         }
-        if let Err(e) = self.ledger.acquire(&auth.user_id) {
+        // Counted by user id and by client address (IPv6 by prefix): a client that mints a
+        // fresh user id per Allocate still meets the per-address quota.
+        let source = source_key(req.client.remote.ip(), self.config.ipv6_source_prefix);
+        let holder = Holder {
+            user_id: auth.user_id.clone(),
+            source,
+        };
+        if let Err(e) = self.ledger.acquire(&holder) {
             if let Some(r) = reserved {
-                self.pools[r.family].give_back(r.port);
+                self.give_back_port(r.family, r.port);
             }
             return Err(e);
         }
@@ -266,6 +275,7 @@ impl Server {
             client: req.client,
             username: auth.username.clone(),
             user_id: auth.user_id.clone(),
+            source,
             key: auth.key.clone(),
             use_sha256: auth.sha256,
             relays: [None, None],

@@ -10,6 +10,7 @@
 use super::authenticate::Authed;
 use super::reject::Reject;
 use super::{ClientId, Command, Now, Server};
+use crate::source_key::source_key;
 use crate::wire::{attr, Class, MessageEncoder, Method, TransactionId};
 
 /// What a response needs to know about the request it answers.
@@ -28,6 +29,29 @@ pub(super) struct Request {
 /// (REFERENCES.md: reflection). A request too small to pay for its challenge (a bare 20-byte
 /// header; every real client's first Allocate carries at least REQUESTED-TRANSPORT) is dropped.
 pub const MAX_AMPLIFICATION: usize = 4;
+
+/// The smallest request a real client sends first: a header and REQUESTED-TRANSPORT (20 + 8
+/// bytes, the minimal Allocate of RFC 8656 §7.1). It must always get its 401, whatever the
+/// realm; smaller requests (a bare header) are held to [`MAX_AMPLIFICATION`] alone.
+pub const MIN_CHALLENGED_REQUEST: usize = 28;
+
+/// What any request of at least [`MIN_CHALLENGED_REQUEST`] bytes may be answered with,
+/// unauthenticated: 8 × 28. A 401 or 438 with the longest realm the configuration allows
+/// (127 bytes, RFC 8489 §14.9), a 32-byte nonce and FINGERPRINT is 216 bytes, so the
+/// challenge always goes out; the amplification is at most 8×, and the per-source error
+/// limiter bounds the rate. Without this floor a realm over 32 characters silenced the 401
+/// to a minimal Allocate.
+pub const CHALLENGE_FLOOR: usize = 224;
+
+/// The most bytes an unauthenticated answer to a `request_len`-byte request may have.
+pub fn answer_budget(request_len: usize) -> usize {
+    let budget = MAX_AMPLIFICATION.saturating_mul(request_len);
+    if request_len >= MIN_CHALLENGED_REQUEST {
+        budget.max(CHALLENGE_FLOOR)
+    } else {
+        budget
+    }
+}
 
 impl Server {
     /// Encodes a response and queues it. Returns a copy of the bytes when `keep` (the
@@ -93,7 +117,8 @@ impl Server {
         now: Now,
         unknown: &[u16],
     ) {
-        if auth.is_none() && !self.error_limiter.allow(req.client.remote.ip(), now.mono) {
+        let source = source_key(req.client.remote.ip(), self.config.ipv6_source_prefix);
+        if auth.is_none() && !self.error_limiter.allow(source, now.mono) {
             // Unauthenticated and over this source's budget: the source may be forged.
             self.stats.error_responses_suppressed += 1;
             return;
@@ -117,7 +142,8 @@ impl Server {
                 enc.unknown_attributes(unknown);
             }
         });
-        if auth.is_none() && bytes.len() > MAX_AMPLIFICATION.saturating_mul(req.len) {
+        if auth.is_none() && bytes.len() > answer_budget(req.len) {
+            // Counted with the rate-limited ones; the shell logs when this count grows.
             self.stats.error_responses_suppressed += 1;
             return;
         }

@@ -6,7 +6,8 @@
 //! (REFERENCES.md, "401 used for reflection").
 //!
 //! The table has a fixed number of token buckets, chosen by a keyed hash of the source
-//! address (IPv6 by its /64, which one host usually owns whole). Memory is the same whether
+//! address. The caller passes the address as `source_key` counts it (IPv6 by its
+//! `ipv6_source_prefix`, /64 by default, which one host usually owns whole). Memory is the same whether
 //! one address or a million send: no state is created per source before authentication.
 //! Two addresses that share a bucket share its budget; with the key unknown to clients, an
 //! attacker cannot aim a collision at a chosen victim.
@@ -79,15 +80,15 @@ impl SourceLimiter {
         }
     }
 
-    /// A keyed mix of the address (IPv4, or an IPv6 /64); not cryptographic, but the key is
-    /// random per process and never leaves it.
+    /// A keyed mix of the source key (already masked to its prefix by `source_key`); not
+    /// cryptographic, but the key is random per process and never leaves it.
     fn hash(&self, ip: IpAddr) -> u64 {
         let v = match ip {
             IpAddr::V4(a) => u64::from(u32::from(a)),
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(v4) => u64::from(u32::from(v4)),
-                None => (u128::from(a) >> 64) as u64 ^ 0x9e37_79b9_7f4a_7c15,
-            },
+            IpAddr::V6(a) => {
+                let v = u128::from(a);
+                ((v >> 64) as u64 ^ (v as u64).rotate_left(32)) ^ 0x9e37_79b9_7f4a_7c15
+            }
         };
         // splitmix64 finaliser over the keyed value.
         let mut z = v ^ self.key;
@@ -133,12 +134,22 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv6_host_is_limited_by_its_slash_64() {
-        let mut l = SourceLimiter::new(5, 1);
+    fn an_ipv6_host_is_limited_by_its_prefix() {
+        use crate::source_key::source_key;
         let t0 = Instant::now();
+        let host = |i: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, i]);
+        let mut l = SourceLimiter::new(5, 1);
         let allowed = (0..100u16)
-            .filter(|i| l.allow(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, *i]), t0))
+            .filter(|i| l.allow(source_key(host(*i), 64), t0))
             .count();
-        assert_eq!(allowed, 10);
+        assert_eq!(allowed, 10, "one /64 shares one budget");
+        let mut l = SourceLimiter::new(5, 1);
+        let allowed = (0..100u16)
+            .filter(|i| l.allow(source_key(host(*i), 128), t0))
+            .count();
+        assert!(
+            allowed > 10,
+            "a /128 prefix counts single addresses: {allowed}"
+        );
     }
 }

@@ -11,6 +11,7 @@ use turnd_proto::auth::{mint_rest_credential, Credentials};
 use turnd_proto::client::{self, Attr, ClientAuth};
 use turnd_proto::server::ledger::Ledger;
 use turnd_proto::server::ports::PortShard;
+use turnd_proto::server::EndReason;
 use turnd_proto::wire::{attr, Message, Method, TransactionId};
 use turnd_proto::{
     ClientId, Command, FromClient, Now, RelayAddress, RelayId, Server, ServerConfig, Transport,
@@ -123,6 +124,15 @@ impl Harness {
             assert_eq!(to, c);
             b
         })
+    }
+
+    /// A configuration reload with new credentials (and the default peer policy), as the
+    /// shell does on SIGHUP; returns the clients whose allocations it ended.
+    pub fn reload(&mut self, credentials: Credentials) -> Vec<(ClientId, EndReason)> {
+        let policy = turnd_proto::policy::PeerPolicy::default();
+        let ended = self.server.update_policy(credentials, policy, self.now);
+        self.drain();
+        ended
     }
 
     pub fn advance(&mut self, d: Duration) {
