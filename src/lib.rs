@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod fdlimit;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -4,8 +4,10 @@
 
 pub mod access;
 pub mod credentials;
+pub mod edge;
 pub mod error;
 pub mod health;
+pub mod identity;
 pub mod page;
 
 use crate::uris::{self, Listeners};
@@ -32,6 +34,8 @@ pub struct HttpState {
     pub probe: Arc<crate::selftest::probe::ProbeState>,
     /// For the drain flag.
     pub ledger: Arc<turnd_proto::server::ledger::Ledger>,
+    /// How anonymous credentials' identities count IPv6 clients (see [`identity`]).
+    pub ipv6_source_prefix: u8,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -59,11 +63,16 @@ pub fn router(state: Arc<HttpState>) -> Router {
     let api = Router::new()
         .route(
             "/api/v1/credentials",
-            get(credentials::rest).fallback(method_not_allowed),
+            // HEAD would run the GET handler and mint (and count) a credential it never
+            // shows: refused instead.
+            get(credentials::rest)
+                .head(method_not_allowed)
+                .fallback(method_not_allowed),
         )
         .route(
             "/api/v1/ice-servers",
             get(credentials::ice_servers)
+                .head(method_not_allowed)
                 .post(credentials::ice_servers)
                 .fallback(method_not_allowed),
         )
@@ -109,13 +118,24 @@ impl Drop for HttpServer {
 }
 
 /// Binds `addr` (synchronously, so a bad address fails start-up) and serves on a thread.
-pub fn start(addr: SocketAddr, state: Arc<HttpState>) -> Result<HttpServer> {
-    serve_router(addr, router(state), "http_listen")
+pub fn start(
+    addr: SocketAddr,
+    state: Arc<HttpState>,
+    limits: edge::EdgeLimits,
+    stats: Arc<edge::EdgeStats>,
+) -> Result<HttpServer> {
+    serve_router(addr, router(state), "http_listen", limits, stats)
 }
 
-/// Binds `addr` and serves `app` on its own thread and runtime; `key` names the setting in
-/// errors.
-pub fn serve_router(addr: SocketAddr, app: Router, key: &str) -> Result<HttpServer> {
+/// Binds `addr` and serves `app` on its own thread and runtime, behind the edge's timeouts and
+/// connection caps; `key` names the setting in errors.
+pub fn serve_router(
+    addr: SocketAddr,
+    app: Router,
+    key: &str,
+    limits: edge::EdgeLimits,
+    stats: Arc<edge::EdgeStats>,
+) -> Result<HttpServer> {
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("{key}: cannot bind {addr}"))?;
     listener.set_nonblocking(true)?;
@@ -136,15 +156,10 @@ pub fn serve_router(addr: SocketAddr, app: Router, key: &str) -> Result<HttpServ
                     Ok(l) => l,
                     Err(e) => return tracing::error!(error = %e, "cannot use the HTTP listener"),
                 };
-                let service = app.into_make_service_with_connect_info::<SocketAddr>();
-                let result = axum::serve(listener, service)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "HTTP service stopped");
-                }
+                let shutdown = async {
+                    let _ = rx.await;
+                };
+                edge::serve(listener, app, limits, stats, shutdown).await;
             });
         })?;
     Ok(HttpServer {
