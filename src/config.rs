@@ -260,8 +260,8 @@ pub struct Settings {
     #[arg(long, env = "TURND_HTTP_IDLE_TIMEOUT", value_name = "SECONDS")]
     pub http_idle_timeout: Option<u64>,
 
-    /// Connections each HTTP listener (credential API, metrics) holds at once; when full, the
-    /// longest-waiting idle one is closed to make room [default: 1024].
+    /// Connections each HTTP listener (credential API, metrics) holds at once; when full, a
+    /// newcomer with a request replaces the longest-idle one [default: 1024].
     #[arg(long, env = "TURND_HTTP_MAX_CONNECTIONS")]
     pub http_max_connections: Option<u32>,
 

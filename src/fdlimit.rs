@@ -6,8 +6,8 @@
 //! reserve (listeners, epoll and wakers, stdio, the self-probe, a health check's accept), the
 //! relay's sockets (`max_allocations`, or every relay port when that is unlimited), and what
 //! is left for connections (HTTP listeners and TCP/TLS clients). When the configured
-//! connection caps do not fit what is left, they are lowered in proportion and the start-up
-//! log says so: the relay keeps its share (at least half of what the reserve leaves), whatever
+//! connection caps do not fit what is left, they are lowered (HTTP to at most a quarter of it,
+//! TCP/TLS to the rest) and the start-up log says so: the relay keeps its share (at least half of what the reserve leaves), whatever
 //! clients do.
 
 /// The open-file limit before and after [`raise`].
@@ -80,10 +80,11 @@ impl Demand {
     }
 }
 
-/// Descriptors an HTTP listener with cap `n` may hold: evicted connections close a moment
-/// after their replacement is admitted (see `http::edge::table`).
+/// Descriptors an HTTP listener with cap `n` may hold (`http::edge::max_sockets`): evicted
+/// connections close a moment after their replacement is admitted, and newcomers to a full
+/// listener wait a moment for their first bytes.
 fn http_fds(n: u64) -> u64 {
-    n + n / 8 + 8
+    crate::http::edge::max_sockets(n.min(u64::from(u32::MAX)) as u32) as u64
 }
 
 /// The caps to run with.
@@ -126,14 +127,13 @@ pub fn plan(limit: u64, d: &Demand) -> Plan {
             lowered: false,
         };
     }
-    // Share the budget in proportion to what each asked for (no TCP limit: as if it asked for
-    // the whole budget).
-    let tcp_ask = tcp.min(budget);
-    let http_share =
-        (u128::from(budget) * u128::from(http) / u128::from((http + tcp_ask).max(1))) as u64;
+    // HTTP gets at most a quarter: a credential request or a health check holds its connection
+    // for milliseconds, a TURN client over TCP/TLS for a whole call.
+    let http_share = http.min(budget / 4);
     let per_listener = http_share / d.http_listeners.max(1);
+    // The largest cap whose http_fds fits the listener's share.
     let http_cap =
-        (per_listener.saturating_sub(8) * 8 / 9).clamp(1, u64::from(d.http_max_connections));
+        (per_listener.saturating_sub(16) * 4 / 5).clamp(1, u64::from(d.http_max_connections));
     let tcp_cap = budget.saturating_sub(http_share).clamp(1, tcp);
     Plan {
         http_max_connections: http_cap as u32,

@@ -136,9 +136,7 @@ pub fn serve_router(
     limits: edge::EdgeLimits,
     stats: Arc<edge::EdgeStats>,
 ) -> Result<HttpServer> {
-    let listener =
-        std::net::TcpListener::bind(addr).with_context(|| format!("{key}: cannot bind {addr}"))?;
-    listener.set_nonblocking(true)?;
+    let listener = bind(addr).with_context(|| format!("{key}: cannot bind {addr}"))?;
     let bound = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -167,4 +165,20 @@ pub fn serve_router(
         shutdown: Some(tx),
         thread: Some(thread),
     })
+}
+
+/// Pending connections the kernel queues for a listener (capped by net.core.somaxconn). The
+/// accept loop drains it fast, closing what it refuses; a short queue would drop a health
+/// check's SYN during a flood, and the retry comes a second later.
+const BACKLOG: i32 = 4096;
+
+/// A non-blocking TCP listener on `addr` (SO_REUSEADDR, as std sets it) with [`BACKLOG`].
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
 }

@@ -58,6 +58,6 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (SELFTEST_RUNS_TOTAL, "counter", "Self-probes run."),
     (CREDENTIALS_ISSUED_TOTAL, "counter", "Credentials minted by the HTTP API."),
     (HTTP_CONNECTIONS_OPEN, "gauge", "Connections held by the HTTP listeners (credential API and metrics)."),
-    (HTTP_CONNECTIONS_REFUSED_TOTAL, "counter", "HTTP connections closed as soon as accepted, by `reason` (per_address: the client holds http_max_connections_per_ip; full: every held connection is busy), or not accepted (accept_error: out of file descriptors)."),
+    (HTTP_CONNECTIONS_REFUSED_TOTAL, "counter", "HTTP connections closed as soon as accepted, by `reason` (per_address: the client holds http_max_connections_per_ip; full: the listener is full and the newcomer sent nothing within 250 ms, or every held connection is busy), or not accepted (accept_error: out of file descriptors)."),
     (HTTP_CONNECTIONS_CLOSED_TOTAL, "counter", "HTTP connections closed by turnd, by `reason` (header_timeout, body_timeout: answered 408, idle_timeout, evicted: the listener was full and this was its longest-waiting idle connection)."),
 ];

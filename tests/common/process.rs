@@ -17,8 +17,34 @@ pub fn free_port() -> u16 {
 
 /// `turnd serve` on free loopback ports with `extra` arguments: (child, UDP port, HTTP port).
 pub fn spawn_serve(extra: &[&str], stderr: std::process::Stdio) -> (std::process::Child, u16, u16) {
+    spawn_serve_limited(extra, stderr, None)
+}
+
+/// As [`spawn_serve`], with the child's open-file limit (soft and hard) set to `nofile`.
+pub fn spawn_serve_limited(
+    extra: &[&str],
+    stderr: std::process::Stdio,
+    nofile: Option<u64>,
+) -> (std::process::Child, u16, u16) {
     let (udp, http) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_turnd"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_turnd"));
+    if let Some(n) = nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = command
         .args([
             "serve",
             "--listen",
@@ -26,7 +52,12 @@ pub fn spawn_serve(extra: &[&str], stderr: std::process::Stdio) -> (std::process
             "--http-listen",
             &format!("127.0.0.1:{http}"),
         ])
-        .args(["--metrics-listen", "off"])
+        // Off unless the test asks for a metrics listener.
+        .args(if extra.contains(&"--metrics-listen") {
+            &[][..]
+        } else {
+            &["--metrics-listen", "off"][..]
+        })
         // Flags win over the file: with a config file, the secret comes from the file alone.
         .args(if extra.contains(&"--config") {
             &[][..]
@@ -81,7 +112,13 @@ pub struct Served {
 impl Served {
     /// Spawns `turnd serve` with `extra` arguments and waits until it is ready.
     pub fn start(extra: &[&str]) -> Served {
-        let (mut child, udp, http) = spawn_serve(extra, std::process::Stdio::piped());
+        Self::start_limited(extra, None)
+    }
+
+    /// As [`Served::start`], with the open-file limit (soft and hard) set to `nofile`.
+    pub fn start_limited(extra: &[&str], nofile: Option<u64>) -> Served {
+        let (mut child, udp, http) =
+            spawn_serve_limited(extra, std::process::Stdio::piped(), nofile);
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();

@@ -20,8 +20,9 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::RawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -54,6 +55,8 @@ pub struct Slot {
     key: OnceLock<IpAddr>,
     evicted: AtomicBool,
     evict: tokio::sync::Notify,
+    /// The socket, while open (-1 after): lets the table see a request waiting to be read.
+    fd: AtomicI32,
 }
 
 impl Slot {
@@ -64,7 +67,26 @@ impl Slot {
             key: OnceLock::new(),
             evicted: AtomicBool::new(false),
             evict: tokio::sync::Notify::new(),
+            fd: AtomicI32::new(-1),
         })
+    }
+
+    /// Records the connection's socket; `None` once it is about to be closed.
+    pub fn set_fd(&self, fd: Option<RawFd>) {
+        self.fd.store(fd.unwrap_or(-1), Ordering::Relaxed);
+    }
+
+    /// Whether the client has sent bytes turnd has not read yet: a request whose task has not
+    /// run, not an idle connection.
+    pub fn has_unread(&self) -> bool {
+        let fd = self.fd.load(Ordering::Relaxed);
+        if fd < 0 {
+            return false;
+        }
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD on a socket this connection still owns, into a valid c_int.
+        let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+        rc == 0 && n > 0
     }
 
     fn get(&self) -> (Phase, Instant) {
@@ -145,10 +167,7 @@ impl<S> DeadlineIo<S> {
             return Ok(());
         };
         let late = if waiting {
-            if self.sleep.deadline() != deadline {
-                self.sleep.as_mut().reset(deadline);
-            }
-            self.sleep.as_mut().poll(cx).is_ready()
+            self.arm(cx, deadline)
         } else {
             Instant::now() >= deadline
         };
@@ -160,6 +179,25 @@ impl<S> DeadlineIo<S> {
             ));
         }
         Ok(())
+    }
+
+    /// Sets the timer to wake this task at `deadline`; true if it has passed.
+    fn arm(&mut self, cx: &mut Context<'_>, deadline: Instant) -> bool {
+        if self.sleep.deadline() != deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        self.sleep.as_mut().poll(cx).is_ready()
+    }
+
+    /// After a write: the answer has been produced, so the phase may have changed (to `Idle`)
+    /// without a read to notice, and hyper will not read again until the socket wakes it. Arm
+    /// the new phase's deadline now, so the task wakes, reads and fails when it passes.
+    fn rearm(&mut self, cx: &mut Context<'_>) {
+        if let Some((_, deadline)) = self.slot.deadline() {
+            if self.arm(cx, deadline) {
+                cx.waker().wake_by_ref();
+            }
+        }
     }
 }
 
@@ -201,7 +239,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
                 Ok(()) => Poll::Pending,
                 Err(e) => Poll::Ready(Err(e)),
             },
-            other => other,
+            other => {
+                this.rearm(cx);
+                other
+            }
         }
     }
 

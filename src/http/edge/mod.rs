@@ -15,6 +15,7 @@ use axum::Router;
 use clock::{DeadlineIo, Phase, Slot, Timeouts};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,8 +84,55 @@ impl EdgeStats {
 /// would spin; meanwhile the kernel queues new connections).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// How long a newcomer to a full listener may take to send its first bytes before it is
+/// refused: a client's request normally follows its handshake within a round trip.
+const FIRST_BYTES_GRACE: Duration = Duration::from_millis(250);
+
+/// Everything a listener's tasks share.
+struct Listener {
+    app: Router,
+    limits: EdgeLimits,
+    stats: Arc<EdgeStats>,
+    table: Arc<ConnTable>,
+    /// Newcomers to a full listener waiting for their first bytes, oldest first, at most
+    /// `max_waiting()`: a newcomer past that displaces the oldest.
+    waiting: std::sync::Mutex<std::collections::VecDeque<Arc<Slot>>>,
+}
+
+impl Listener {
+    fn max_waiting(&self) -> usize {
+        waiting_slots(self.limits.max_connections)
+    }
+}
+
+/// Newcomers a full listener of cap `n` lets wait for their first bytes.
+pub fn waiting_slots(n: u32) -> usize {
+    n as usize / 8 + 8
+}
+
+/// Sockets a listener of cap `n` may hold at once, whatever the scheduling: its connections,
+/// evicted ones not yet closed by their task (the table allows `n / 8 + 8` of those), and
+/// newcomers waiting for their first bytes. [`crate::fdlimit`] reserves this many descriptors.
+pub fn max_sockets(n: u32) -> usize {
+    n as usize + 2 * waiting_slots(n)
+}
+
+/// One accepted socket counted against [`max_sockets`] until dropped.
+struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Accepts on `listener` and serves `app` until `shutdown` resolves; then the runtime is
 /// dropped with every connection.
+///
+/// A full listener admits a newcomer only once it has sent something (then its longest-idle
+/// connection makes room, see [`table`]): under a flood of idle connections the newcomers that
+/// carry a request, a health check's or a credential fetch's, get in, and the idle ones cost an
+/// accept and a close.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -100,6 +148,15 @@ pub async fn serve(
     if let Ok(mut t) = stats.tables.lock() {
         t.push(table.clone());
     }
+    let this = Arc::new(Listener {
+        app,
+        limits,
+        stats,
+        table,
+        waiting: Default::default(),
+    });
+    let sockets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let max_sockets = max_sockets(limits.max_connections);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -107,36 +164,99 @@ pub async fn serve(
             r = listener.accept() => match r {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    this.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(error = %e, "HTTP accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
         };
-        let slot = Slot::new(limits.timeouts);
-        let admitted = match table.admit(peer.ip(), slot.clone()) {
-            Ok((admitted, evicted)) => {
+        if sockets.fetch_add(1, Ordering::Relaxed) >= max_sockets {
+            // Closing tasks have not run yet: the descriptor budget is spent. Refuse, and let
+            // them run.
+            sockets.fetch_sub(1, Ordering::Relaxed);
+            this.stats.refused(Refusal::Full);
+            drop(stream);
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let counted = Counted(sockets.clone());
+        let slot = Slot::new(this.limits.timeouts);
+        slot.set_fd(Some(stream.as_raw_fd()));
+        let has_request = slot.has_unread();
+        match this.table.admit(peer.ip(), slot.clone(), has_request) {
+            Ok(admitted) => {
+                let evicted = admitted.1;
+                tokio::spawn(connection(stream, peer, this.clone(), admitted.0, counted));
                 if evicted {
-                    stats.closed_evicted.fetch_add(1, Ordering::Relaxed);
+                    this.stats.closed_evicted.fetch_add(1, Ordering::Relaxed);
+                    // Under a flood: let the evicted connection close and the new one read its
+                    // request before accepting more.
+                    tokio::task::yield_now().await;
                 }
-                admitted
+            }
+            Err(Refusal::Full) if !has_request => {
+                // Its request may be a moment behind its handshake. Wait for it, displacing
+                // the oldest waiting newcomer if too many wait: under a flood each gets the
+                // time the flood takes to open max_waiting() more connections.
+                let mut displaced = false;
+                if let Ok(mut waiting) = this.waiting.lock() {
+                    if waiting.len() >= this.max_waiting() {
+                        if let Some(oldest) = waiting.pop_front() {
+                            oldest.evict();
+                            displaced = true;
+                        }
+                    }
+                    waiting.push_back(slot.clone());
+                }
+                let task = admit_when_it_speaks(stream, peer, slot, this.clone(), counted);
+                tokio::spawn(task);
+                if displaced {
+                    tokio::task::yield_now().await;
+                }
             }
             Err(refusal) => {
-                // Closed at once: an RST-free FIN the client sees as an empty answer.
-                stats.refused(refusal);
+                // Closed at once: the client sees the connection end without an answer.
+                this.stats.refused(refusal);
                 drop(stream);
-                continue;
             }
-        };
-        tokio::spawn(connection(
-            stream,
-            peer,
-            app.clone(),
-            admitted,
-            limits.timeouts.body,
-            stats.clone(),
-        ));
+        }
+    }
+}
+
+/// A newcomer to a full listener: admitted (evicting an idle connection) if it sends something
+/// within [`FIRST_BYTES_GRACE`], else closed.
+async fn admit_when_it_speaks(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: Arc<Slot>,
+    this: Arc<Listener>,
+    counted: Counted,
+) {
+    let spoke = tokio::select! {
+        r = tokio::time::timeout(FIRST_BYTES_GRACE, stream.readable()) => matches!(r, Ok(Ok(()))),
+        _ = slot.evicted() => false,
+    };
+    if let Ok(mut waiting) = this.waiting.lock() {
+        waiting.retain(|w| !Arc::ptr_eq(w, &slot));
+    }
+    let admitted = if spoke && slot.has_unread() {
+        this.table.admit(peer.ip(), slot, true)
+    } else {
+        Err(Refusal::Full)
+    };
+    match admitted {
+        Ok((admitted, evicted)) => {
+            if evicted {
+                this.stats.closed_evicted.fetch_add(1, Ordering::Relaxed);
+            }
+            connection(stream, peer, this, admitted, counted).await
+        }
+        Err(refusal) => {
+            drop(stream);
+            drop(counted);
+            this.stats.refused(refusal)
+        }
     }
 }
 
@@ -144,11 +264,13 @@ pub async fn serve(
 async fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    app: Router,
+    this: Arc<Listener>,
     admitted: table::Admitted,
-    body_timeout: Duration,
-    stats: Arc<EdgeStats>,
+    counted: Counted,
 ) {
+    let stats = this.stats.clone();
+    let app = this.app.clone();
+    let body_timeout = this.limits.timeouts.body;
     let slot = admitted.slot.clone();
     let io = DeadlineIo::new(stream, slot.clone());
     let expired = io.expired.clone();
@@ -170,9 +292,11 @@ async fn connection(
     // The deadlines are DeadlineIo's (see clock.rs): hyper's header timer would also count idle
     // keep-alive time as header time.
     builder.header_read_timeout(None);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    // Boxed, not pinned on the stack, so it (and the socket) can be dropped before the
+    // connection stops being counted.
+    let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
     tokio::select! {
-        r = conn => {
+        r = conn.as_mut() => {
             match expired.get() {
                 Some(Phase::Head) => stats.closed_header_timeout.fetch_add(1, Ordering::Relaxed),
                 Some(Phase::Idle) => stats.closed_idle_timeout.fetch_add(1, Ordering::Relaxed),
@@ -185,7 +309,11 @@ async fn connection(
         // Counted by the accept loop when it chose this connection.
         _ = slot.evicted() => {}
     }
+    // The socket closes with `conn`: the table must not look at its descriptor any more.
+    slot.set_fd(None);
+    drop(conn);
     drop(admitted);
+    drop(counted);
 }
 
 /// Runs one request through axum within the body timeout; 408 (and the connection closed)

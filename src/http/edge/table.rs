@@ -77,12 +77,14 @@ impl ConnTable {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits a connection from `ip` with the clock `slot`, evicting the longest-waiting idle
-    /// connection if the listener is full. Returns whether one was evicted.
+    /// Admits a connection from `ip` with the clock `slot`; if the listener is full and
+    /// `may_evict`, by evicting the longest-waiting idle connection. Returns whether one was
+    /// evicted.
     pub fn admit(
         self: &Arc<Self>,
         ip: IpAddr,
         slot: Arc<Slot>,
+        may_evict: bool,
     ) -> Result<(Admitted, bool), Refusal> {
         let key = turnd_proto::source_key::source_key(ip, self.ipv6_prefix);
         let mut inner = self.lock();
@@ -94,7 +96,10 @@ impl ConnTable {
         if inner.open >= self.max_total {
             // Evicted connections close on their own task's next turn; until then they still
             // hold a descriptor. Past a small slack, refuse rather than outrun the closing.
-            if inner.open >= self.max_total + self.max_total / 8 + 8 || !evict_one(&mut inner) {
+            if !may_evict
+                || inner.open >= self.max_total + self.max_total / 8 + 8
+                || !evict_one(&mut inner)
+            {
                 return Err(Refusal::Full);
             }
             evicted = true;
@@ -116,8 +121,8 @@ impl ConnTable {
     }
 }
 
-/// Asks the oldest connection that is not answering a request to close. False when every
-/// connection is busy.
+/// Asks the oldest connection that is neither answering a request nor holding one unread to
+/// close. False when every connection is busy.
 fn evict_one(inner: &mut Inner) -> bool {
     for _ in 0..inner.order.len() {
         let Some(weak) = inner.order.pop_front() else {
@@ -126,7 +131,9 @@ fn evict_one(inner: &mut Inner) -> bool {
         let Some(slot) = weak.upgrade() else {
             continue;
         };
-        if slot.phase() == Phase::Request || slot.is_evicted() {
+        // A request that came in while its task waits to run is as busy as one being answered:
+        // under a flood of new connections the accept loop runs ahead of the connections' tasks.
+        if slot.phase() == Phase::Request || slot.is_evicted() || slot.has_unread() {
             inner.order.push_back(weak);
             continue;
         }
@@ -166,41 +173,62 @@ mod tests {
     #[test]
     fn per_address_cap_counts_an_ipv6_prefix_as_one_client() {
         let t = ConnTable::new(100, 2, 64);
-        let a = t.admit("2001:db8::1".parse().unwrap(), slot()).unwrap();
-        let _b = t.admit("2001:db8::2".parse().unwrap(), slot()).unwrap();
+        let a = t
+            .admit("2001:db8::1".parse().unwrap(), slot(), true)
+            .unwrap();
+        let _b = t
+            .admit("2001:db8::2".parse().unwrap(), slot(), true)
+            .unwrap();
         assert_eq!(
-            t.admit("2001:db8::ffff:3".parse().unwrap(), slot())
+            t.admit("2001:db8::ffff:3".parse().unwrap(), slot(), true)
                 .unwrap_err(),
             Refusal::PerAddress
         );
-        assert!(t.admit("2001:db8:0:1::1".parse().unwrap(), slot()).is_ok());
+        assert!(t
+            .admit("2001:db8:0:1::1".parse().unwrap(), slot(), true)
+            .is_ok());
         drop(a);
-        assert!(t.admit("2001:db8::3".parse().unwrap(), slot()).is_ok());
+        assert!(t
+            .admit("2001:db8::3".parse().unwrap(), slot(), true)
+            .is_ok());
     }
 
     #[test]
     fn a_full_table_evicts_the_oldest_idle_connection_never_a_busy_one() {
         let t = ConnTable::new(2, 0, 64);
-        let (busy, _) = t.admit("192.0.2.1".parse().unwrap(), slot()).unwrap();
+        let (busy, _) = t.admit("192.0.2.1".parse().unwrap(), slot(), true).unwrap();
         busy.slot.set_phase(Phase::Request);
-        let (idle, _) = t.admit("192.0.2.2".parse().unwrap(), slot()).unwrap();
-        let (_new, evicted) = t.admit("192.0.2.3".parse().unwrap(), slot()).unwrap();
+        let (idle, _) = t.admit("192.0.2.2".parse().unwrap(), slot(), true).unwrap();
+        let (_new, evicted) = t.admit("192.0.2.3".parse().unwrap(), slot(), true).unwrap();
         assert!(evicted);
         assert!(idle.slot.is_evicted() && !busy.slot.is_evicted());
         // The evicted one has not closed yet: it is not chosen twice, the busy one never.
         drop(idle);
-        let (newest, _) = t.admit("192.0.2.4".parse().unwrap(), slot()).unwrap();
+        let (newest, _) = t.admit("192.0.2.4".parse().unwrap(), slot(), true).unwrap();
         newest.slot.set_phase(Phase::Request);
         assert!(!busy.slot.is_evicted());
     }
 
     #[test]
+    fn a_full_table_evicts_only_for_a_newcomer_that_may() {
+        let t = ConnTable::new(1, 0, 64);
+        let (idle, _) = t.admit("192.0.2.1".parse().unwrap(), slot(), true).unwrap();
+        assert_eq!(
+            t.admit("192.0.2.2".parse().unwrap(), slot(), false)
+                .unwrap_err(),
+            Refusal::Full
+        );
+        assert!(!idle.slot.is_evicted());
+    }
+
+    #[test]
     fn a_table_of_busy_connections_refuses() {
         let t = ConnTable::new(1, 0, 64);
-        let (busy, _) = t.admit("192.0.2.1".parse().unwrap(), slot()).unwrap();
+        let (busy, _) = t.admit("192.0.2.1".parse().unwrap(), slot(), true).unwrap();
         busy.slot.set_phase(Phase::Request);
         assert_eq!(
-            t.admit("192.0.2.2".parse().unwrap(), slot()).unwrap_err(),
+            t.admit("192.0.2.2".parse().unwrap(), slot(), true)
+                .unwrap_err(),
             Refusal::Full
         );
         assert_eq!(t.open(), 1);
