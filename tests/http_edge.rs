@@ -277,6 +277,48 @@ fn three_hundred_addresses_of_one_ipv6_prefix_are_limited_as_one_client() {
     report.assert_unharmed("300 addresses of one /64 against the HTTP API");
 }
 
+/// turnd raises its soft open-file limit to the hard one at start and says so; with enough
+/// descriptors it keeps the configured caps and warns about nothing.
+#[test]
+fn the_open_file_limit_is_raised_at_start() {
+    let mut own = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a valid struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut own) };
+    let hard = own.rlim_max.min(1 << 20);
+    assert!(
+        hard > 4096,
+        "this test needs a hard limit above 4096, not {hard}"
+    );
+    // Caps that fit 4096 descriptors: 1,000 relay ports, 1,000 TCP clients, the HTTP listener.
+    let served = Served::start_limited(
+        &[
+            "--relay-ip",
+            "127.0.0.1",
+            "--relay-ports",
+            "40000-40999",
+            "--max-connections",
+            "1000",
+        ],
+        Some((256, hard)),
+    );
+    served.wait_for_log("raised the open-file limit");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", served.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(soft, hard, "{line}");
+    assert!(
+        !served.log().contains("open-file limit is too low"),
+        "{}",
+        served.log()
+    );
+}
+
 /// Raises this process's open-file limit so it can hold `want` sockets; returns how many it may.
 fn raise_own_fd_limit(want: u64) -> u64 {
     let mut lim = libc::rlimit {
@@ -340,7 +382,7 @@ fn flood_with_probes() -> common::flow::FlowReport {
             "--metrics-listen",
             &metrics_addr,
         ],
-        Some(1024),
+        Some((1024, 1024)),
     );
     served.wait_for_log("open-file limit is too low");
     let http: SocketAddr = ([127, 0, 0, 1], served.http).into();

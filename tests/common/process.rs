@@ -20,22 +20,22 @@ pub fn spawn_serve(extra: &[&str], stderr: std::process::Stdio) -> (std::process
     spawn_serve_limited(extra, stderr, None)
 }
 
-/// As [`spawn_serve`], with the child's open-file limit (soft and hard) set to `nofile`.
+/// As [`spawn_serve`], with the child's open-file limit set to `nofile` (soft, hard).
 pub fn spawn_serve_limited(
     extra: &[&str],
     stderr: std::process::Stdio,
-    nofile: Option<u64>,
+    nofile: Option<(u64, u64)>,
 ) -> (std::process::Child, u16, u16) {
     let (udp, http) = (free_port(), free_port());
     let mut command = Command::new(env!("CARGO_BIN_EXE_turnd"));
-    if let Some(n) = nofile {
+    if let Some((soft, hard)) = nofile {
         use std::os::unix::process::CommandExt;
         // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
         unsafe {
             command.pre_exec(move || {
                 let lim = libc::rlimit {
-                    rlim_cur: n,
-                    rlim_max: n,
+                    rlim_cur: soft,
+                    rlim_max: hard,
                 };
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -115,8 +115,8 @@ impl Served {
         Self::start_limited(extra, None)
     }
 
-    /// As [`Served::start`], with the open-file limit (soft and hard) set to `nofile`.
-    pub fn start_limited(extra: &[&str], nofile: Option<u64>) -> Served {
+    /// As [`Served::start`], with the open-file limit set to `nofile` (soft, hard).
+    pub fn start_limited(extra: &[&str], nofile: Option<(u64, u64)>) -> Served {
         let (mut child, udp, http) =
             spawn_serve_limited(extra, std::process::Stdio::piped(), nofile);
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
