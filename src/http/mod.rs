@@ -136,12 +136,14 @@ pub fn serve_router(
     limits: edge::EdgeLimits,
     stats: Arc<edge::EdgeStats>,
 ) -> Result<HttpServer> {
-    let listener = bind(addr).with_context(|| format!("{key}: cannot bind {addr}"))?;
+    let listener =
+        bind(addr, limits.timeouts.idle).with_context(|| format!("{key}: cannot bind {addr}"))?;
     let bound = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("turnd-http".into())
         .spawn(move || {
+            lower_priority();
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -172,13 +174,54 @@ pub fn serve_router(
 /// check's SYN during a flood, and the retry comes a second later.
 const BACKLOG: i32 = 4096;
 
-/// A non-blocking TCP listener on `addr` (SO_REUSEADDR, as std sets it) with [`BACKLOG`].
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A non-blocking TCP listener on `addr` (SO_REUSEADDR, as std sets it) with [`BACKLOG`] and
+/// TCP_DEFER_ACCEPT of `idle`.
+///
+/// TCP_DEFER_ACCEPT (Linux, tcp(7)) keeps a connection in the kernel, as a half-open request
+/// that holds no descriptor, until its first data arrives, or about `idle` has passed. Idle
+/// connections, the cheapest attack on an HTTP server, then never reach the accept loop while
+/// they are idle, and a connection that does arrive usually carries its request already (the
+/// edge admits such newcomers first, see [`edge`]). nginx's `listen ... deferred` is the same.
+fn bind(addr: SocketAddr, idle: std::time::Duration) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
+    use std::os::fd::AsRawFd;
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     s.set_reuse_address(true)?;
+    let secs = libc::c_int::try_from(idle.as_secs()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt on a socket we own, with a c_int option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        // Only an optimisation: the edge's own limits still hold without it.
+        tracing::debug!(error = %std::io::Error::last_os_error(), "no TCP_DEFER_ACCEPT");
+    }
     s.bind(&addr.into())?;
     s.listen(BACKLOG)?;
     s.set_nonblocking(true)?;
     Ok(s.into())
+}
+
+/// Niceness of the HTTP threads. A flood of connections keeps an HTTP thread busy; on a machine
+/// with few cores the relay workers must still get the CPU first: relayed media is what
+/// suffers from a few milliseconds' delay, a credential request is not.
+const HTTP_NICENESS: libc::c_int = 10;
+
+/// Lowers the calling thread's scheduling priority (Linux: niceness is per thread). Lowering
+/// needs no privilege; a failure only costs the preference, so it is logged and ignored.
+fn lower_priority() {
+    // SAFETY: gettid and setpriority on the calling thread only.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, HTTP_NICENESS)
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the HTTP thread's priority");
+    }
 }
