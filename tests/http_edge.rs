@@ -190,6 +190,29 @@ fn idle_connections_are_closed_at_the_idle_timeout() {
     expect_metric(&turnd, &closed("idle_timeout"), 2.0);
 }
 
+/// A head too long to be a credential request is refused, not buffered (hyper would hold
+/// ~400 KB per connection).
+#[test]
+fn an_oversized_head_is_refused() {
+    let turnd = start(settings());
+    let pad = "a".repeat(1000);
+    let headers: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("X-Pad-{i}"), pad.clone()))
+        .collect();
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let r = common::http_request(turnd.http(), "GET", "/healthz", &headers, "");
+    assert_eq!(r.status, 431, "{r:?}");
+    let headers = &headers[..4];
+    assert_eq!(
+        common::http_request(turnd.http(), "GET", "/healthz", headers, "").status,
+        200,
+        "a few KB of headers are fine"
+    );
+}
+
 #[test]
 fn connections_per_address_are_capped() {
     let mut s = settings();

@@ -7,13 +7,11 @@
 //! runtime.
 
 pub mod clock;
+mod conn;
 pub mod table;
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::IntoResponse;
 use axum::Router;
-use clock::{DeadlineIo, Phase, Slot, Timeouts};
-use hyper_util::rt::TokioIo;
+use clock::{Slot, Timeouts};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,7 +87,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 const FIRST_BYTES_GRACE: Duration = Duration::from_millis(250);
 
 /// Everything a listener's tasks share.
-struct Listener {
+pub(crate) struct Listener {
     app: Router,
     limits: EdgeLimits,
     stats: Arc<EdgeStats>,
@@ -118,7 +116,7 @@ pub fn max_sockets(n: u32) -> usize {
 }
 
 /// One accepted socket counted against [`max_sockets`] until dropped.
-struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+pub(crate) struct Counted(Arc<std::sync::atomic::AtomicUsize>);
 
 impl Drop for Counted {
     fn drop(&mut self) {
@@ -187,7 +185,7 @@ pub async fn serve(
         match this.table.admit(peer.ip(), slot.clone(), has_request) {
             Ok(admitted) => {
                 let evicted = admitted.1;
-                tokio::spawn(connection(stream, peer, this.clone(), admitted.0, counted));
+                tokio::spawn(conn::serve(stream, peer, this.clone(), admitted.0, counted));
                 if evicted {
                     this.stats.closed_evicted.fetch_add(1, Ordering::Relaxed);
                     // Under a flood: let the evicted connection close and the new one read its
@@ -250,7 +248,7 @@ async fn admit_when_it_speaks(
             if evicted {
                 this.stats.closed_evicted.fetch_add(1, Ordering::Relaxed);
             }
-            connection(stream, peer, this, admitted, counted).await
+            conn::serve(stream, peer, this, admitted, counted).await
         }
         Err(refusal) => {
             drop(stream);
@@ -258,95 +256,4 @@ async fn admit_when_it_speaks(
             this.stats.refused(refusal)
         }
     }
-}
-
-/// Serves one connection until it closes, times out or is evicted.
-async fn connection(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    this: Arc<Listener>,
-    admitted: table::Admitted,
-    counted: Counted,
-) {
-    let stats = this.stats.clone();
-    let app = this.app.clone();
-    let body_timeout = this.limits.timeouts.body;
-    let slot = admitted.slot.clone();
-    let io = DeadlineIo::new(stream, slot.clone());
-    let expired = io.expired.clone();
-    let service = {
-        let slot = slot.clone();
-        let stats = stats.clone();
-        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            answer(
-                req,
-                peer,
-                app.clone(),
-                slot.clone(),
-                body_timeout,
-                stats.clone(),
-            )
-        })
-    };
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    // The deadlines are DeadlineIo's (see clock.rs): hyper's header timer would also count idle
-    // keep-alive time as header time.
-    builder.header_read_timeout(None);
-    // Boxed, not pinned on the stack, so it (and the socket) can be dropped before the
-    // connection stops being counted.
-    let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
-    tokio::select! {
-        r = conn.as_mut() => {
-            match expired.get() {
-                Some(Phase::Head) => stats.closed_header_timeout.fetch_add(1, Ordering::Relaxed),
-                Some(Phase::Idle) => stats.closed_idle_timeout.fetch_add(1, Ordering::Relaxed),
-                _ => 0,
-            };
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended");
-            }
-        }
-        // Counted by the accept loop when it chose this connection.
-        _ = slot.evicted() => {}
-    }
-    // The socket closes with `conn`: the table must not look at its descriptor any more.
-    slot.set_fd(None);
-    drop(conn);
-    drop(admitted);
-    drop(counted);
-}
-
-/// Runs one request through axum within the body timeout; 408 (and the connection closed)
-/// when it runs out.
-async fn answer(
-    mut req: hyper::Request<hyper::body::Incoming>,
-    peer: SocketAddr,
-    app: Router,
-    slot: Arc<Slot>,
-    body_timeout: Duration,
-    stats: Arc<EdgeStats>,
-) -> Result<axum::response::Response, std::convert::Infallible> {
-    use tower_service::Service;
-    slot.set_phase(Phase::Request);
-    req.extensions_mut()
-        .insert(axum::extract::ConnectInfo(peer));
-    let mut app = app;
-    let result = tokio::time::timeout(body_timeout, app.call(req)).await;
-    slot.set_phase(Phase::Idle);
-    Ok(match result {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(never)) => match never {},
-        Err(_) => {
-            stats.closed_body_timeout.fetch_add(1, Ordering::Relaxed);
-            let mut resp = super::error::ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request not received in time (http_body_timeout)",
-            )
-            .into_response();
-            // RFC 9110 §15.5.9: the server closes the connection after a 408.
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            resp
-        }
-    })
 }
