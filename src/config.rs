@@ -855,6 +855,17 @@ mod tests {
         );
         assert!(err("listen = [\"127.0.0.1:50000\"]").starts_with("relay_ports:"));
         assert!(err("listen = [\"127.0.0.1:3478\"]\nsecret = [\"short\"]").starts_with("secret:"));
+        for key in [
+            "http_header_timeout",
+            "http_body_timeout",
+            "http_idle_timeout",
+        ] {
+            assert!(err(&format!("listen = [\"127.0.0.1:3478\"]\n{key} = 0")).starts_with(key));
+        }
+        assert!(
+            err("listen = [\"127.0.0.1:3478\"]\nhttp_max_connections = 0")
+                .starts_with("http_max_connections:")
+        );
         let unknown = format!("{:#}", Settings::from_toml("no_such_key = 1").unwrap_err());
         assert!(unknown.contains("no_such_key"), "{unknown}");
     }
