@@ -131,9 +131,9 @@ pub fn plan(limit: u64, d: &Demand) -> Plan {
     // for milliseconds, a TURN client over TCP/TLS for a whole call.
     let http_share = http.min(budget / 4);
     let per_listener = http_share / d.http_listeners.max(1);
-    // The largest cap whose http_fds fits the listener's share.
+    // The largest cap whose http_fds fits the listener's share (http_fds(n) <= 13n/8 + 24).
     let http_cap =
-        (per_listener.saturating_sub(16) * 4 / 5).clamp(1, u64::from(d.http_max_connections));
+        (per_listener.saturating_sub(24) * 8 / 13).clamp(1, u64::from(d.http_max_connections));
     let tcp_cap = budget.saturating_sub(http_share).clamp(1, tcp);
     Plan {
         http_max_connections: http_cap as u32,

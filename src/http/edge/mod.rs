@@ -103,16 +103,18 @@ impl Listener {
     }
 }
 
-/// Newcomers a full listener of cap `n` lets wait for their first bytes.
+/// Newcomers a full listener of cap `n` lets wait for their first bytes. Under a flood of idle
+/// connections, a newcomer whose request trails its handshake survives as long as the flood
+/// takes to open this many more: the larger, the better a health check's odds.
 pub fn waiting_slots(n: u32) -> usize {
-    n as usize / 8 + 8
+    n as usize / 2 + 16
 }
 
 /// Sockets a listener of cap `n` may hold at once, whatever the scheduling: its connections,
 /// evicted ones not yet closed by their task (the table allows `n / 8 + 8` of those), and
 /// newcomers waiting for their first bytes. [`crate::fdlimit`] reserves this many descriptors.
 pub fn max_sockets(n: u32) -> usize {
-    n as usize + 2 * waiting_slots(n)
+    n as usize + (n as usize / 8 + 8) + waiting_slots(n)
 }
 
 /// One accepted socket counted against [`max_sockets`] until dropped.
