@@ -1,15 +1,15 @@
 //! Which HTTP connections a listener holds: at most `max_total`, at most `max_per_key` per
 //! client (IPv4 address, or IPv6 prefix: [`turnd_proto::source_key`]).
 //!
-//! A full listener does not turn newcomers away. Idle connections cost the attacker nothing to
-//! hold, so refusing newcomers would let anyone who opens `max_total` idle connections lock
-//! out every health check and credential request. Instead the connection that has waited
-//! longest without a request in progress is closed to make room (oldest first, in accept
-//! order); only when every held connection is in the middle of a request is a newcomer
-//! refused. A client at its per-address cap is refused outright: it may not push others out.
+//! A full listener does not turn away a newcomer that has sent a request (the accept loop says
+//! so with `may_evict`). Idle connections cost the attacker nothing to hold, so refusing
+//! newcomers would let anyone who opens `max_total` idle connections lock out every health
+//! check and credential request. Instead the connection that has waited longest without a
+//! request in progress, or one waiting unread, is closed to make room (oldest first, in accept
+//! order); only when every held connection is busy is the newcomer refused. A client at its
+//! per-address cap is refused outright: it may not push others out.
 
-use super::clock::Phase;
-use super::clock::Slot;
+use super::clock::{Phase, Slot};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
