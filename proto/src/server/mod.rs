@@ -14,6 +14,16 @@
 //!
 //! After any `handle_*`, drain [`Server::poll_command`] until it returns None, then re-arm the
 //! timer from [`Server::poll_timeout`].
+//!
+//! ## Where things are
+//!
+//! A request goes `requests.rs` (parse, authenticate in `authenticate.rs`, 420, 441) →
+//! `decode.rs` (the method's attributes into a typed request, or a [`reject::Reject`]) → its
+//! handler: `allocate.rs`, `peers.rs` (CreatePermission, ChannelBind), Refresh in
+//! `requests.rs`. Answers are written by `respond.rs`. `allocations.rs` owns the allocation
+//! table and its indexes (5-tuple, relay id) with their invariants; `allocation.rs` is one
+//! allocation's permissions and channels; `relay_bind.rs` its relay sockets and ports
+//! (`ports.rs`, shared through `ledger.rs`). `relay_path.rs` is the per-packet path.
 
 mod allocate;
 pub mod allocation;
