@@ -261,6 +261,7 @@ fn unauthenticated_errors_are_rate_limited_per_source_address() {
         transport: Transport::Udp,
         local: 0,
         remote: "198.51.100.99:5000".parse().unwrap(),
+        local_ip: SERVER_IP.parse().unwrap(),
     };
     assert!(h.send(other, &req).is_some());
     // A second later the victim's address has ten more.
