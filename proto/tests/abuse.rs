@@ -543,6 +543,7 @@ fn the_error_limiter_counts_ipv6_sources_by_the_configured_prefix() {
                         IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 7, 0, 0, 0, 0x100 + i)),
                         5000,
                     ),
+                    local_ip: SERVER_IP.parse().unwrap(),
                 };
                 h.send(c, &req).is_some()
             })
