@@ -278,6 +278,7 @@ mod tests {
             transport: Transport::Udp,
             local: 0,
             remote: SocketAddr::from(([192, 0, 2, 1], port)),
+            local_ip: "192.0.2.10".parse().unwrap(),
         }
     }
 
