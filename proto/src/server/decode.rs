@@ -276,6 +276,43 @@ mod tests {
         assert!(df.dont_fragment);
     }
 
+    fn parsed(method: Method, attrs: &[Attr]) -> Vec<u8> {
+        request(method, TransactionId([4; 12]), attrs, None, false)
+    }
+
+    /// RFC 8656 §7.3: a family that is not one matches no relay (443); LIFETIME is optional.
+    #[test]
+    fn refresh_decodes_its_family_and_lifetime() {
+        let refresh = |attrs: &[Attr]| {
+            RefreshRequest::decode(&Message::parse(&parsed(Method::REFRESH, attrs)).unwrap())
+        };
+        assert_eq!(
+            refresh(&[Attr::RequestedFamily(9)]),
+            Err(Reject::PeerAddressFamilyMismatch)
+        );
+        let r = refresh(&[Attr::RequestedFamily(2), Attr::Lifetime(0)]).unwrap();
+        assert_eq!((r.family, r.lifetime), (Some(Family::V6), Some(0)));
+        assert_eq!(refresh(&[]).unwrap().lifetime, None);
+    }
+
+    /// RFC 8656 §9.2: every XOR-PEER-ADDRESS must be readable, and there must be one (400).
+    #[test]
+    fn create_permission_needs_readable_peers() {
+        let permit = |attrs: &[Attr]| {
+            let bytes = parsed(Method::CREATE_PERMISSION, attrs);
+            PermissionRequest::decode(&Message::parse(&bytes).unwrap())
+        };
+        let (a, b) = (
+            "192.0.2.9:7".parse().unwrap(),
+            "[2001:db8::9]:7".parse().unwrap(),
+        );
+        assert_eq!(permit(&[]), Err(Reject::BadRequest));
+        let bad = Attr::Raw(attr::XOR_PEER_ADDRESS, vec![0, 3, 0, 0]);
+        assert_eq!(permit(&[Attr::Peer(a), bad]), Err(Reject::BadRequest));
+        let both = permit(&[Attr::Peer(a), Attr::Peer(b)]).unwrap();
+        assert_eq!(both.peers, vec![a, b]);
+    }
+
     #[test]
     fn channel_numbers_outside_the_range_are_refused_by_kind() {
         let bind = |n: u16, legacy: bool| {
