@@ -115,6 +115,10 @@ pub fn start(
                 // answers would throttle their 401 challenges (coturn has none).
                 "--error-rate-per-source",
                 "0",
+                // ...and the per-address allocation cap would stop the memory group's 10,000
+                // allocations at 64.
+                "--max-allocations-per-address",
+                "0",
                 "--http-listen",
                 "off",
                 "--metrics-listen",
