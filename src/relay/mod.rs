@@ -6,4 +6,6 @@ mod conns;
 pub mod limits;
 pub mod socket;
 pub mod stream;
+mod timers;
+mod token;
 pub mod worker;
