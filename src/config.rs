@@ -723,20 +723,30 @@ fn listeners(s: &Settings) -> Result<Listeners> {
         bail!("listen: at least one address is needed");
     }
     let relay_ports = parse_port_range(s.relay_ports.as_deref().unwrap_or(DEFAULT_RELAY_PORTS))?;
-    if let Some(l) = listen
-        .iter()
-        .find(|l| l.port() != 0 && relay_ports.contains(&l.port()))
-    {
-        bail!(
-            "relay_ports: the range contains the listen port {} ({l}); keep them apart",
-            l.port()
-        );
-    }
+    outside_relay_ports("listen port", &listen, &relay_ports)?;
     Ok(Listeners {
         listen,
         listen_is_default,
         relay_ports,
     })
+}
+
+/// Refuses a listen address whose port is inside the relay range (port 0 picks a free one).
+fn outside_relay_ports(
+    what: &str,
+    listen: &[SocketAddr],
+    relay_ports: &RangeInclusive<u16>,
+) -> Result<()> {
+    if let Some(l) = listen
+        .iter()
+        .find(|l| l.port() != 0 && relay_ports.contains(&l.port()))
+    {
+        bail!(
+            "relay_ports: the range contains the {what} {} ({l}); keep them apart",
+            l.port()
+        );
+    }
+    Ok(())
 }
 
 /// REST shared secrets (flags and `secret_file`; a random one when none is given) and static
@@ -916,15 +926,7 @@ fn tls(s: &Settings, relay_ports: &RangeInclusive<u16>) -> Result<Tls> {
         (None, Some(_)) => bail!("tls_cert: tls_key is set but tls_cert is not"),
         (Some(_), None) => bail!("tls_key: tls_cert is set but tls_key is not"),
     };
-    if let Some(l) = tls_listen
-        .iter()
-        .find(|l| l.port() != 0 && relay_ports.contains(&l.port()))
-    {
-        bail!(
-            "relay_ports: the range contains the TLS listen port {} ({l}); keep them apart",
-            l.port()
-        );
-    }
+    outside_relay_ports("TLS listen port", &tls_listen, relay_ports)?;
     Ok(Tls {
         tls_listen,
         tls_files,
