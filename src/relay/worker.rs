@@ -169,6 +169,8 @@ impl Worker {
         // Due at once: the first suppressed response is logged without waiting.
         self.timers.set(Timer::LogSuppressed, Some(start));
         while !self.shutdown.load(Ordering::Relaxed) {
+            // Read before sleeping and again after the turn: packets, a reload and a sweep
+            // (closing connections ends allocations) all move the server's deadline.
             self.timers.set(Timer::Server, self.server.poll_timeout());
             let timeout = if self.backlog.is_empty() {
                 let until_timer = self
@@ -201,7 +203,6 @@ impl Worker {
             if let Some((credentials, policy)) = self.policy.take() {
                 self.reload_policy(credentials, policy, now);
             }
-            // What this turn's packets did may have moved the server's deadline.
             self.timers.set(Timer::Server, self.server.poll_timeout());
             for timer in Timer::ALL {
                 if self.timers.fire(timer, now.mono) {
