@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod cpu;
 pub mod flow;
 pub mod netns;
 pub mod process;
