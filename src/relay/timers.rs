@@ -1,7 +1,8 @@
 //! A worker's timers, in one table: each [`Timer`] has its next deadline (or none); the event
-//! loop sleeps until the earliest, then fires the ones that are due, and each action arms its
-//! timer again for when it wants to run next. Adding a periodic chore is one variant here and
-//! one arm in the worker's `fire`, not another `last_*` field and `elapsed()` check.
+//! loop sleeps until the earliest deadline that [wakes](Timer::wakes) it, then fires every
+//! timer that is due, and each action arms its timer again for when it wants to run next.
+//! Adding a periodic chore is one variant here and one arm in the worker's `fire`, not another
+//! `last_*` field and `elapsed()` check.
 
 use std::time::Instant;
 
@@ -28,6 +29,16 @@ impl Timer {
         Timer::Publish,
         Timer::LogSuppressed,
     ];
+
+    /// Whether the loop wakes for this timer. Only the server's deadlines are precise; the
+    /// chores run on the next wake-up once due (the loop sleeps at most 250 ms), so an idle
+    /// worker is not woken for them, and the connection sweep keeps its drifting phase:
+    /// woken exactly every second, it stays in step with connections opened together when a
+    /// worker starts, and a sweep that lands within milliseconds of their idle deadline closes
+    /// some of them, lowers the load, and so lengthens the near-cap timeout of the rest.
+    pub fn wakes(self) -> bool {
+        self == Timer::Server
+    }
 }
 
 /// The next deadline of every [`Timer`], indexed by its discriminant. No allocation: one slot
@@ -43,9 +54,13 @@ impl Timers {
         self.due[timer as usize] = at;
     }
 
-    /// The earliest deadline of any armed timer.
-    pub fn next(&self) -> Option<Instant> {
-        self.due.iter().flatten().min().copied()
+    /// The earliest deadline of an armed timer that wakes the loop.
+    pub fn next_wake(&self) -> Option<Instant> {
+        Timer::ALL
+            .into_iter()
+            .filter(|t| t.wakes())
+            .filter_map(|t| self.due[t as usize])
+            .min()
     }
 
     /// Whether `timer` is due at `now`; if so it is disarmed, for its action to arm again.
@@ -72,18 +87,21 @@ mod tests {
         }
     }
 
+    /// The loop wakes for the server's deadline, not for a chore's, however early.
     #[test]
-    fn the_next_deadline_is_the_earliest_armed_one() {
+    fn the_loop_wakes_for_the_server_deadline_only() {
         let t0 = Instant::now();
         let mut timers = Timers::default();
-        assert_eq!(timers.next(), None);
+        assert_eq!(timers.next_wake(), None);
         timers.set(Timer::Publish, Some(t0 + Duration::from_millis(100)));
-        timers.set(Timer::SweepConns, Some(t0 + Duration::from_secs(1)));
-        assert_eq!(timers.next(), Some(t0 + Duration::from_millis(100)));
-        timers.set(Timer::Server, Some(t0 + Duration::from_millis(30)));
-        assert_eq!(timers.next(), Some(t0 + Duration::from_millis(30)));
+        timers.set(Timer::SweepConns, Some(t0));
+        assert_eq!(timers.next_wake(), None);
+        timers.set(Timer::Server, Some(t0 + Duration::from_millis(300)));
+        assert_eq!(timers.next_wake(), Some(t0 + Duration::from_millis(300)));
         timers.set(Timer::Server, None);
-        assert_eq!(timers.next(), Some(t0 + Duration::from_millis(100)));
+        assert_eq!(timers.next_wake(), None);
+        // Chores still fire once due, on whatever wake-up comes.
+        assert!(timers.fire(Timer::SweepConns, t0));
     }
 
     /// A timer fires once it is due, once: then it waits to be armed again.
@@ -100,6 +118,6 @@ mod tests {
         assert!(timers.fire(Timer::Publish, t0 + Duration::from_millis(100)));
         assert!(!timers.fire(Timer::Publish, t0 + Duration::from_millis(101)));
         assert!(!timers.fire(Timer::SweepConns, t0 + Duration::from_millis(101)));
-        assert_eq!(timers.next(), Some(t0 + Duration::from_secs(1)));
+        assert!(timers.fire(Timer::SweepConns, t0 + Duration::from_secs(1)));
     }
 }

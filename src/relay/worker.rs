@@ -3,7 +3,7 @@
 //! `proto::Server` with its shard of the allocations. Nothing on the packet path is shared with
 //! other workers, so nothing is locked.
 //!
-//! The loop: wait for readiness or the earliest timer; drain ready sockets in batches
+//! The loop: wait for readiness or the server's next deadline (at most 250 ms); drain ready sockets in batches
 //! (bounded per round, so one flooded socket cannot starve the rest); after each batch, carry
 //! out the server's commands; then fire the timers that are due (`timers.rs`: the server's
 //! expiries, the stats snapshot, the connection sweep, the suppressed-response log). Poll
@@ -30,7 +30,8 @@ use turnd_proto::{ClientId, Command, FromClient, RelayId, Server, Transport};
 
 /// Batches read from one socket before others get a turn.
 pub(super) const BATCHES_PER_TURN: usize = 8;
-/// The longest the loop sleeps, whatever the timers say (the publish timer keeps it shorter).
+/// The longest the loop sleeps, so shutdown, stats publication and the other chores of the
+/// timer table stay prompt (only the server's deadlines wake it, see `Timer::wakes`).
 const MAX_SLEEP: Duration = Duration::from_millis(250);
 /// How often the stats snapshot is published.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
@@ -175,7 +176,7 @@ impl Worker {
             let timeout = if self.backlog.is_empty() {
                 let until_timer = self
                     .timers
-                    .next()
+                    .next_wake()
                     .map_or(MAX_SLEEP, |t| t.saturating_duration_since(Instant::now()));
                 until_timer.min(MAX_SLEEP)
             } else {
