@@ -588,195 +588,48 @@ fn detect_relay_ip(listen: &[SocketAddr], v6: bool) -> Option<IpAddr> {
 }
 
 impl Config {
-    /// Validates settings into a configuration.
+    /// Validates settings into a configuration, one concern at a time. The order of the
+    /// steps is the order in which a file with several mistakes reports them: the first one.
     pub fn from_settings(s: &Settings) -> Result<Config> {
-        let realm = s.realm.clone().unwrap_or_else(|| DEFAULT_REALM.to_owned());
-        if realm.is_empty() || realm.len() > 127 || !realm.bytes().all(|b| b.is_ascii_graphic()) {
-            bail!("realm: must be 1 to 127 printable ASCII characters without spaces");
-        }
-        let listen_is_default = s.listen.is_none();
-        let listen_strs: Vec<String> = match &s.listen {
-            Some(l) => l.clone(),
-            None => DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect(),
-        };
-        let listen = parse_list(
-            "listen",
-            &listen_strs,
-            |v| v.parse::<SocketAddr>().ok(),
-            "an ADDRESS:PORT (IPv6 in brackets)",
-        )?;
-        if listen.is_empty() {
-            bail!("listen: at least one address is needed");
-        }
-        let relay_ports =
-            parse_port_range(s.relay_ports.as_deref().unwrap_or(DEFAULT_RELAY_PORTS))?;
-        if let Some(l) = listen
-            .iter()
-            .find(|l| l.port() != 0 && relay_ports.contains(&l.port()))
-        {
-            bail!(
-                "relay_ports: the range contains the listen port {} ({l}); keep them apart",
-                l.port()
-            );
-        }
+        let realm = realm(s)?;
+        let Listeners {
+            listen,
+            listen_is_default,
+            relay_ports,
+        } = listeners(s)?;
         let (relay_v4, relay_v6) = relay_addresses(s, &listen)?;
-
-        let mut secrets = s.secret.clone().unwrap_or_default();
-        secrets.extend(read_list_file("secret_file", s.secret_file.as_deref())?);
-        secrets.retain(|x| !x.is_empty());
-        if let Some(short) = secrets.iter().find(|x| x.len() < 8) {
-            let _ = short;
-            bail!("secret: each secret must be at least 8 characters");
-        }
-        refuse_placeholder("secret", &secrets, "openssl rand -hex 32")?;
-        let secret_is_ephemeral = secrets.is_empty();
-        if secret_is_ephemeral {
-            secrets.push(random_secret());
-        }
-        let users = parse_list(
-            "user",
-            s.user.as_deref().unwrap_or_default(),
-            |v| {
-                let (name, pass) = v.split_once(':')?;
-                let ok = |x: &str| {
-                    !x.is_empty() && x.len() <= 256 && x.bytes().all(|b| b.is_ascii_graphic())
-                };
-                (ok(name) && ok(pass)).then(|| (name.to_owned(), pass.to_owned()))
-            },
-            "NAME:PASSWORD (printable ASCII, no spaces)",
-        )?;
-        let allow_peer = parse_list(
-            "allow_peer",
-            s.allow_peer.as_deref().unwrap_or_default(),
-            |v| v.parse().ok(),
-            "an address range like 10.0.0.0/8",
-        )?;
-        let deny_peer = parse_list(
-            "deny_peer",
-            s.deny_peer.as_deref().unwrap_or_default(),
-            |v| v.parse().ok(),
-            "an address range like 10.0.0.0/8",
-        )?;
-
-        let max_ttl = s.max_ttl.unwrap_or(DEFAULT_MAX_TTL);
-        if max_ttl == 0 || max_ttl > 30 * 86_400 {
-            bail!("max_ttl: must be between 1 and 2592000 seconds (30 days)");
-        }
-        let workers = s
-            .workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        if workers == 0 || workers > 256 {
-            bail!("workers: must be between 1 and 256");
-        }
-        if workers > relay_ports.clone().count() {
-            bail!(
-                "workers: {workers} workers need at least as many relay ports (relay_ports has {})",
-                relay_ports.clone().count()
-            );
-        }
-        let log_format = match s.log_format.as_deref().unwrap_or("text") {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => bail!("log_format: `{other}` is not text or json"),
-        };
-        let max_permissions = s.max_permissions.unwrap_or(64);
-        let max_channels = s.max_channels.unwrap_or(64);
-        if max_permissions == 0
-            || max_channels == 0
-            || max_permissions > 4096
-            || max_channels > 4096
-        {
-            bail!("max_permissions/max_channels: must be between 1 and 4096");
-        }
-        let public_hosts = s.public_host.clone().unwrap_or_default();
-        if let Some(h) = public_hosts.iter().find(|h| !crate::uris::is_valid_host(h)) {
-            bail!("public_host: `{h}` is not a host name or IP address");
-        }
-        let http_listen = optional_addr(
-            "http_listen",
-            s.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN),
-        )?;
-        let metrics_listen = optional_addr(
-            "metrics_listen",
-            s.metrics_listen
-                .as_deref()
-                .unwrap_or(DEFAULT_METRICS_LISTEN),
-        )?;
-        let mut api_keys = s.api_key.clone().unwrap_or_default();
-        api_keys.extend(read_list_file("api_key_file", s.api_key_file.as_deref())?);
-        if api_keys
-            .iter()
-            .any(|k| k.len() < 16 || !k.bytes().all(|b| b.is_ascii_graphic()))
-        {
-            bail!("api_key: each key must be at least 16 printable ASCII characters");
-        }
-        refuse_placeholder("api_key", &api_keys, "openssl rand -hex 24")?;
-        let cors_origins = s.cors_origin.clone().unwrap_or_default();
-        if let Some(o) = cors_origins
-            .iter()
-            .find(|o| !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/'))
-        {
-            bail!("cors_origin: `{o}` must be an origin like https://app.example.com (scheme and host, no path)");
-        }
-        let default_ttl = s.default_ttl.unwrap_or(3600);
-        if default_ttl == 0 {
-            bail!("default_ttl: must be at least 1 second");
-        }
-        let tls_listen = parse_list(
-            "tls_listen",
-            s.tls_listen.as_deref().unwrap_or_default(),
-            |v| v.parse::<SocketAddr>().ok(),
-            "an ADDRESS:PORT (IPv6 in brackets)",
-        )?;
-        let tls_files = match (&s.tls_cert, &s.tls_key) {
-            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
-            (None, None) if tls_listen.is_empty() => None,
-            (None, None) => bail!("tls_cert: tls_listen needs tls_cert and tls_key"),
-            (None, Some(_)) => bail!("tls_cert: tls_key is set but tls_cert is not"),
-            (Some(_), None) => bail!("tls_key: tls_cert is set but tls_key is not"),
-        };
-        if let Some(l) = tls_listen
-            .iter()
-            .find(|l| l.port() != 0 && relay_ports.contains(&l.port()))
-        {
-            bail!(
-                "relay_ports: the range contains the TLS listen port {} ({l}); keep them apart",
-                l.port()
-            );
-        }
-        let mut revoked = s.revoke.clone().unwrap_or_default();
-        revoked.extend(read_list_file("revoke_file", s.revoke_file.as_deref())?);
-        revoked.retain(|x| !x.trim().is_empty());
-        let tcp_idle_timeout = s.tcp_idle_timeout.unwrap_or(30);
-        let tls_handshake_timeout = s.tls_handshake_timeout.unwrap_or(10);
-        if tcp_idle_timeout == 0 || tls_handshake_timeout == 0 {
-            bail!("tcp_idle_timeout/tls_handshake_timeout: must be at least 1 second");
-        }
-        let ipv6_source_prefix = s
-            .ipv6_source_prefix
-            .unwrap_or(turnd_proto::source_key::DEFAULT_IPV6_PREFIX);
-        if !(32..=128).contains(&ipv6_source_prefix) {
-            bail!("ipv6_source_prefix: must be between 32 and 128 bits");
-        }
-        let max_allocations_per_address = s
-            .max_allocations_per_address
-            .unwrap_or(DEFAULT_MAX_ALLOCATIONS_PER_ADDRESS);
-        if max_allocations_per_address > 1_000_000 {
-            bail!("max_allocations_per_address: must be at most 1000000 (0 = no limit)");
-        }
-        let secs = |key: &str, v: Option<u64>, default: u64| -> Result<std::time::Duration> {
-            match v.unwrap_or(default) {
-                n @ 1..=3600 => Ok(std::time::Duration::from_secs(n)),
-                _ => bail!("{key}: must be between 1 and 3600 seconds"),
-            }
-        };
-        let http_header_timeout = secs("http_header_timeout", s.http_header_timeout, 10)?;
-        let http_body_timeout = secs("http_body_timeout", s.http_body_timeout, 10)?;
-        let http_idle_timeout = secs("http_idle_timeout", s.http_idle_timeout, 30)?;
-        let http_max_connections = s.http_max_connections.unwrap_or(1024);
-        if http_max_connections == 0 || http_max_connections > 1_000_000 {
-            bail!("http_max_connections: must be between 1 and 1000000");
-        }
+        let Credentials {
+            secrets,
+            secret_is_ephemeral,
+            users,
+        } = credentials(s)?;
+        let (allow_peer, deny_peer) = peer_ranges(s)?;
+        let max_ttl = max_ttl(s)?;
+        let workers = workers(s, &relay_ports)?;
+        let log_format = log_format(s)?;
+        let (max_permissions, max_channels) = per_allocation_limits(s)?;
+        let public_hosts = public_hosts(s)?;
+        let Http {
+            http_listen,
+            metrics_listen,
+            api_keys,
+            cors_origins,
+            default_ttl,
+        } = http(s)?;
+        let Tls {
+            tls_listen,
+            tls_files,
+        } = tls(s, &relay_ports)?;
+        let revoked = revoked(s)?;
+        let (tcp_idle_timeout, tls_handshake_timeout) = stream_timeouts(s)?;
+        let ipv6_source_prefix = ipv6_source_prefix(s)?;
+        let max_allocations_per_address = max_allocations_per_address(s)?;
+        let HttpEdge {
+            http_header_timeout,
+            http_body_timeout,
+            http_idle_timeout,
+            http_max_connections,
+        } = http_edge(s)?;
         Ok(Config {
             max_allocations_per_address,
             http_header_timeout,
@@ -794,8 +647,8 @@ impl Config {
             },
             max_connections: s.max_connections.unwrap_or(10_000),
             max_connections_per_ip: s.max_connections_per_ip.unwrap_or(64),
-            tcp_idle_timeout: std::time::Duration::from_secs(tcp_idle_timeout),
-            tls_handshake_timeout: std::time::Duration::from_secs(tls_handshake_timeout),
+            tcp_idle_timeout,
+            tls_handshake_timeout,
             http_listen,
             metrics_listen,
             api_keys,
@@ -806,6 +659,7 @@ impl Config {
             error_rate_per_source: s
                 .error_rate_per_source
                 .unwrap_or(DEFAULT_ERROR_RATE_PER_SOURCE),
+            // A request may not outlive what the server accepts.
             default_ttl: default_ttl.min(max_ttl),
             realm,
             listen,
@@ -842,6 +696,324 @@ impl Config {
             .map(|r| r.advertised.to_string())
             .collect()
     }
+}
+
+// The steps of `Config::from_settings`, one concern each. Every error starts with the key it
+// is about (`realm: ...`), so an operator knows which line to fix.
+
+/// The realm goes into every challenge (RFC 8489 §14.9: fewer than 128 characters).
+fn realm(s: &Settings) -> Result<String> {
+    let realm = s.realm.clone().unwrap_or_else(|| DEFAULT_REALM.to_owned());
+    if realm.is_empty() || realm.len() > 127 || !realm.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("realm: must be 1 to 127 printable ASCII characters without spaces");
+    }
+    Ok(realm)
+}
+
+/// The listen addresses and the relay port range, which must not overlap: a relay socket
+/// would compete with the listener for its port.
+struct Listeners {
+    listen: Vec<SocketAddr>,
+    listen_is_default: bool,
+    relay_ports: RangeInclusive<u16>,
+}
+
+fn listeners(s: &Settings) -> Result<Listeners> {
+    let listen_is_default = s.listen.is_none();
+    let listen_strs: Vec<String> = match &s.listen {
+        Some(l) => l.clone(),
+        None => DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect(),
+    };
+    let listen = parse_list(
+        "listen",
+        &listen_strs,
+        |v| v.parse::<SocketAddr>().ok(),
+        "an ADDRESS:PORT (IPv6 in brackets)",
+    )?;
+    if listen.is_empty() {
+        bail!("listen: at least one address is needed");
+    }
+    let relay_ports = parse_port_range(s.relay_ports.as_deref().unwrap_or(DEFAULT_RELAY_PORTS))?;
+    outside_relay_ports("listen port", &listen, &relay_ports)?;
+    Ok(Listeners {
+        listen,
+        listen_is_default,
+        relay_ports,
+    })
+}
+
+/// Refuses a listen address whose port is inside the relay range (port 0 picks a free one).
+fn outside_relay_ports(
+    what: &str,
+    listen: &[SocketAddr],
+    relay_ports: &RangeInclusive<u16>,
+) -> Result<()> {
+    if let Some(l) = listen
+        .iter()
+        .find(|l| l.port() != 0 && relay_ports.contains(&l.port()))
+    {
+        bail!(
+            "relay_ports: the range contains the {what} {} ({l}); keep them apart",
+            l.port()
+        );
+    }
+    Ok(())
+}
+
+/// REST shared secrets (flags and `secret_file`; a random one when none is given) and static
+/// users.
+struct Credentials {
+    secrets: Vec<String>,
+    secret_is_ephemeral: bool,
+    users: Vec<(String, String)>,
+}
+
+fn credentials(s: &Settings) -> Result<Credentials> {
+    let mut secrets = s.secret.clone().unwrap_or_default();
+    secrets.extend(read_list_file("secret_file", s.secret_file.as_deref())?);
+    secrets.retain(|x| !x.is_empty());
+    if secrets.iter().any(|x| x.len() < 8) {
+        bail!("secret: each secret must be at least 8 characters");
+    }
+    refuse_placeholder("secret", &secrets, "openssl rand -hex 32")?;
+    let secret_is_ephemeral = secrets.is_empty();
+    if secret_is_ephemeral {
+        secrets.push(random_secret());
+    }
+    let users = parse_list(
+        "user",
+        s.user.as_deref().unwrap_or_default(),
+        |v| {
+            let (name, pass) = v.split_once(':')?;
+            let ok = |x: &str| {
+                !x.is_empty() && x.len() <= 256 && x.bytes().all(|b| b.is_ascii_graphic())
+            };
+            (ok(name) && ok(pass)).then(|| (name.to_owned(), pass.to_owned()))
+        },
+        "NAME:PASSWORD (printable ASCII, no spaces)",
+    )?;
+    Ok(Credentials {
+        secrets,
+        secret_is_ephemeral,
+        users,
+    })
+}
+
+/// The peer ranges allowed despite the default deny list, and the extra ones refused.
+fn peer_ranges(s: &Settings) -> Result<(Vec<Cidr>, Vec<Cidr>)> {
+    let range = |key, values: &Option<Vec<String>>| {
+        parse_list(
+            key,
+            values.as_deref().unwrap_or_default(),
+            |v| v.parse().ok(),
+            "an address range like 10.0.0.0/8",
+        )
+    };
+    Ok((
+        range("allow_peer", &s.allow_peer)?,
+        range("deny_peer", &s.deny_peer)?,
+    ))
+}
+
+fn max_ttl(s: &Settings) -> Result<u64> {
+    let max_ttl = s.max_ttl.unwrap_or(DEFAULT_MAX_TTL);
+    if max_ttl == 0 || max_ttl > 30 * 86_400 {
+        bail!("max_ttl: must be between 1 and 2592000 seconds (30 days)");
+    }
+    Ok(max_ttl)
+}
+
+/// Each worker owns a share of the relay ports, so there must be a port for each.
+fn workers(s: &Settings, relay_ports: &RangeInclusive<u16>) -> Result<usize> {
+    let workers = s
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if workers == 0 || workers > 256 {
+        bail!("workers: must be between 1 and 256");
+    }
+    if workers > relay_ports.clone().count() {
+        bail!(
+            "workers: {workers} workers need at least as many relay ports (relay_ports has {})",
+            relay_ports.clone().count()
+        );
+    }
+    Ok(workers)
+}
+
+fn log_format(s: &Settings) -> Result<LogFormat> {
+    Ok(match s.log_format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => bail!("log_format: `{other}` is not text or json"),
+    })
+}
+
+/// Permissions and channel bindings per allocation.
+fn per_allocation_limits(s: &Settings) -> Result<(usize, usize)> {
+    let max_permissions = s.max_permissions.unwrap_or(64);
+    let max_channels = s.max_channels.unwrap_or(64);
+    if max_permissions == 0 || max_channels == 0 || max_permissions > 4096 || max_channels > 4096 {
+        bail!("max_permissions/max_channels: must be between 1 and 4096");
+    }
+    Ok((max_permissions, max_channels))
+}
+
+fn public_hosts(s: &Settings) -> Result<Vec<String>> {
+    let public_hosts = s.public_host.clone().unwrap_or_default();
+    if let Some(h) = public_hosts.iter().find(|h| !crate::uris::is_valid_host(h)) {
+        bail!("public_host: `{h}` is not a host name or IP address");
+    }
+    Ok(public_hosts)
+}
+
+/// The HTTP credential API (listener, keys, browser origins, default lifetime) and the
+/// metrics listener.
+struct Http {
+    http_listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+    api_keys: Vec<String>,
+    cors_origins: Vec<String>,
+    default_ttl: u64,
+}
+
+fn http(s: &Settings) -> Result<Http> {
+    let http_listen = optional_addr(
+        "http_listen",
+        s.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN),
+    )?;
+    let metrics_listen = optional_addr(
+        "metrics_listen",
+        s.metrics_listen
+            .as_deref()
+            .unwrap_or(DEFAULT_METRICS_LISTEN),
+    )?;
+    let mut api_keys = s.api_key.clone().unwrap_or_default();
+    api_keys.extend(read_list_file("api_key_file", s.api_key_file.as_deref())?);
+    if api_keys
+        .iter()
+        .any(|k| k.len() < 16 || !k.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        bail!("api_key: each key must be at least 16 printable ASCII characters");
+    }
+    refuse_placeholder("api_key", &api_keys, "openssl rand -hex 24")?;
+    let cors_origins = s.cors_origin.clone().unwrap_or_default();
+    if let Some(o) = cors_origins
+        .iter()
+        .find(|o| !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/'))
+    {
+        bail!("cors_origin: `{o}` must be an origin like https://app.example.com (scheme and host, no path)");
+    }
+    let default_ttl = s.default_ttl.unwrap_or(3600);
+    if default_ttl == 0 {
+        bail!("default_ttl: must be at least 1 second");
+    }
+    Ok(Http {
+        http_listen,
+        metrics_listen,
+        api_keys,
+        cors_origins,
+        default_ttl,
+    })
+}
+
+/// TLS listeners and their certificate files: both files or neither, and no listener inside
+/// the relay port range.
+struct Tls {
+    tls_listen: Vec<SocketAddr>,
+    tls_files: Option<(PathBuf, PathBuf)>,
+}
+
+fn tls(s: &Settings, relay_ports: &RangeInclusive<u16>) -> Result<Tls> {
+    let tls_listen = parse_list(
+        "tls_listen",
+        s.tls_listen.as_deref().unwrap_or_default(),
+        |v| v.parse::<SocketAddr>().ok(),
+        "an ADDRESS:PORT (IPv6 in brackets)",
+    )?;
+    let tls_files = match (&s.tls_cert, &s.tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (None, None) if tls_listen.is_empty() => None,
+        (None, None) => bail!("tls_cert: tls_listen needs tls_cert and tls_key"),
+        (None, Some(_)) => bail!("tls_cert: tls_key is set but tls_cert is not"),
+        (Some(_), None) => bail!("tls_key: tls_cert is set but tls_key is not"),
+    };
+    outside_relay_ports("TLS listen port", &tls_listen, relay_ports)?;
+    Ok(Tls {
+        tls_listen,
+        tls_files,
+    })
+}
+
+/// Usernames and user ids refused: `revoke` and the lines of `revoke_file`.
+fn revoked(s: &Settings) -> Result<Vec<String>> {
+    let mut revoked = s.revoke.clone().unwrap_or_default();
+    revoked.extend(read_list_file("revoke_file", s.revoke_file.as_deref())?);
+    revoked.retain(|x| !x.trim().is_empty());
+    Ok(revoked)
+}
+
+/// The idle timeout and the TLS handshake timeout of TCP/TLS connections.
+fn stream_timeouts(s: &Settings) -> Result<(std::time::Duration, std::time::Duration)> {
+    let tcp_idle_timeout = s.tcp_idle_timeout.unwrap_or(30);
+    let tls_handshake_timeout = s.tls_handshake_timeout.unwrap_or(10);
+    if tcp_idle_timeout == 0 || tls_handshake_timeout == 0 {
+        bail!("tcp_idle_timeout/tls_handshake_timeout: must be at least 1 second");
+    }
+    Ok((
+        std::time::Duration::from_secs(tcp_idle_timeout),
+        std::time::Duration::from_secs(tls_handshake_timeout),
+    ))
+}
+
+/// Shorter than /32 would count a whole provider as one client.
+fn ipv6_source_prefix(s: &Settings) -> Result<u8> {
+    let ipv6_source_prefix = s
+        .ipv6_source_prefix
+        .unwrap_or(turnd_proto::source_key::DEFAULT_IPV6_PREFIX);
+    if !(32..=128).contains(&ipv6_source_prefix) {
+        bail!("ipv6_source_prefix: must be between 32 and 128 bits");
+    }
+    Ok(ipv6_source_prefix)
+}
+
+fn max_allocations_per_address(s: &Settings) -> Result<u32> {
+    let max = s
+        .max_allocations_per_address
+        .unwrap_or(DEFAULT_MAX_ALLOCATIONS_PER_ADDRESS);
+    if max > 1_000_000 {
+        bail!("max_allocations_per_address: must be at most 1000000 (0 = no limit)");
+    }
+    Ok(max)
+}
+
+/// The HTTP listeners' deadlines and connection cap (`src/http/edge/`).
+struct HttpEdge {
+    http_header_timeout: std::time::Duration,
+    http_body_timeout: std::time::Duration,
+    http_idle_timeout: std::time::Duration,
+    http_max_connections: u32,
+}
+
+fn http_edge(s: &Settings) -> Result<HttpEdge> {
+    let secs = |key: &str, v: Option<u64>, default: u64| -> Result<std::time::Duration> {
+        match v.unwrap_or(default) {
+            n @ 1..=3600 => Ok(std::time::Duration::from_secs(n)),
+            _ => bail!("{key}: must be between 1 and 3600 seconds"),
+        }
+    };
+    let http_header_timeout = secs("http_header_timeout", s.http_header_timeout, 10)?;
+    let http_body_timeout = secs("http_body_timeout", s.http_body_timeout, 10)?;
+    let http_idle_timeout = secs("http_idle_timeout", s.http_idle_timeout, 30)?;
+    let http_max_connections = s.http_max_connections.unwrap_or(1024);
+    if http_max_connections == 0 || http_max_connections > 1_000_000 {
+        bail!("http_max_connections: must be between 1 and 1000000");
+    }
+    Ok(HttpEdge {
+        http_header_timeout,
+        http_body_timeout,
+        http_idle_timeout,
+        http_max_connections,
+    })
 }
 
 fn random_secret() -> String {

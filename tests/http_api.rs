@@ -62,20 +62,26 @@ async fn credentials_fetched_over_http_authenticate_a_real_allocate() {
     let other_user = user.replace("alice", "mallory");
     assert!(allocate_with(turnd.addr, &other_user, &pass).await.is_err());
 
-    // A one-second credential stops working once its expiry has passed.
+    // A one-second credential expires one second from now: its username says so
+    // (draft-uberti-behave-turn-rest-00: `expiry:user`, a Unix time)...
+    let before = turnd::clock::unix_now();
     let r =
         tokio::task::spawn_blocking(move || get(http, "/api/v1/credentials?username=brief&ttl=1"))
             .await
             .unwrap();
     let v = r.json();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let expired = allocate_with(
-        turnd.addr,
-        v["username"].as_str().unwrap(),
-        v["password"].as_str().unwrap(),
-    )
-    .await;
-    assert!(expired.is_err(), "an expired credential is refused");
+    let after = turnd::clock::unix_now();
+    let (expiry, user_id) = v["username"].as_str().unwrap().split_once(':').unwrap();
+    let expiry: u64 = expiry.parse().unwrap();
+    assert_eq!(user_id, "brief");
+    assert!((before + 1..=after + 1).contains(&expiry), "{v}");
+    // ...and once that time has passed, the relay refuses it. Minted here already expired
+    // rather than waited for (no wall-clock sleep); the expiry rule itself, over injected
+    // time, is proto/tests/rules.rs `rest_expiry_and_max_ttl_are_enforced`.
+    let expired =
+        turnd_proto::auth::mint_rest_credential(SECRET.as_bytes(), "brief", before - 2, 1);
+    let refused = allocate_with(turnd.addr, &expired.username, &expired.password).await;
+    assert!(refused.is_err(), "an expired credential is refused");
 }
 
 /// What `new RTCPeerConnection({iceServers})` and aiortc's `RTCIceServer(urls=s["urls"],

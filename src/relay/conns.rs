@@ -15,9 +15,10 @@
 use super::batch::BATCH;
 use super::limits::Shed;
 use super::stream::{Close, Conn};
-use super::worker::{Worker, BATCHES_PER_TURN, CONN_BASE, CONN_SWEEP_EVERY, STREAM_LISTENER_BASE};
+use super::token::Source;
+use super::worker::{Worker, BATCHES_PER_TURN, CONN_SWEEP_EVERY};
 use crate::clock;
-use mio::{Interest, Token};
+use mio::Interest;
 use std::io;
 use turnd_proto::{ClientId, FromClient, Now, Transport};
 
@@ -68,7 +69,7 @@ impl Worker {
             };
             if let Err(e) = self.poll.registry().register(
                 &mut stream,
-                Token(CONN_BASE + idx),
+                Source::Conn(idx).token(),
                 Interest::READABLE,
             ) {
                 tracing::debug!(error = %e, "cannot register a connection");
@@ -90,7 +91,7 @@ impl Worker {
             }
         }
         // More may be waiting: accept them next turn, after the other sockets.
-        self.backlog.push(Token(STREAM_LISTENER_BASE + i));
+        self.backlog.push(Source::StreamListener(i));
     }
 
     /// A connection is readable or writable (or waited in the backlog): write what is queued,
@@ -188,7 +189,7 @@ impl Worker {
         if let Some(Some(c)) = self.conns.get_mut(idx) {
             if !c.backlogged {
                 c.backlogged = true;
-                self.backlog.push(Token(CONN_BASE + idx));
+                self.backlog.push(Source::Conn(idx));
             }
         }
     }
@@ -238,7 +239,7 @@ impl Worker {
                     };
                     let _ = self.poll.registry().reregister(
                         &mut c.stream,
-                        Token(CONN_BASE + idx),
+                        Source::Conn(idx).token(),
                         interest,
                     );
                     c.writable = pending;
@@ -252,7 +253,7 @@ impl Worker {
                     // while it was paused, and a second entry is skipped (served_turn).
                     c.paused = false;
                     c.backlogged = true;
-                    self.backlog.push(Token(CONN_BASE + idx));
+                    self.backlog.push(Source::Conn(idx));
                 }
             }
             Err(why) => self.close_conn(idx, now, why),

@@ -8,4 +8,6 @@ pub mod limits;
 mod pktinfo;
 pub mod socket;
 pub mod stream;
+mod timers;
+mod token;
 pub mod worker;

@@ -3,19 +3,22 @@
 //! `proto::Server` with its shard of the allocations. Nothing on the packet path is shared with
 //! other workers, so nothing is locked.
 //!
-//! The loop: wait for readiness or the server's next timer; drain ready sockets in batches
+//! The loop: wait for readiness or the server's next deadline (at most 250 ms); drain ready sockets in batches
 //! (bounded per round, so one flooded socket cannot starve the rest); after each batch, carry
-//! out the server's commands; sweep connection timeouts and publish a stats snapshot a few
-//! times a second. Stream connections are handled in `conns.rs`.
+//! out the server's commands; then fire the timers that are due (`timers.rs`: the server's
+//! expiries, the stats snapshot, the connection sweep, the suppressed-response log). Poll
+//! tokens are named in `token.rs`; stream connections are handled in `conns.rs`.
 
 use super::batch::{self, Outgoing, RecvBatch, BATCH};
 use super::limits::ConnLimits;
 use super::socket;
 use super::stream::Conn;
+use super::timers::{Timer, Timers};
+use super::token::Source;
 use crate::clock;
 use crate::reload::PolicySlot;
 use mio::net::{TcpListener, UdpSocket};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Waker};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -25,17 +28,10 @@ use std::time::{Duration, Instant};
 use turnd_proto::stats::Stats;
 use turnd_proto::{ClientId, Command, FromClient, RelayId, Server, Transport};
 
-/// Token of the waker that interrupts `poll` for shutdown.
-const WAKE: Token = Token(usize::MAX);
-/// TCP/TLS listeners use tokens from here: `STREAM_LISTENER_BASE + index`.
-pub(super) const STREAM_LISTENER_BASE: usize = 1 << 18;
-/// Client connections: `CONN_BASE + index`.
-pub(super) const CONN_BASE: usize = 1 << 19;
-/// Relay sockets: `RELAY_BASE + RelayId`.
-const RELAY_BASE: usize = 1 << 21;
 /// Batches read from one socket before others get a turn.
 pub(super) const BATCHES_PER_TURN: usize = 8;
-/// The longest the loop sleeps, so shutdown and stats publication stay prompt.
+/// The longest the loop sleeps, so shutdown, stats publication and the other chores of the
+/// timer table stay prompt (only the server's deadlines wake it, see `Timer::wakes`).
 const MAX_SLEEP: Duration = Duration::from_millis(250);
 /// How often the stats snapshot is published.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
@@ -81,7 +77,7 @@ pub struct Worker {
     policy: Arc<PolicySlot>,
     batch: RecvBatch,
     /// Sockets (and connections) not drained in their last turn, read again before sleeping.
-    pub(super) backlog: Vec<Token>,
+    pub(super) backlog: Vec<Source>,
     /// Event-loop turns so far: a connection is read at most once per turn.
     pub(super) turn: u64,
     /// Bytes this worker's connection buffers held at the last sweep.
@@ -93,9 +89,10 @@ pub struct Worker {
     /// STUN responses to UDP clients, sent together once the commands of a batch have run:
     /// one sendmmsg instead of a sendto each.
     replies: Vec<(ClientId, Vec<u8>)>,
-    /// Suppressed error responses already logged, and when.
+    /// When each periodic chore is next due.
+    timers: Timers,
+    /// Suppressed error responses already logged.
     suppressed_logged: u64,
-    suppressed_log_at: Instant,
 }
 
 impl Worker {
@@ -107,14 +104,14 @@ impl Worker {
         shutdown: Arc<AtomicBool>,
     ) -> io::Result<(Worker, WorkerHandle)> {
         let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let waker = Arc::new(Waker::new(poll.registry(), Source::Wake.token())?);
         let mut udp = Vec::with_capacity(listeners.len());
         let mut listener_ips = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.into_iter().enumerate() {
             listener_ips.push(l.local_addr()?.ip());
             let mut l = UdpSocket::from_std(l);
             poll.registry()
-                .register(&mut l, Token(i), Interest::READABLE)?;
+                .register(&mut l, Source::UdpListener(i).token(), Interest::READABLE)?;
             udp.push(l);
         }
         let mut tcp = Vec::new();
@@ -122,7 +119,7 @@ impl Worker {
             let mut l = TcpListener::from_std(l);
             poll.registry().register(
                 &mut l,
-                Token(STREAM_LISTENER_BASE + i),
+                Source::StreamListener(i).token(),
                 Interest::READABLE,
             )?;
             tcp.push((l, transport));
@@ -149,10 +146,8 @@ impl Worker {
             dirty_conns: Vec::with_capacity(64),
             outgoing: Vec::with_capacity(BATCH),
             replies: Vec::with_capacity(BATCH),
+            timers: Timers::default(),
             suppressed_logged: 0,
-            suppressed_log_at: Instant::now()
-                .checked_sub(SUPPRESSED_LOG_EVERY)
-                .unwrap_or_else(Instant::now),
         };
         Ok((
             worker,
@@ -167,14 +162,21 @@ impl Worker {
     /// Runs until shutdown is signalled.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        let mut last_publish = Instant::now();
-        let mut last_sweep = Instant::now();
-        let mut ready: Vec<Token> = Vec::with_capacity(1024);
+        let mut ready: Vec<Source> = Vec::with_capacity(1024);
+        let start = Instant::now();
+        self.timers.set(Timer::Publish, Some(start + PUBLISH_EVERY));
+        self.timers
+            .set(Timer::SweepConns, Some(start + CONN_SWEEP_EVERY));
+        // Due at once: the first suppressed response is logged without waiting.
+        self.timers.set(Timer::LogSuppressed, Some(start));
         while !self.shutdown.load(Ordering::Relaxed) {
+            // Read before sleeping and again after the turn: packets, a reload and a sweep
+            // (closing connections ends allocations) all move the server's deadline.
+            self.timers.set(Timer::Server, self.server.poll_timeout());
             let timeout = if self.backlog.is_empty() {
                 let until_timer = self
-                    .server
-                    .poll_timeout()
+                    .timers
+                    .next_wake()
                     .map_or(MAX_SLEEP, |t| t.saturating_duration_since(Instant::now()));
                 until_timer.min(MAX_SLEEP)
             } else {
@@ -189,34 +191,62 @@ impl Worker {
             self.turn += 1;
             ready.clear();
             ready.append(&mut self.backlog);
-            ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKE));
-            for token in ready.drain(..) {
-                match token.0 {
-                    t if (STREAM_LISTENER_BASE..CONN_BASE).contains(&t) => {
-                        self.accept_all(t - STREAM_LISTENER_BASE)
-                    }
-                    t if (CONN_BASE..RELAY_BASE).contains(&t) => self.conn_ready(t - CONN_BASE),
-                    _ => self.drain_socket(token),
+            ready.extend(events.iter().filter_map(|e| Source::of(e.token())));
+            for source in ready.drain(..) {
+                match source {
+                    Source::Wake => {}
+                    Source::StreamListener(i) => self.accept_all(i),
+                    Source::Conn(i) => self.conn_ready(i),
+                    Source::UdpListener(_) | Source::Relay(_) => self.drain_socket(source),
                 }
             }
             let now = clock::now();
             if let Some((credentials, policy)) = self.policy.take() {
                 self.reload_policy(credentials, policy, now);
             }
-            if self.server.poll_timeout().is_some_and(|t| t <= now.mono) {
-                self.server.handle_timeout(now);
-                self.run_commands();
-            }
-            if last_sweep.elapsed() >= CONN_SWEEP_EVERY {
-                self.sweep_conns(now);
-                last_sweep = Instant::now();
-            }
-            if last_publish.elapsed() >= PUBLISH_EVERY {
-                self.publish();
-                last_publish = Instant::now();
+            self.timers.set(Timer::Server, self.server.poll_timeout());
+            for timer in Timer::ALL {
+                if self.timers.fire(timer, now.mono) {
+                    self.fire(timer, now);
+                }
             }
         }
         self.publish();
+        if self.timers.fire(Timer::LogSuppressed, Instant::now()) {
+            self.log_suppressed();
+        }
+    }
+
+    /// Does what `timer` is for, and arms it again for when it is next due.
+    fn fire(&mut self, timer: Timer, now: turnd_proto::Now) {
+        let next = match timer {
+            Timer::Server => {
+                self.server.handle_timeout(now);
+                self.run_commands();
+                self.server.poll_timeout()
+            }
+            Timer::Publish => {
+                self.publish();
+                Some(Instant::now() + PUBLISH_EVERY)
+            }
+            Timer::SweepConns => {
+                self.sweep_conns(now);
+                Some(Instant::now() + CONN_SWEEP_EVERY)
+            }
+            // Suppressed unauthenticated answers (per-source rate limit, amplification cap)
+            // are counted per packet, and logged here: looked for as often as stats are
+            // published, written at most once per interval.
+            Timer::LogSuppressed => {
+                let logged = self.log_suppressed();
+                let after = if logged {
+                    SUPPRESSED_LOG_EVERY
+                } else {
+                    PUBLISH_EVERY
+                };
+                Some(Instant::now() + after)
+            }
+        };
+        self.timers.set(timer, next);
     }
 
     fn publish(&mut self) {
@@ -224,19 +254,20 @@ impl Worker {
         if let Ok(mut s) = self.stats.lock() {
             s.clone_from(self.server.stats());
         }
-        // Suppressed unauthenticated answers (per-source rate limit, amplification cap) are
-        // counted per packet; they are logged here, at most once per interval.
+    }
+
+    /// Logs the error responses suppressed since the last line; false when there were none.
+    fn log_suppressed(&mut self) -> bool {
         let suppressed = self.server.stats().error_responses_suppressed;
-        if suppressed > self.suppressed_logged
-            && self.suppressed_log_at.elapsed() >= SUPPRESSED_LOG_EVERY
-        {
-            tracing::warn!(
-                count = suppressed - self.suppressed_logged,
-                "unauthenticated error responses suppressed (per-source rate limit or amplification cap)"
-            );
-            self.suppressed_logged = suppressed;
-            self.suppressed_log_at = Instant::now();
+        if suppressed <= self.suppressed_logged {
+            return false;
         }
+        tracing::warn!(
+            count = suppressed - self.suppressed_logged,
+            "unauthenticated error responses suppressed (per-source rate limit or amplification cap)"
+        );
+        self.suppressed_logged = suppressed;
+        true
     }
 
     /// A reload: allocations the new credentials still authorise stay with their permissions
@@ -268,11 +299,14 @@ impl Worker {
     }
 
     /// Reads a ready UDP socket (listener or relay) for up to [`BATCHES_PER_TURN`] batches.
-    fn drain_socket(&mut self, token: Token) {
+    fn drain_socket(&mut self, source: Source) {
         for _ in 0..BATCHES_PER_TURN {
-            let fd = match token.0 {
-                i if i < self.listeners.len() => self.listeners[i].as_raw_fd(),
-                t if t >= RELAY_BASE => match self.relays.get(t - RELAY_BASE) {
+            let fd = match source {
+                Source::UdpListener(i) => match self.listeners.get(i) {
+                    Some(l) => l.as_raw_fd(),
+                    None => return,
+                },
+                Source::Relay(r) => match self.relays.get(r.0 as usize) {
                     Some(Some(s)) => s.as_raw_fd(),
                     _ => return,
                 },
@@ -284,17 +318,17 @@ impl Worker {
                 Err(_) => return,
             };
             let now = clock::now();
-            if token.0 < self.listeners.len() {
-                self.relay_client_batch(token.0, n, now);
-            } else {
-                self.relay_peer_batch(RelayId((token.0 - RELAY_BASE) as u32), n, now);
+            match source {
+                Source::UdpListener(i) => self.relay_client_batch(i, n, now),
+                Source::Relay(r) => self.relay_peer_batch(r, n, now),
+                _ => {}
             }
             self.run_commands();
             if n < BATCH {
                 return;
             }
         }
-        self.backlog.push(token);
+        self.backlog.push(source);
     }
 
     /// Datagrams from clients on UDP listener `listener`. Consecutive datagrams bound for the
@@ -462,11 +496,9 @@ impl Worker {
     ) -> io::Result<()> {
         let std_socket = socket::bind_relay(addr, dont_fragment)?;
         let mut s = UdpSocket::from_std(std_socket);
-        self.poll.registry().register(
-            &mut s,
-            Token(RELAY_BASE + relay.0 as usize),
-            Interest::READABLE,
-        )?;
+        self.poll
+            .registry()
+            .register(&mut s, Source::Relay(relay).token(), Interest::READABLE)?;
         let i = relay.0 as usize;
         if self.relays.len() <= i {
             self.relays.resize_with(i + 1, || None);

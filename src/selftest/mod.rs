@@ -101,11 +101,59 @@ impl Run<'_> {
         }
     }
 
-    fn fail(mut self, cause: String) -> Report {
-        self.report.cause = Some(cause);
-        self.report.pass = false;
-        self.report
+    /// The cause when relayed data does not arrive although allocations work.
+    fn lost(&self, how: &str, detail: String) -> String {
+        let advertised = self
+            .report
+            .relayed
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(" and ");
+        format!(
+            "allocations work but relayed traffic never arrives ({how}: {detail}): the relay ports are filtered, or the server advertises relay addresses ({advertised}) that do not reach it (check --external-ip / --relay-ip)"
+        )
     }
+
+    /// Records step `name` with `result`: passed, with `detail` of its value; or failed, with
+    /// the cause a person can act on, which ends the run (`?`).
+    fn check<T>(
+        &mut self,
+        name: &str,
+        result: Result<T, Failure>,
+        detail: impl FnOnce(&T) -> String,
+    ) -> Result<T, String> {
+        match result {
+            Ok(v) => {
+                self.step(name, true, detail(&v));
+                Ok(v)
+            }
+            Err(failure) => {
+                let (detail, cause) = match failure {
+                    Failure::Request(what, e) => (String::new(), self.cause(what, &e)),
+                    Failure::Lost(d) => (d.clone(), self.lost(name, d)),
+                    Failure::Said(cause) => (String::new(), cause),
+                };
+                self.step(name, false, detail);
+                Err(cause)
+            }
+        }
+    }
+}
+
+/// Why a step failed, before it is put in words.
+enum Failure {
+    /// A request (named for the cause: "Allocate") was refused or not answered.
+    Request(&'static str, RequestError),
+    /// Relayed data did not arrive as sent; the text says how.
+    Lost(String),
+    /// The cause, already in words.
+    Said(String),
+}
+
+/// Names the request of a [`Failure::Request`]: `.map_err(request("Allocate"))`.
+fn request(what: &'static str) -> impl Fn(RequestError) -> Failure {
+    move |e| Failure::Request(what, e)
 }
 
 fn open(target: &Target, opts: &Options) -> Result<Link, String> {
@@ -180,7 +228,7 @@ fn both(peers: &mut [Peer; 2], i: usize) -> (&mut Peer, &mut Peer) {
     }
 }
 
-/// Runs every step against one target.
+/// Runs every step against one target; the first failed step ends the run with its cause.
 pub fn run(target: &Target, opts: &Options) -> Report {
     let mut run = Run {
         t0: Instant::now(),
@@ -199,77 +247,52 @@ pub fn run(target: &Target, opts: &Options) -> Report {
             burst_loss_percent: None,
         },
     };
+    if let Err(cause) = steps(&mut run, target, opts) {
+        run.report.cause = Some(cause);
+        run.report.pass = false;
+    }
+    run.report
+}
+
+/// The steps, in order; `Err` is the cause of the first failure.
+fn steps(run: &mut Run, target: &Target, opts: &Options) -> Result<(), String> {
     let t = opts.timeout;
-    let (la, lb) = match (open(target, opts), open(target, opts)) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
-            run.step("connect", false, "");
-            return run.fail(e);
-        }
+    let links = match (open(target, opts), open(target, opts)) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(e), _) | (_, Err(e)) => Err(Failure::Said(e)),
     };
-    run.step(
-        "connect",
-        true,
-        format!("{} over {}", target.server, target.kind.label()),
-    );
+    let (la, lb) = run.check("connect", links, |_| {
+        format!("{} over {}", target.server, target.kind.label())
+    })?;
     let mut a = Peer::new(la, &target.username, &target.password);
     let mut b = Peer::new(lb, &target.username, &target.password);
 
-    match a.binding(t) {
-        Ok(mapped) => run.step("STUN Binding", true, format!("mapped address {mapped}")),
-        Err(e) => {
-            run.step("STUN Binding", false, "");
-            let c = run.cause("STUN Binding", &e);
-            return run.fail(c);
-        }
-    }
-    let mut relayed = [None, None];
-    for (i, p) in [&mut a, &mut b].into_iter().enumerate() {
-        let name = if i == 0 {
-            "Allocate A (401 challenge, then credentials)"
-        } else {
-            "Allocate B"
-        };
-        match p.allocate(t) {
-            Ok(r) => {
-                relayed[i] = Some(r);
-                run.step(name, true, format!("relayed address {r}"));
-            }
-            Err(e) => {
-                run.step(name, false, "");
-                let c = run.cause("Allocate", &e);
-                return run.fail(c);
-            }
-        }
-    }
-    let (ra, rb) = (
-        relayed[0].expect("allocated"),
-        relayed[1].expect("allocated"),
-    );
+    run.check(
+        "STUN Binding",
+        a.binding(t).map_err(request("STUN Binding")),
+        |mapped| format!("mapped address {mapped}"),
+    )?;
+    let relayed = |r: &SocketAddr| format!("relayed address {r}");
+    let ra = run.check(
+        "Allocate A (401 challenge, then credentials)",
+        a.allocate(t).map_err(request("Allocate")),
+        relayed,
+    )?;
+    let rb = run.check(
+        "Allocate B",
+        b.allocate(t).map_err(request("Allocate")),
+        relayed,
+    )?;
     run.report.relayed = vec![ra, rb];
     for (name, p, peer) in [
         ("CreatePermission A→B", &mut a, rb),
         ("CreatePermission B→A", &mut b, ra),
     ] {
-        if let Err(e) = p.create_permission(peer, t) {
-            run.step(name, false, "");
-            let c = run.cause("CreatePermission", &e);
-            return run.fail(c);
-        }
-        run.step(name, true, format!("for {peer}"));
+        let done = p
+            .create_permission(peer, t)
+            .map_err(request("CreatePermission"));
+        run.check(name, done, |_| format!("for {peer}"))?;
     }
-    let lost = |run: &Run, how: &str, detail: String| {
-        let advertised = run
-            .report
-            .relayed
-            .iter()
-            .map(|r| r.to_string())
-            .collect::<Vec<_>>()
-            .join(" and ");
-        format!(
-            "allocations work but relayed traffic never arrives ({how}: {detail}): the relay ports are filtered, or the server advertises relay addresses ({advertised}) that do not reach it (check --external-ip / --relay-ip)"
-        )
-    };
     let mut peers = [a, b];
     let rel = [ra, rb];
     // Send/Data indications first: no channel is bound yet, so data comes as Data indications.
@@ -280,30 +303,21 @@ pub fn run(target: &Target, opts: &Options) -> Report {
         let (from, to) = both(&mut peers, i);
         let (from_relayed, to_relayed) = (rel[i], rel[1 - i]);
         let payload = format!("indication from {from_relayed}");
-        let sent = from.send_indication(to_relayed, payload.as_bytes());
-        match sent
+        let arrived = from
+            .send_indication(to_relayed, payload.as_bytes())
             .map_err(|e| e.to_string())
-            .and_then(|_| expect_data(to, from_relayed, payload.as_bytes(), false, t))
-        {
-            Ok(()) => run.step(name, true, ""),
-            Err(e) => {
-                run.step(name, false, e.clone());
-                let c = lost(&run, name, e);
-                return run.fail(c);
-            }
-        }
+            .and_then(|_| expect_data(to, from_relayed, payload.as_bytes(), false, t));
+        run.check(name, arrived.map_err(Failure::Lost), |_| String::new())?;
     }
     for (name, i, number) in [
         ("ChannelBind A→B", 0, 0x4000u16),
         ("ChannelBind B→A", 1, 0x4001u16),
     ] {
         let (p, peer) = (&mut peers[i], rel[1 - i]);
-        if let Err(e) = p.channel_bind(number, peer, t) {
-            run.step(name, false, "");
-            let c = run.cause("ChannelBind", &e);
-            return run.fail(c);
-        }
-        run.step(name, true, format!("channel {number:#06x} to {peer}"));
+        let bound = p
+            .channel_bind(number, peer, t)
+            .map_err(request("ChannelBind"));
+        run.check(name, bound, |_| format!("channel {number:#06x} to {peer}"))?;
     }
     for (name, i, number) in [
         ("ChannelData A→B", 0, 0x4000u16),
@@ -312,22 +326,31 @@ pub fn run(target: &Target, opts: &Options) -> Report {
         let (from, to) = both(&mut peers, i);
         let from_relayed = rel[i];
         let payload = format!("channel data from {from_relayed}");
-        let sent = from.send_channel(number, payload.as_bytes());
-        match sent
+        let arrived = from
+            .send_channel(number, payload.as_bytes())
             .map_err(|e| e.to_string())
-            .and_then(|_| expect_data(to, from_relayed, payload.as_bytes(), true, t))
-        {
-            Ok(()) => run.step(name, true, ""),
-            Err(e) => {
-                run.step(name, false, e.clone());
-                let c = lost(&run, name, e);
-                return run.fail(c);
-            }
-        }
+            .and_then(|_| expect_data(to, from_relayed, payload.as_bytes(), true, t));
+        run.check(name, arrived.map_err(Failure::Lost), |_| String::new())?;
     }
 
     let [mut a, mut b] = peers;
-    // Round trips: A pings over its channel, B echoes over its own.
+    round_trips(run, &mut a, &mut b, ra, rb, opts)?;
+    // A short burst A→B: throughput as B sees it.
+    if opts.burst > 0 {
+        burst(run, &mut a, &mut b, ra, opts);
+    }
+    finish(run, &mut a, &mut b, t)
+}
+
+/// Round trips: A pings over its channel, B echoes over its own. Fails when half are lost.
+fn round_trips(
+    run: &mut Run,
+    a: &mut Peer,
+    b: &mut Peer,
+    ra: SocketAddr,
+    rb: SocketAddr,
+    opts: &Options,
+) -> Result<(), String> {
     let mut rtts = Vec::new();
     for i in 0..opts.pings {
         let payload = format!("ping {i}");
@@ -335,11 +358,11 @@ pub fn run(target: &Target, opts: &Options) -> Report {
         if a.send_channel(0x4000, payload.as_bytes()).is_err() {
             break;
         }
-        if expect_data(&mut b, ra, payload.as_bytes(), true, Duration::from_secs(1)).is_err() {
+        if expect_data(b, ra, payload.as_bytes(), true, Duration::from_secs(1)).is_err() {
             continue;
         }
         let _ = b.send_channel(0x4001, payload.as_bytes());
-        if expect_data(&mut a, rb, payload.as_bytes(), true, Duration::from_secs(1)).is_ok() {
+        if expect_data(a, rb, payload.as_bytes(), true, Duration::from_secs(1)).is_ok() {
             rtts.push(start.elapsed().as_secs_f64() * 1000.0);
         }
     }
@@ -361,15 +384,9 @@ pub fn run(target: &Target, opts: &Options) -> Report {
         ),
     );
     if !rtt_ok {
-        let c = lost(&run, "round trips", format!("{loss:.0}% of pings lost"));
-        return run.fail(c);
+        return Err(run.lost("round trips", format!("{loss:.0}% of pings lost")));
     }
-
-    // A short burst A→B: throughput as B sees it.
-    if opts.burst > 0 {
-        burst(&mut run, &mut a, &mut b, ra, opts);
-    }
-    finish(run, &mut a, &mut b, t)
+    Ok(())
 }
 
 /// Sends a paced burst A→B and records what B saw.
@@ -415,24 +432,17 @@ fn burst(run: &mut Run, a: &mut Peer, b: &mut Peer, _ra: SocketAddr, opts: &Opti
 }
 
 /// Refresh and deallocate both peers.
-fn finish(mut run: Run, a: &mut Peer, b: &mut Peer, t: Duration) -> Report {
+fn finish(run: &mut Run, a: &mut Peer, b: &mut Peer, t: Duration) -> Result<(), String> {
     for (name, p) in [("Refresh A", &mut *a), ("Refresh B", &mut *b)] {
-        if let Err(e) = p.refresh(600, t) {
-            run.step(name, false, "");
-            let c = run.cause("Refresh", &e);
-            return run.fail(c);
-        }
-        run.step(name, true, "");
+        run.check(name, p.refresh(600, t).map_err(request("Refresh")), |_| {
+            String::new()
+        })?;
     }
     for (name, p) in [("deallocate A", a), ("deallocate B", b)] {
-        if let Err(e) = p.refresh(0, t) {
-            run.step(name, false, "");
-            let c = run.cause("deallocation (Refresh 0)", &e);
-            return run.fail(c);
-        }
-        run.step(name, true, "");
+        let done = p.refresh(0, t).map_err(request("deallocation (Refresh 0)"));
+        run.check(name, done, |_| String::new())?;
     }
-    run.report
+    Ok(())
 }
 
 fn num(v: Option<f64>) -> String {
