@@ -1,6 +1,13 @@
 //! The client side of TURN requests, built on [`crate::wire`] only (never on the server
 //! engine), for tests and for turnd's self-test peers: build authenticated requests, read the
-//! answers.
+//! answers, and drive one request to its answer with a sans-IO [`Transaction`].
+
+mod transaction;
+
+pub use transaction::{
+    Exchange, Failure, Outcome, TimedOut, Timing, Transaction, TransactionIds, INITIAL_RTO,
+    RELIABLE_TIMEOUT,
+};
 
 use crate::auth::long_term_key_md5;
 use crate::wire::{attr, Class, Message, MessageEncoder, Method, TransactionId};
