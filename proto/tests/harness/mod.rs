@@ -166,7 +166,10 @@ impl Harness {
             }
             let req = t.poll_transmit(mono).expect("a request to send").to_vec();
             let resp = self.send(c, &req).expect("a response");
-            assert!(t.handle_input(&resp, mono, auth, &mut self.ids), "its answer");
+            assert!(
+                t.handle_input(&resp, mono, auth, &mut self.ids),
+                "its answer"
+            );
         }
     }
 
