@@ -263,6 +263,31 @@ pub struct Settings {
     /// `ipv6_source_prefix`; 0 = unlimited) [default: 64].
     #[arg(long, env = "TURND_MAX_ALLOCATIONS_PER_ADDRESS")]
     pub max_allocations_per_address: Option<u32>,
+
+    /// Seconds an HTTP client may take to send a request's head, from its first byte
+    /// [default: 10].
+    #[arg(long, env = "TURND_HTTP_HEADER_TIMEOUT", value_name = "SECONDS")]
+    pub http_header_timeout: Option<u64>,
+
+    /// Seconds an HTTP request may take from its complete head to its answer (the body must
+    /// arrive within it), else 408 [default: 10].
+    #[arg(long, env = "TURND_HTTP_BODY_TIMEOUT", value_name = "SECONDS")]
+    pub http_body_timeout: Option<u64>,
+
+    /// Seconds an HTTP connection may wait for its next request (a new connection for its
+    /// first) before it is closed [default: 30].
+    #[arg(long, env = "TURND_HTTP_IDLE_TIMEOUT", value_name = "SECONDS")]
+    pub http_idle_timeout: Option<u64>,
+
+    /// Connections each HTTP listener (credential API, metrics) holds at once; when full, a
+    /// newcomer with a request replaces the longest-idle one [default: 1024].
+    #[arg(long, env = "TURND_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<u32>,
+
+    /// HTTP connections per client address (IPv6: per ipv6_source_prefix) and listener
+    /// (0 = no limit) [default: 64].
+    #[arg(long, env = "TURND_HTTP_MAX_CONNECTIONS_PER_IP")]
+    pub http_max_connections_per_ip: Option<u32>,
 }
 
 /// A repeatable key in the TOML file takes a list or, for one value, a plain string:
@@ -413,6 +438,12 @@ pub struct Config {
     pub ipv6_source_prefix: u8,
     /// Allocations per client address (source key); 0 = unlimited.
     pub max_allocations_per_address: u32,
+
+    pub http_header_timeout: std::time::Duration,
+    pub http_body_timeout: std::time::Duration,
+    pub http_idle_timeout: std::time::Duration,
+    pub http_max_connections: u32,
+    pub http_max_connections_per_ip: u32,
 }
 
 pub const DEFAULT_LISTEN: [&str; 2] = ["0.0.0.0:3478", "[::]:3478"];
@@ -722,8 +753,26 @@ impl Config {
         if max_allocations_per_address > 1_000_000 {
             bail!("max_allocations_per_address: must be at most 1000000 (0 = no limit)");
         }
+        let secs = |key: &str, v: Option<u64>, default: u64| -> Result<std::time::Duration> {
+            match v.unwrap_or(default) {
+                n @ 1..=3600 => Ok(std::time::Duration::from_secs(n)),
+                _ => bail!("{key}: must be between 1 and 3600 seconds"),
+            }
+        };
+        let http_header_timeout = secs("http_header_timeout", s.http_header_timeout, 10)?;
+        let http_body_timeout = secs("http_body_timeout", s.http_body_timeout, 10)?;
+        let http_idle_timeout = secs("http_idle_timeout", s.http_idle_timeout, 30)?;
+        let http_max_connections = s.http_max_connections.unwrap_or(1024);
+        if http_max_connections == 0 || http_max_connections > 1_000_000 {
+            bail!("http_max_connections: must be between 1 and 1000000");
+        }
         Ok(Config {
             max_allocations_per_address,
+            http_header_timeout,
+            http_body_timeout,
+            http_idle_timeout,
+            http_max_connections,
+            http_max_connections_per_ip: s.http_max_connections_per_ip.unwrap_or(64),
             ipv6_source_prefix,
             tls_listen,
             tls_files,
@@ -935,6 +984,17 @@ mod tests {
         assert!(
             err("listen = [\"127.0.0.1:3478\"]\nmax_allocations_per_address = 2000000")
                 .starts_with("max_allocations_per_address:")
+        );
+        for key in [
+            "http_header_timeout",
+            "http_body_timeout",
+            "http_idle_timeout",
+        ] {
+            assert!(err(&format!("listen = [\"127.0.0.1:3478\"]\n{key} = 0")).starts_with(key));
+        }
+        assert!(
+            err("listen = [\"127.0.0.1:3478\"]\nhttp_max_connections = 0")
+                .starts_with("http_max_connections:")
         );
         let unknown = format!("{:#}", Settings::from_toml("no_such_key = 1").unwrap_err());
         assert!(unknown.contains("no_such_key"), "{unknown}");

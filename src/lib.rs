@@ -8,6 +8,7 @@ pub mod certs;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod fdlimit;
 pub mod http;
 pub mod logging;
 pub mod metrics;

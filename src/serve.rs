@@ -242,19 +242,49 @@ fn bind_listeners(
     Ok((udp, tls, per_worker))
 }
 
-/// Raises the open-file limit to its hard maximum: every relay port and connection is a file.
-fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+/// Raises the open-file limit and fits the connection caps into it ([`crate::fdlimit`]),
+/// logging both.
+fn fit_fd_limit(config: &Config) -> crate::fdlimit::Plan {
+    let demand = crate::fdlimit::Demand::from_config(config);
+    let limit = match crate::fdlimit::raise() {
+        Ok(l) => {
+            if l.soft > l.before {
+                tracing::info!(
+                    from = l.before,
+                    to = l.soft,
+                    "raised the open-file limit (RLIMIT_NOFILE)"
+                );
+            }
+            l.soft
         }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit (RLIMIT_NOFILE)");
+            u64::MAX
+        }
+    };
+    let plan = crate::fdlimit::plan(limit, &demand);
+    if plan.lowered {
+        tracing::warn!(
+            limit,
+            needed = plan.needed,
+            http_max_connections = plan.http_max_connections,
+            max_connections = plan.max_connections,
+            relay_sockets = plan.relay_fits,
+            "the open-file limit is too low for the configured caps: connection caps lowered so \
+             the relay keeps its sockets (raise `ulimit -n`, or lower http_max_connections, \
+             max_connections, max_allocations)"
+        );
     }
+    if plan.relay_fits < demand.relay {
+        tracing::warn!(
+            limit,
+            relay_sockets = plan.relay_fits,
+            wanted = demand.relay,
+            "the open-file limit leaves room for fewer relay sockets than allocations may need: \
+             Allocate beyond that gets 508"
+        );
+    }
+    plan
 }
 
 /// Binds and starts the relay.
@@ -265,17 +295,20 @@ pub fn start(config: &Config) -> Result<Running> {
         None => None,
     };
     let tls_config = certs.clone().map(crate::tls::server_config).transpose()?;
-    raise_fd_limit();
+    let fds = fit_fd_limit(config);
     let (udp, tls, sockets) = bind_listeners(config)?;
     let ledger = Arc::new(
         Ledger::new(config.user_quota, config.max_allocations)
             .with_address_quota(config.max_allocations_per_address),
     );
+    // The TCP/TLS cap as the descriptor plan allows (it only ever lowers the configured one).
     let connections = Arc::new(ConnLimits::new(
-        config.max_connections,
+        fds.max_connections,
         config.max_connections_per_ip,
         config.ipv6_source_prefix,
     ));
+    let edge_limits = crate::http::edge::EdgeLimits::from_config(config, fds.http_max_connections);
+    let edge_stats = Arc::new(crate::http::edge::EdgeStats::default());
     let shutdown = Arc::new(AtomicBool::new(false));
     let mut nonce_key = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut nonce_key);
@@ -347,14 +380,19 @@ pub fn start(config: &Config) -> Result<Running> {
                 live: live.clone(),
                 hosts: config.client_hosts(),
                 listeners,
-                limiter: crate::http::access::RateLimiter::new(config.http_rate_limit),
+                limiter: crate::http::access::RateLimiter::new(
+                    config.http_rate_limit,
+                    config.ipv6_source_prefix,
+                ),
                 workers_running: workers_running.clone(),
                 workers_expected: config.workers,
                 credentials_issued: Default::default(),
                 probe: probe.clone(),
                 ledger: ledger.clone(),
+                ipv6_source_prefix: config.ipv6_source_prefix,
             });
-            (Some(crate::http::start(addr, state.clone())?), Some(state))
+            let server = crate::http::start(addr, state.clone(), edge_limits, edge_stats.clone())?;
+            (Some(server), Some(state))
         }
     };
     if let Some(interval) = config.selftest_interval {
@@ -379,12 +417,15 @@ pub fn start(config: &Config) -> Result<Running> {
                 http: http_state.clone(),
                 connections: connections.clone(),
                 probe: probe.clone(),
+                http_edge: edge_stats.clone(),
             });
             let registry = crate::metrics::exposition::registry(sources);
             Some(crate::http::serve_router(
                 addr,
                 crate::metrics::exposition::router(registry),
                 "metrics_listen",
+                edge_limits,
+                edge_stats.clone(),
             )?)
         }
     };

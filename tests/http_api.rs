@@ -449,3 +449,84 @@ fn openapi_description_matches_the_server() {
         405
     );
 }
+
+/// HEAD would run the GET handler: it must not mint (or count) a credential nobody sees.
+#[test]
+fn head_on_the_credential_endpoints_mints_nothing() {
+    let turnd = start(settings());
+    let http = turnd.http();
+    let issued = || {
+        turnd
+            .running
+            .http_state
+            .as_ref()
+            .unwrap()
+            .credentials_issued
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    for path in ["/api/v1/credentials", "/api/v1/ice-servers"] {
+        let r = http_request(http, "HEAD", path, &[], "");
+        assert_eq!(r.status, 405, "HEAD {path}");
+    }
+    assert_eq!(issued(), 0);
+    assert_eq!(get(http, "/api/v1/credentials").status, 200);
+    assert_eq!(issued(), 1, "GET still mints");
+}
+
+/// Credentials minted without `username` carry one identity per API key and client (SECURITY.md,
+/// "The client chooses its own quota identity"), so the per-user quota applies to them.
+#[test]
+fn anonymous_credentials_share_one_identity_per_key_and_client() {
+    const OTHER_KEY: &str = "another-api-key-0123456789";
+    let mut s = settings();
+    s.api_key = Some(vec![KEY.into(), OTHER_KEY.into()]);
+    s.user_quota = Some(2);
+    let turnd = start(s);
+    let http = turnd.http();
+    // (user id, username, password) as the API hands them out.
+    let user_of = |from: &str, key: &str, query: &str| -> (String, String, String) {
+        let auth = format!("Bearer {key}");
+        let r = http_request_from(
+            from.parse().unwrap(),
+            http,
+            "GET",
+            &format!("/api/v1/credentials{query}"),
+            &[("Authorization", auth.as_str())],
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        let username = v["username"].as_str().unwrap().to_owned();
+        let id = username.split_once(':').unwrap().1.to_owned();
+        (id, username, v["password"].as_str().unwrap().to_owned())
+    };
+    let (a1, name1, pass1) = user_of("127.0.0.1", KEY, "");
+    let (a2, name2, pass2) = user_of("127.0.0.1", KEY, "?ttl=600");
+    assert!(a1.starts_with("anon-"), "{a1}");
+    assert_eq!(a1, a2, "one client, one key: one identity");
+    assert_ne!(
+        user_of("127.0.0.2", KEY, "").0,
+        a1,
+        "another address is another client"
+    );
+    assert_ne!(
+        user_of("127.0.0.1", OTHER_KEY, "").0,
+        a1,
+        "another key is another app"
+    );
+    assert_eq!(user_of("127.0.0.1", KEY, "?username=alice").0, "alice");
+
+    // And so the quota holds: two allocations, then 486, whatever fresh credentials it fetches.
+    let (_, name3, pass3) = user_of("127.0.0.1", KEY, "");
+    let mut held = Vec::new();
+    for (name, pass) in [(&name1, &pass1), (&name2, &pass2)] {
+        let mut c = UdpTurnClient::new(turnd.addr, name, pass);
+        c.allocate();
+        held.push(c);
+    }
+    let mut third = UdpTurnClient::new(turnd.addr, &name3, &pass3);
+    let resp = third.request(
+        turnd_proto::wire::Method::ALLOCATE,
+        &[turnd_proto::client::Attr::RequestedTransport(17)],
+    );
+    assert_eq!(UdpTurnClient::code(&resp), Some(486));
+}

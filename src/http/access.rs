@@ -14,17 +14,18 @@ use std::time::Instant;
 use subtle::ConstantTimeEq;
 
 /// Checks the caller's API key (`Authorization: Bearer KEY` or `key=KEY`), or, when no key is
-/// configured, that the caller is on this host.
+/// configured, that the caller is on this host. Returns the key the caller used (None without
+/// keys).
 pub fn authorize(
     state: &HttpState,
     peer: SocketAddr,
     headers: &HeaderMap,
     query_key: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<Option<String>, ApiError> {
     let live = state.live.get();
     if live.api_keys.is_empty() {
         return if is_loopback(peer.ip()) {
-            Ok(())
+            Ok(None)
         } else {
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -48,7 +49,7 @@ pub fn authorize(
         acc | k.as_bytes().ct_eq(given.as_bytes()).unwrap_u8()
     });
     if ok == 1 {
-        Ok(())
+        Ok(Some(given.to_owned()))
     } else {
         Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid API key"))
     }
@@ -63,19 +64,22 @@ fn is_loopback(ip: IpAddr) -> bool {
     }
 }
 
-/// A token bucket per client address: `per_minute` requests, bursts up to a quarter of that
-/// (at least 5). The table is bounded; when full, buckets that have refilled are forgotten.
+/// A token bucket per client (an IPv4 address, or an IPv6 prefix of `ipv6_prefix` bits: every
+/// IPv6 host owns a whole /64): `per_minute` requests, bursts up to a quarter of that (at least
+/// 5). The table is bounded; when full, buckets that have refilled are forgotten.
 pub struct RateLimiter {
     per_minute: u32,
+    ipv6_prefix: u8,
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
 
 const MAX_TRACKED_CLIENTS: usize = 10_000;
 
 impl RateLimiter {
-    pub fn new(per_minute: u32) -> Self {
+    pub fn new(per_minute: u32, ipv6_prefix: u8) -> Self {
         RateLimiter {
             per_minute,
+            ipv6_prefix,
             buckets: Mutex::new(HashMap::new()),
         }
     }
@@ -89,6 +93,7 @@ impl RateLimiter {
         if self.per_minute == 0 {
             return Ok(());
         }
+        let ip = turnd_proto::source_key::source_key(ip, self.ipv6_prefix);
         let rate = f64::from(self.per_minute) / 60.0;
         let burst = self.burst();
         let now = Instant::now();
@@ -176,12 +181,13 @@ mod tests {
             }),
             hosts: vec![],
             listeners: Default::default(),
-            limiter: RateLimiter::new(0),
+            limiter: RateLimiter::new(0, 64),
             workers_running: Default::default(),
             workers_expected: 1,
             credentials_issued: Default::default(),
             probe: Default::default(),
             ledger: Arc::new(turnd_proto::server::ledger::Ledger::new(0, 0)),
+            ipv6_source_prefix: 64,
         }
     }
 
@@ -213,7 +219,7 @@ mod tests {
 
     #[test]
     fn rate_limit_allows_a_burst_then_asks_to_wait() {
-        let l = RateLimiter::new(60);
+        let l = RateLimiter::new(60, 64);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let allowed = (0..20).filter(|_| l.check(ip).is_ok()).count();
         assert_eq!(allowed, 15);
@@ -222,6 +228,23 @@ mod tests {
             l.check("192.0.2.2".parse().unwrap()).is_ok(),
             "limits are per client"
         );
-        assert!(RateLimiter::new(0).check(ip).is_ok());
+        assert!(RateLimiter::new(0, 64).check(ip).is_ok());
+    }
+
+    #[test]
+    fn rate_limit_counts_an_ipv6_prefix_as_one_client() {
+        let l = RateLimiter::new(60, 64);
+        let allowed = (0..40u16)
+            .filter(|i| {
+                l.check(format!("2001:db8:64::{i:x}").parse().unwrap())
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(allowed, 15, "40 addresses of one /64 share one bucket");
+        assert!(l.check("2001:db8:65::1".parse().unwrap()).is_ok());
+        let per_address = RateLimiter::new(60, 128);
+        assert!((0..40u16).all(|i| per_address
+            .check(format!("2001:db8:64::{i:x}").parse().unwrap())
+            .is_ok()));
     }
 }

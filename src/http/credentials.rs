@@ -83,9 +83,10 @@ pub fn parse_params(query: Option<&str>, body: &[u8]) -> Result<Params, ApiError
 }
 
 /// A user id must be 1 to 128 characters from a safe set: it ends up in a TURN username.
-fn user_id(p: &Params) -> Result<String, ApiError> {
+/// Without one, the caller's anonymous identity (see [`super::identity`]).
+fn user_id(p: &Params, anonymous: impl FnOnce() -> String) -> Result<String, ApiError> {
     match &p.username {
-        None => Ok(format!("anon-{:016x}", rand::random::<u64>())),
+        None => Ok(anonymous()),
         Some(u) if u.is_empty() || u.len() > MAX_USER_ID => Err(ApiError::bad_request(format!(
             "username must be 1 to {MAX_USER_ID} characters"
         ))),
@@ -129,12 +130,19 @@ fn mint(
         retry_after: Some(wait),
     })?;
     let params = parse_params(query, body)?;
-    authorize(state, peer, headers, params.key.as_deref())?;
+    let api_key = authorize(state, peer, headers, params.key.as_deref())?;
     if params.service.as_deref().is_some_and(|s| s != "turn") {
         return Err(ApiError::bad_request("service must be `turn`"));
     }
-    let user = user_id(&params)?;
     let live = state.live.get();
+    let user = user_id(&params, || {
+        super::identity::anonymous_user_id(
+            live.mint_secret.as_bytes(),
+            api_key.as_deref(),
+            peer.ip(),
+            state.ipv6_source_prefix,
+        )
+    })?;
     let ttl = ttl(&live, &params)?;
     let cred = turnd_proto::auth::mint_rest_credential(
         live.mint_secret.as_bytes(),

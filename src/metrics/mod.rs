@@ -32,6 +32,8 @@ pub struct Sources {
     pub http: Option<Arc<HttpState>>,
     pub connections: Arc<crate::relay::limits::ConnLimits>,
     pub probe: Arc<crate::selftest::probe::ProbeState>,
+    /// The HTTP listeners' connection counters.
+    pub http_edge: Arc<crate::http::edge::EdgeStats>,
 }
 
 impl Sources {
@@ -271,6 +273,30 @@ impl Collector for Sources {
             .as_ref()
             .map_or(0, |h| h.credentials_issued.load(Ordering::Relaxed));
         counter(e, CREDENTIALS_ISSUED_TOTAL, issued)?;
+        let edge = &self.http_edge;
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        gauge(e, HTTP_CONNECTIONS_OPEN, edge.open())?;
+        counters(
+            e,
+            HTTP_CONNECTIONS_REFUSED_TOTAL,
+            "reason",
+            &[
+                ("per_address", n(&edge.refused_per_address)),
+                ("full", n(&edge.refused_full)),
+                ("accept_error", n(&edge.accept_errors)),
+            ],
+        )?;
+        counters(
+            e,
+            HTTP_CONNECTIONS_CLOSED_TOTAL,
+            "reason",
+            &[
+                ("header_timeout", n(&edge.closed_header_timeout)),
+                ("body_timeout", n(&edge.closed_body_timeout)),
+                ("idle_timeout", n(&edge.closed_idle_timeout)),
+                ("evicted", n(&edge.closed_evicted)),
+            ],
+        )?;
         Ok(())
     }
 }

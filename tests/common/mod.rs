@@ -116,8 +116,44 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> HttpResponse {
+    let s = std::net::TcpStream::connect(addr).expect("connect");
+    http_exchange(s, addr, method, target, headers, body)
+}
+
+/// A TCP connection to `to` from the local address `from` (any address of 127.0.0.0/8, or of
+/// a prefix a namespace made local): one client among many.
+pub fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> std::net::TcpStream {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(to),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    s.bind(&SocketAddr::new(from, 0).into()).unwrap();
+    s.connect(&to.into()).unwrap();
+    s.into()
+}
+
+/// As [`http_request`], from the local address `from`.
+pub fn http_request_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    http_exchange(connect_from(from, addr), addr, method, target, headers, "")
+}
+
+fn http_exchange(
+    mut s: std::net::TcpStream,
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
     let mut req = format!(

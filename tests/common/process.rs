@@ -17,8 +17,34 @@ pub fn free_port() -> u16 {
 
 /// `turnd serve` on free loopback ports with `extra` arguments: (child, UDP port, HTTP port).
 pub fn spawn_serve(extra: &[&str], stderr: std::process::Stdio) -> (std::process::Child, u16, u16) {
+    spawn_serve_limited(extra, stderr, None)
+}
+
+/// As [`spawn_serve`], with the child's open-file limit set to `nofile` (soft, hard).
+pub fn spawn_serve_limited(
+    extra: &[&str],
+    stderr: std::process::Stdio,
+    nofile: Option<(u64, u64)>,
+) -> (std::process::Child, u16, u16) {
     let (udp, http) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_turnd"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_turnd"));
+    if let Some((soft, hard)) = nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = command
         .args([
             "serve",
             "--listen",
@@ -26,7 +52,12 @@ pub fn spawn_serve(extra: &[&str], stderr: std::process::Stdio) -> (std::process
             "--http-listen",
             &format!("127.0.0.1:{http}"),
         ])
-        .args(["--metrics-listen", "off"])
+        // Off unless the test asks for a metrics listener.
+        .args(if extra.contains(&"--metrics-listen") {
+            &[][..]
+        } else {
+            &["--metrics-listen", "off"][..]
+        })
         // Never the machine's own address (turnd's default relay address): tests talk to
         // loopback only.
         .args(if extra.contains(&"--relay-ip") {
@@ -88,7 +119,13 @@ pub struct Served {
 impl Served {
     /// Spawns `turnd serve` with `extra` arguments and waits until it is ready.
     pub fn start(extra: &[&str]) -> Served {
-        let (mut child, udp, http) = spawn_serve(extra, std::process::Stdio::piped());
+        Self::start_limited(extra, None)
+    }
+
+    /// As [`Served::start`], with the open-file limit set to `nofile` (soft, hard).
+    pub fn start_limited(extra: &[&str], nofile: Option<(u64, u64)>) -> Served {
+        let (mut child, udp, http) =
+            spawn_serve_limited(extra, std::process::Stdio::piped(), nofile);
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
