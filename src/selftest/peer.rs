@@ -165,6 +165,8 @@ impl Peer {
             &[Attr::Channel(number), Attr::Peer(peer)],
             timeout,
         )?;
+        // A channel bound again (a later allocation of the same peer) names its new peer.
+        self.channels.retain(|(n, _)| *n != number);
         self.channels.push((number, peer));
         Ok(())
     }
