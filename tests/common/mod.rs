@@ -243,24 +243,19 @@ impl UdpTurnClient {
         method: turnd_proto::wire::Method,
         attrs: &[turnd_proto::client::Attr],
     ) -> Vec<u8> {
-        use turnd_proto::client::{Timing, Transaction};
-        let timing = Timing::unreliable().with_timeout(ANSWER_WITHIN);
-        let now = std::time::Instant::now();
-        let t = Transaction::new(
-            method,
-            attrs,
-            Some(&self.auth),
-            false,
-            timing,
-            &mut self.ids,
-            now,
-        );
         let mut io = UdpExchange {
             sock: &self.sock,
             server: self.server,
         };
-        t.run(&mut io, &mut self.auth, &mut self.ids)
-            .unwrap_or_else(|e| panic!("no answer to {method:?} within 3 s: {e:?}"))
+        let timing = turnd_proto::client::Timing::unreliable();
+        transact(
+            &mut io,
+            &mut self.auth,
+            &mut self.ids,
+            timing,
+            method,
+            attrs,
+        )
     }
 
     /// The error code of a response (None for success).
@@ -276,6 +271,28 @@ impl UdpTurnClient {
         );
         relayed_address(&resp)
     }
+}
+
+/// One request to its final answer through turnd-proto's client transaction, waiting at most
+/// [`ANSWER_WITHIN`]; panics when no answer comes.
+fn transact<X>(
+    io: &mut X,
+    auth: &mut turnd_proto::client::ClientAuth,
+    ids: &mut turnd_proto::client::TransactionIds,
+    timing: turnd_proto::client::Timing,
+    method: turnd_proto::wire::Method,
+    attrs: &[turnd_proto::client::Attr],
+) -> Vec<u8>
+where
+    X: turnd_proto::client::Exchange,
+    X::Error: std::fmt::Debug,
+{
+    let timing = timing.with_timeout(ANSWER_WITHIN);
+    let now = std::time::Instant::now();
+    let t =
+        turnd_proto::client::Transaction::new(method, attrs, Some(auth), false, timing, ids, now);
+    t.run(io, auth, ids)
+        .unwrap_or_else(|e| panic!("no answer to {method:?} within {ANSWER_WITHIN:?}: {e:?}"))
 }
 
 /// A test's UDP socket as a transaction's way to `server`; the socket keeps its own read
@@ -413,14 +430,12 @@ impl<S: std::io::Read + std::io::Write> StreamTurnClient<S> {
         method: turnd_proto::wire::Method,
         attrs: &[turnd_proto::client::Attr],
     ) -> Vec<u8> {
-        use turnd_proto::client::{Timing, Transaction};
-        let timing = Timing::reliable().with_timeout(ANSWER_WITHIN);
+        // The client is its own exchange, so the transaction borrows its state separately.
         let (mut auth, mut ids) = (self.auth.clone(), self.ids.clone());
-        let now = std::time::Instant::now();
-        let t = Transaction::new(method, attrs, Some(&auth), false, timing, &mut ids, now);
-        let resp = t.run(self, &mut auth, &mut ids);
+        let timing = turnd_proto::client::Timing::reliable();
+        let resp = transact(self, &mut auth, &mut ids, timing, method, attrs);
         (self.auth, self.ids) = (auth, ids);
-        resp.unwrap_or_else(|e| panic!("no answer to {method:?}: {e:?}"))
+        resp
     }
 
     pub fn allocate(&mut self) -> SocketAddr {
