@@ -32,10 +32,13 @@ pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// the ledger because that Allocate comes from another 5-tuple and may land on another worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
+    /// The RESERVATION-TOKEN value the later Allocate carries.
     pub token: [u8; 8],
     /// 0 for IPv4, 1 for IPv6.
     pub family: usize,
+    /// The reserved relay port.
     pub port: u16,
+    /// When the port goes back to the pool unclaimed.
     pub expires: Instant,
 }
 
@@ -47,7 +50,9 @@ pub type SharedPools = Arc<Mutex<[PortPool; 2]>>;
 /// [`crate::source_key::source_key`] counts it (IPv6 by prefix).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
+    /// The REST user id or static user name the per-user quota counts.
     pub user_id: String,
+    /// The client's address as the per-address quota counts it.
     pub source: IpAddr,
 }
 
@@ -180,6 +185,7 @@ impl Ledger {
         self.draining.store(true, Ordering::Relaxed);
     }
 
+    /// Whether the server is draining (new allocations refused).
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }

@@ -4,6 +4,7 @@
 
 /// The range of channel numbers RFC 8656 §12 allows.
 pub const CHANNEL_MIN: u16 = 0x4000;
+/// The highest channel number RFC 8656 §12 allows.
 pub const CHANNEL_MAX: u16 = 0x4FFF;
 /// The top of RFC 5766's older, wider range, which some clients (coturn's) still use.
 pub const LEGACY_CHANNEL_MAX: u16 = 0x7FFF;
@@ -13,7 +14,9 @@ pub const HEADER_LEN: usize = 4;
 /// A parsed ChannelData message borrowing its packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelData<'a> {
+    /// The channel number.
     pub channel: u16,
+    /// The application data (without padding).
     pub data: &'a [u8],
 }
 

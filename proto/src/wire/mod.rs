@@ -6,9 +6,9 @@
 
 pub mod attr;
 pub mod channel_data;
-pub mod encode;
+pub(crate) mod encode;
 pub mod framing;
-pub mod message;
+pub(crate) mod message;
 
 pub use encode::MessageEncoder;
 pub use message::{Class, DecodeError, Message, Method, TransactionId, HEADER_LEN, MAGIC_COOKIE};
