@@ -4,7 +4,7 @@
 //! A transaction owns the rules every turnd client shares (the self-test peers, the tests, the
 //! soak and the benchmark): a fresh transaction id per request, matching the answer by that
 //! id, answering a 401 or 438 challenge by sending the request again with the realm and nonce
-//! it taught (RFC 8489 §9.2.4: a new transaction, with a new id), and the retransmission
+//! it taught (RFC 8489 §9.2.5: a new transaction, with a new id), and the retransmission
 //! schedule of RFC 8489 §6.2.1 over UDP (none over TCP or TLS, §6.2.2).
 //!
 //! [`Transaction::run`] is the same drive loop for callers that block on a socket; callers
