@@ -48,6 +48,9 @@ fn two_hundred_anonymous_credentials_from_one_address_hit_the_per_address_cap() 
     // unauthenticated-error limiter would otherwise stop the flood first.
     s.http_rate_limit = Some(0);
     s.error_rate_per_source = Some(0);
+    // Anonymous credentials from one address share one user id (the HTTP edge derives it from
+    // the source), so the per-user quota (default 10) would stop the flood first too.
+    s.user_quota = Some(0);
     // 100 relay ports: without the cap, the flood would empty the range.
     // Above the blocks `common::settings` picks (10000-29999), below the ephemeral range.
     let base = 30_400 + (std::process::id() % 5) as u16 * 100;
