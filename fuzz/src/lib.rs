@@ -129,6 +129,11 @@ fn client_id(n: u8) -> ClientId {
             },
             40000 + u16::from(n),
         ),
+        local_ip: if n < 4 {
+            "192.0.2.10".parse().unwrap()
+        } else {
+            "2001:db8::10".parse().unwrap()
+        },
     }
 }
 

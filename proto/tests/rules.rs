@@ -11,7 +11,7 @@ use turnd_proto::client::{self, Attr, ClientAuth};
 use turnd_proto::server::ledger::Ledger;
 use turnd_proto::server::ports::PortShard;
 use turnd_proto::wire::{attr, Class, Message, MessageEncoder, Method, TransactionId};
-use turnd_proto::{FromClient, RelayAddress};
+use turnd_proto::{ClientId, FromClient, RelayAddress};
 
 fn peer(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -440,6 +440,40 @@ fn second_allocate_gets_437_and_retransmission_the_same_answer() {
         )),
         Some(437)
     );
+}
+
+/// RFC 8656 §2: the server's address is part of the 5-tuple. One client address sending to two
+/// addresses of the server holds two allocations, and each one's responses and relayed data go
+/// to the client as the 5-tuple it came on (so the shell sends them from that address).
+#[test]
+fn two_server_addresses_are_two_five_tuples() {
+    let mut h = Harness::new(config());
+    let mut auth = h.rest_auth("alice", 600);
+    let a = client(1);
+    let b = ClientId {
+        local_ip: "192.0.2.2".parse().unwrap(),
+        ..a
+    };
+    let relayed_a = h.allocate(a, &mut auth);
+    let relayed_b = h.allocate(b, &mut auth);
+    assert_ne!(relayed_a, relayed_b, "two allocations, not a 437");
+    assert_eq!(h.bound.len(), 2);
+    let p = peer("8.8.8.8:1000");
+    for (c, relayed) in [(a, relayed_a), (b, relayed_b)] {
+        h.request(c, Method::CREATE_PERMISSION, &[Attr::Peer(p)], &mut auth);
+        let relay = *h
+            .bound
+            .iter()
+            .find(|(_, addr)| addr.port() == relayed.port())
+            .unwrap()
+            .0;
+        let mut buf = vec![0u8; 48 + 4 + 3];
+        let out = h
+            .server
+            .handle_peer_datagram(h.now, relay, p, &mut buf, 48..52)
+            .unwrap();
+        assert_eq!(out.client, c, "relayed data goes back on its own 5-tuple");
+    }
 }
 
 /// RFC 8656 §7.3: Refresh with LIFETIME 0 deletes the allocation; Refresh without one is 437.

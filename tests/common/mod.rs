@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod cpu;
 pub mod flow;
 pub mod netns;
 pub mod process;
@@ -227,6 +228,17 @@ const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 impl UdpTurnClient {
     pub fn new(server: SocketAddr, username: &str, password: &str) -> Self {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self::with_socket(sock, server, username, password)
+    }
+
+    /// A client on a socket the test made (another address, inside a namespace, or a clone
+    /// shared by two clients talking to two server addresses).
+    pub fn with_socket(
+        sock: std::net::UdpSocket,
+        server: SocketAddr,
+        username: &str,
+        password: &str,
+    ) -> Self {
         sock.set_read_timeout(Some(ANSWER_WITHIN)).unwrap();
         UdpTurnClient {
             sock,
@@ -323,8 +335,17 @@ impl turnd_proto::client::Exchange for UdpExchange<'_> {
         let got = self.sock.recv_from(&mut buf);
         self.sock.set_read_timeout(kept)?;
         match got {
-            Ok((n, _)) => {
+            Ok((n, from)) => {
                 buf.truncate(n);
+                // A reply from another address is dropped by a NAT in front of a real client
+                // (RFC 8656 §2: the server's address is part of the 5-tuple).
+                if from != self.server {
+                    let response = turnd_proto::wire::Message::parse(&buf).is_ok_and(|m| {
+                        use turnd_proto::wire::Class;
+                        matches!(m.class(), Class::Success | Class::Error)
+                    });
+                    assert!(!response, "a response from {from}, not {}", self.server);
+                }
                 Ok(Some(buf))
             }
             Err(e)

@@ -103,7 +103,7 @@ impl Transport {
 }
 
 /// A client's 5-tuple (RFC 8656 §2): transport, the server-side endpoint (`local`: the shell's
-/// UDP listener index or stream connection id), and the client's address.
+/// UDP listener index or stream connection id, and `local_ip`), and the client's address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientId {
     /// The transport the client speaks to the server over.
@@ -113,6 +113,12 @@ pub struct ClientId {
     pub local: u32,
     /// The client's address and port.
     pub remote: SocketAddr,
+    /// The server address the client sent to. The 5-tuple includes it (RFC 8656 §2), so on a
+    /// host with several addresses one client address talking to two of them is two clients,
+    /// and every reply must leave from this address or a NAT in front of the client drops it.
+    /// The shell learns it per datagram on a wildcard UDP listener (IP_PKTINFO); otherwise it
+    /// is the listener's or the connection's local address.
+    pub local_ip: IpAddr,
 }
 
 /// The gauges of [`Stats`] recounted from the server's state ([`Server::recount`]).

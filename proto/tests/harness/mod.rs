@@ -21,6 +21,8 @@ pub const SECRET: &[u8] = b"rotation-secret-2";
 pub const OLD_SECRET: &[u8] = b"rotation-secret-1";
 pub const REALM: &str = "turnd.test";
 pub const T0: u64 = 1_800_000_000;
+/// The server address test clients send to.
+pub const SERVER_IP: &str = "192.0.2.1";
 
 pub struct Harness {
     pub server: Server,
@@ -63,6 +65,7 @@ pub fn client(n: u16) -> ClientId {
         transport: Transport::Udp,
         local: 0,
         remote: SocketAddr::new("192.0.2.50".parse().unwrap(), 40000 + n),
+        local_ip: SERVER_IP.parse().unwrap(),
     }
 }
 
