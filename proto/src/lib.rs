@@ -41,7 +41,12 @@
 //! let mut server = Server::new(config, Arc::new(Ledger::new(10, 0)));
 //!
 //! let now = Now { mono: Instant::now(), unix: 1_800_000_000 };
-//! let from = ClientId { transport: Transport::Udp, local: 0, remote: "192.0.2.1:50000".parse()? };
+//! let from = ClientId {
+//!     transport: Transport::Udp,
+//!     local: 0,
+//!     remote: "192.0.2.1:50000".parse()?,
+//!     local_ip: "198.51.100.1".parse()?, // the server address the client sent to
+//! };
 //! let cred = mint_rest_credential(&secret, "alice", now.unix, 3600);
 //! let mut auth = ClientAuth::new(&cred.username, &cred.password);
 //! let mut ids = TransactionIds::new(1); // a shell seeds this from the OS too
