@@ -209,6 +209,7 @@ fn reload(
         deny_peer = next.deny_peer.len(),
         api_keys = next.api_keys.len(),
         strict_expiry = next.strict_expiry,
+        tls_certificate = if next.tls_files.is_some() { "re-read" } else { "none" },
         "SIGHUP: configuration reloaded; allocations kept unless their credential is no longer accepted"
     );
     Some(next)
@@ -287,6 +288,15 @@ fn announce(config: &Config, running: &crate::serve::Running) {
     }
     if let Some(m) = &running.metrics {
         tracing::info!(addr = %m.addr, "Prometheus metrics at /metrics");
+    }
+    for host in config
+        .public_hosts
+        .iter()
+        .filter(|h| crate::config::is_example_host(h))
+    {
+        tracing::warn!(
+            "public_host {host} is an example name (RFC 2606): clients cannot resolve it; set the relay's real DNS name"
+        );
     }
     if !config.secret_is_ephemeral
         && config

@@ -327,11 +327,22 @@ pub fn unset_empty_env(cmd: clap::Command) -> clap::Command {
 const PLACEHOLDER_PREFIX: &str = "change-me";
 
 /// Refuses a placeholder value of `key`, naming the key.
-fn refuse_placeholder(key: &str, values: &[String]) -> Result<()> {
+fn refuse_placeholder(key: &str, values: &[String], make_one: &str) -> Result<()> {
     if values.iter().any(|v| v.starts_with(PLACEHOLDER_PREFIX)) {
-        bail!("{key}: still the example placeholder (`{PLACEHOLDER_PREFIX}...`); set a random value, e.g. `openssl rand -hex 32`");
+        bail!("{key}: still the example placeholder (`{PLACEHOLDER_PREFIX}...`); set a random value, e.g. `{make_one}`");
     }
     Ok(())
+}
+
+/// Whether a host name lies in a domain reserved for examples (RFC 2606, RFC 6761): left in
+/// from an example, it hands clients URLs they cannot resolve.
+pub fn is_example_host(host: &str) -> bool {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    h.ends_with(".example")
+        || h == "example"
+        || ["example.com", "example.net", "example.org"]
+            .iter()
+            .any(|d| h == *d || h.ends_with(&format!(".{d}")))
 }
 
 /// A secret shorter than this is accepted with a warning at start-up.
@@ -617,7 +628,7 @@ impl Config {
             let _ = short;
             bail!("secret: each secret must be at least 8 characters");
         }
-        refuse_placeholder("secret", &secrets)?;
+        refuse_placeholder("secret", &secrets, "openssl rand -hex 32")?;
         let secret_is_ephemeral = secrets.is_empty();
         if secret_is_ephemeral {
             secrets.push(random_secret());
@@ -699,7 +710,7 @@ impl Config {
         {
             bail!("api_key: each key must be at least 16 printable ASCII characters");
         }
-        refuse_placeholder("api_key", &api_keys)?;
+        refuse_placeholder("api_key", &api_keys, "openssl rand -hex 24")?;
         let cors_origins = s.cors_origin.clone().unwrap_or_default();
         if let Some(o) = cors_origins
             .iter()
@@ -933,6 +944,26 @@ mod tests {
             repeatable += 1;
         }
         assert!(repeatable >= 12, "only {repeatable} repeatable keys found");
+    }
+
+    #[test]
+    fn example_host_names_are_recognised() {
+        for h in [
+            "relay.example.com",
+            "example.org",
+            "turn.example",
+            "RELAY.EXAMPLE.NET.",
+        ] {
+            assert!(is_example_host(h), "{h}");
+        }
+        for h in [
+            "relay.myexample.com",
+            "example.com.evil.net",
+            "turn.example.co",
+            "203.0.113.5",
+        ] {
+            assert!(!is_example_host(h), "{h}");
+        }
     }
 
     #[test]

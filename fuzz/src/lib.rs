@@ -497,6 +497,9 @@ impl Driver {
 
     /// What holds after every step.
     fn check(&self) {
+        // The allocation table, its 5-tuple index and relay ids, and the port pools agree
+        // (debug_assert!s inside the server; this harness builds with debug assertions).
+        self.server.check_invariants();
         let allocations = self.server.allocation_count();
         assert_eq!(
             allocations as u32,

@@ -493,6 +493,50 @@ fn refresh_zero_deletes_and_refresh_without_allocation_is_437() {
     );
 }
 
+/// RFC 8656 §7.2 checks the 5-tuple's allocation (437) and the server's capacity (508) before
+/// the Allocate's attributes; §7.3, §9.2 and §11.2 need an allocation (437) before anything
+/// else. Requests are decoded into types first, so this pins that a malformed request is
+/// still answered in the RFC's order.
+#[test]
+fn the_allocation_is_judged_before_the_attributes() {
+    let mut h = Harness::new(config());
+    let mut auth = h.rest_auth("alice", 600);
+    let (holder, stranger) = (client(1), client(2));
+    h.allocate(holder, &mut auth);
+    // A second Allocate on the 5-tuple is 437 whatever it carries (400 and 442 otherwise).
+    for attrs in [vec![], vec![Attr::RequestedTransport(6)]] {
+        let r = h.request(holder, Method::ALLOCATE, &attrs, &mut auth);
+        assert_eq!(code(&r), Some(437), "{attrs:?}");
+    }
+    // Without an allocation, malformed Refresh, CreatePermission and ChannelBind are 437.
+    let bad: [(Method, Vec<Attr>); 3] = [
+        (Method::REFRESH, vec![Attr::RequestedFamily(9)]),
+        (Method::CREATE_PERMISSION, vec![]),
+        (Method::CHANNEL_BIND, vec![Attr::Channel(0x8000)]),
+    ];
+    for (method, attrs) in &bad {
+        let r = h.request(stranger, *method, attrs, &mut auth);
+        assert_eq!(code(&r), Some(437), "{method:?} {attrs:?}");
+    }
+    // With one, the same requests get the codes their attributes deserve.
+    let wants = [443, 400, 400];
+    for ((method, attrs), want) in bad.iter().zip(wants) {
+        let r = h.request(holder, *method, attrs, &mut auth);
+        assert_eq!(code(&r), Some(want), "{method:?} {attrs:?}");
+    }
+    // Draining, an Allocate is 508 before its attributes are read (this one lacks
+    // REQUESTED-TRANSPORT: 400 otherwise).
+    h.server.ledger().start_draining();
+    let mut other = h.rest_auth("bob", 600);
+    let r = h.request(
+        client(3),
+        Method::ALLOCATE,
+        &[Attr::Lifetime(600)],
+        &mut other,
+    );
+    assert_eq!(code(&r), Some(508));
+}
+
 /// RFC 8656 §7: "When the lifetime expires, the server deletes the allocation", and its relay
 /// port returns to the pool.
 #[test]

@@ -93,7 +93,8 @@ impl Harness {
         self.ids.next_id()
     }
 
-    /// Drains commands, binding relays like a shell would.
+    /// Drains commands, binding relays like a shell would, then checks the server's
+    /// invariants (`Server::check_invariants`).
     pub fn drain(&mut self) {
         while let Some(cmd) = self.server.poll_command() {
             match cmd {
@@ -113,6 +114,8 @@ impl Harness {
                 }
             }
         }
+        // Every rule test also checks the allocation table's invariants after each step.
+        self.server.check_invariants();
     }
 
     /// Sends a packet from `client`; returns the one response it drew, if any.
