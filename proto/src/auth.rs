@@ -99,13 +99,13 @@ pub fn long_term_key_md5(username: &str, realm: &str, password: &str) -> [u8; 16
 }
 
 /// The SHA-256 long-term key (RFC 8489 §9.2.2, PASSWORD-ALGORITHM 0x0002).
-pub fn long_term_key_sha256(username: &str, realm: &str, password: &str) -> [u8; 32] {
+pub(crate) fn long_term_key_sha256(username: &str, realm: &str, password: &str) -> [u8; 32] {
     long_term_key::<Sha256>(username, realm, password).into()
 }
 
 /// Which hash turns a password into a long-term key (RFC 8489 §18.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PasswordAlgorithm {
+pub(crate) enum PasswordAlgorithm {
     /// MD5, RFC 8489's default (and the only one most clients know).
     Md5,
     /// SHA-256 (RFC 8489 §18.5.1.2).
@@ -114,7 +114,7 @@ pub enum PasswordAlgorithm {
 
 /// A long-term key: the bytes MESSAGE-INTEGRITY(-SHA256) are keyed with.
 #[derive(Clone, PartialEq, Eq)]
-pub enum LongTermKey {
+pub(crate) enum LongTermKey {
     /// An MD5 key, for MESSAGE-INTEGRITY.
     Md5([u8; 16]),
     /// A SHA-256 key, for MESSAGE-INTEGRITY-SHA256.
@@ -303,7 +303,7 @@ impl Credentials {
     /// secret does. Expiry and `max_ttl` are not judged (an allocation outlives its
     /// credential's expiry unless `strict_expiry`); a removed secret or user, or a changed
     /// password, is. Called on reload only.
-    pub fn still_verifies(&self, username: &str, realm: &str, key: &LongTermKey) -> bool {
+    pub(crate) fn still_verifies(&self, username: &str, realm: &str, key: &LongTermKey) -> bool {
         let alg = match key {
             LongTermKey::Md5(_) => PasswordAlgorithm::Md5,
             LongTermKey::Sha256(_) => PasswordAlgorithm::Sha256,
@@ -371,14 +371,14 @@ impl Credentials {
 /// the MAC covers the expiry and the client's IP address. Nothing is stored per client, so a
 /// flood of unauthenticated requests costs no memory (RFC 8489 §9.2 allows any nonce scheme).
 #[derive(Clone)]
-pub struct NonceIssuer {
+pub(crate) struct NonceIssuer {
     key: [u8; 32],
     lifetime_secs: u64,
 }
 
 /// The result of checking a nonce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NonceCheck {
+pub(crate) enum NonceCheck {
     /// Issued by this key to this address, and not expired.
     Valid,
     /// Expired, forged, or issued to another address: answered 438 with a fresh nonce.

@@ -49,7 +49,7 @@ impl PortShard {
 
 /// Free relay ports of one address family.
 #[derive(Debug, Clone)]
-pub struct PortPool {
+pub(crate) struct PortPool {
     free: VecDeque<u16>,
     /// Membership of `free`, one bit per port, for finding even/odd pairs.
     is_free: Vec<u64>,
