@@ -17,11 +17,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use turnd_proto::client::{self, Attr, ClientAuth};
-use turnd_proto::wire::{attr, Message, Method, TransactionId};
+use turnd::selftest::link::{Kind, Link};
+use turnd::selftest::peer::{Peer, RequestError};
 
 const SECRET: &str = "soak-test-shared-secret";
 const MESSAGES: usize = 50;
+/// The channel each client binds to its echo peer.
+const CHANNEL: u16 = 0x4000;
 
 #[derive(Default)]
 struct Totals {
@@ -68,85 +70,49 @@ impl Drop for Turnd {
     }
 }
 
-/// One client's socket and credentials.
-struct Client {
-    sock: UdpSocket,
-    server: SocketAddr,
-    auth: ClientAuth,
-    tid: u64,
-}
+/// How long a request may wait for its answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 
-impl Client {
-    fn request(&mut self, method: Method, attrs: &[Attr]) -> Result<Vec<u8>, String> {
-        for _ in 0..3 {
-            self.tid += 1;
-            let mut t = [0u8; 12];
-            t[4..].copy_from_slice(&self.tid.to_be_bytes());
-            let tid = TransactionId(t);
-            let req = client::request(method, tid, attrs, Some(&self.auth), false);
-            self.sock
-                .send_to(&req, self.server)
-                .map_err(|e| e.to_string())?;
-            let resp = loop {
-                let mut buf = [0u8; 1500];
-                let n = self
-                    .sock
-                    .recv(&mut buf)
-                    .map_err(|e| format!("{method:?}: {e}"))?;
-                if Message::parse(&buf[..n]).is_ok_and(|m| m.transaction_id() == tid) {
-                    break buf[..n].to_vec();
-                }
-            };
-            let msg = Message::parse(&resp).unwrap();
-            match client::error_code(&msg) {
-                None => return Ok(resp),
-                Some(401) | Some(438) if msg.get(attr::NONCE).is_some() => self.auth.learn(&msg),
-                Some(code) => return Err(format!("{method:?}: error {code}")),
-            }
-        }
-        Err(format!("{method:?}: challenge loop"))
-    }
+/// A client: the self-test's TURN peer (turnd-proto's client transaction over a UDP link).
+fn client(server: SocketAddr) -> Peer {
+    let link = Link::open(Kind::Udp, server, None, ANSWER_WITHIN).expect("a UDP socket");
+    Peer::new(link, "", "")
 }
 
 /// One cycle: allocate, open the way to the echo peer, relay, delete. A new credential each
 /// time, with the realm and nonce learned before (as a client does: nonces last 600 s), so
 /// only the first cycle is challenged.
-fn cycle(
-    c: &mut Client,
-    peer: &UdpSocket,
-    totals: &Totals,
-    deadline: Instant,
-) -> Result<(), String> {
+/// A refused or unanswered request, named.
+fn failed(what: &'static str) -> impl Fn(RequestError) -> String {
+    move |e| format!("{what}: {e:?}")
+}
+
+fn cycle(c: &mut Peer, peer: &UdpSocket, totals: &Totals, deadline: Instant) -> Result<(), String> {
     let cred = turnd_proto::auth::mint_rest_credential(
         SECRET.as_bytes(),
         "soak",
         turnd::clock::unix_now(),
         600,
     );
-    let (realm, nonce) = (c.auth.realm.take(), c.auth.nonce.take());
-    c.auth = ClientAuth::new(&cred.username, &cred.password);
-    c.auth.realm = realm;
-    c.auth.nonce = nonce;
-    let resp = c.request(Method::ALLOCATE, &[Attr::RequestedTransport(17)])?;
-    let msg = Message::parse(&resp).unwrap();
-    let relayed = client::address(&msg, attr::XOR_RELAYED_ADDRESS).ok_or("no relayed address")?;
+    c.auth.username = cred.username;
+    c.auth.password = cred.password;
+    let relayed = c.allocate(ANSWER_WITHIN).map_err(failed("Allocate"))?;
     let peer_addr = peer.local_addr().unwrap();
-    c.request(Method::CREATE_PERMISSION, &[Attr::Peer(peer_addr)])?;
-    c.request(
-        Method::CHANNEL_BIND,
-        &[Attr::Channel(0x4000), Attr::Peer(peer_addr)],
-    )?;
+    c.create_permission(peer_addr, ANSWER_WITHIN)
+        .map_err(failed("CreatePermission"))?;
+    c.channel_bind(CHANNEL, peer_addr, ANSWER_WITHIN)
+        .map_err(failed("ChannelBind"))?;
     let payload = [0x5Au8; 100];
     for i in 0..2 * MESSAGES {
         if Instant::now() > deadline + Duration::from_secs(5) {
             break;
         }
-        let out = if i % 2 == 0 {
-            client::channel_data(0x4000, &payload, false)
+        let sent = if i % 2 == 0 {
+            c.send_channel(CHANNEL, &payload)
         } else {
-            client::send_indication(TransactionId([1; 12]), peer_addr, &payload)
+            c.send_indication(peer_addr, &payload)
         };
-        c.sock.send_to(&out, c.server).map_err(|e| e.to_string())?;
+        sent.map_err(|e| e.to_string())?;
         totals.sent.fetch_add(1, Ordering::Relaxed);
         // The peer echoes to the relayed address; the echo comes back as ChannelData.
         let mut buf = [0u8; 1500];
@@ -155,13 +121,13 @@ fn cycle(
                 let _ = peer.send_to(&buf[..n], relayed);
             }
         }
-        if let Ok(n) = c.sock.recv(&mut buf) {
-            if n >= 100 && buf[..n].ends_with(&payload) {
-                totals.received.fetch_add(1, Ordering::Relaxed);
-            }
+        if c.recv_data(Instant::now() + ANSWER_WITHIN)
+            .is_some_and(|r| r.data == payload)
+        {
+            totals.received.fetch_add(1, Ordering::Relaxed);
         }
     }
-    c.request(Method::REFRESH, &[Attr::Lifetime(0)])?;
+    c.refresh(0, ANSWER_WITHIN).map_err(failed("Refresh"))?;
     totals.cycles.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
@@ -219,26 +185,16 @@ fn main() {
         .map(|_| {
             let (totals, stop) = (totals.clone(), stop.clone());
             std::thread::spawn(move || {
-                let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-                sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
                 let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
                 peer.set_read_timeout(Some(Duration::from_millis(200)))
                     .unwrap();
-                let mut c = Client {
-                    sock,
-                    server,
-                    auth: ClientAuth::default(),
-                    tid: 0,
-                };
+                let mut c = client(server);
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     if let Err(e) = cycle(&mut c, &peer, &totals, deadline) {
                         eprintln!("soak: {e}");
                         totals.errors.fetch_add(1, Ordering::Relaxed);
-                        // A fresh 5-tuple, in case the old one still holds an allocation.
-                        c.sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-                        c.sock
-                            .set_read_timeout(Some(Duration::from_secs(2)))
-                            .unwrap();
+                        // A fresh 5-tuple (the old client releases what it still holds).
+                        c = client(server);
                     }
                 }
             })

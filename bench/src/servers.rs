@@ -111,13 +111,12 @@ pub fn start(
                 "0",
                 "--max-allocations",
                 "100000",
+                // Every benchmark client shares 127.0.0.1 (the default caps it at 64).
+                "--max-allocations-per-address",
+                "0",
                 // Every benchmark client shares 127.0.0.1: a per-address limit on error
                 // answers would throttle their 401 challenges (coturn has none).
                 "--error-rate-per-source",
-                "0",
-                // ...and the per-address allocation cap would stop the memory group's 10,000
-                // allocations at 64.
-                "--max-allocations-per-address",
                 "0",
                 "--http-listen",
                 "off",

@@ -6,8 +6,10 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
-use turnd_proto::client::{self, Attr, ClientAuth};
-use turnd_proto::wire::{Message, Method, TransactionId};
+use turnd_proto::client::{
+    self, Attr, ClientAuth, Exchange, Failure, Timing, Transaction, TransactionIds,
+};
+use turnd_proto::wire::{Message, Method};
 
 /// The channel every benchmark client binds to the peer.
 pub const CHANNEL: u16 = 0x4000;
@@ -37,98 +39,82 @@ pub fn udp_sockets(server: SocketAddr, n: usize) -> io::Result<Vec<UdpSocket>> {
         .collect()
 }
 
-fn tid(counter: &mut u64) -> TransactionId {
-    *counter += 1;
-    let mut t = [0u8; 12];
-    t[4..].copy_from_slice(&counter.to_be_bytes());
-    TransactionId(t)
+/// How long one request may wait for its answer (retransmitted on RFC 8489's schedule).
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// Transaction ids for one setup step. The benchmark talks to loopback only, so the seed
+/// need not be secret; it differs between runs.
+fn ids() -> TransactionIds {
+    TransactionIds::new(turnd::clock::unix_now() ^ u64::from(std::process::id()))
 }
 
-struct InFlight {
-    client: usize,
-    tid: TransactionId,
-    sent: Instant,
-    tries: u32,
+/// A final response that is an error fails the step.
+fn refused(method: Method, resp: &[u8], over: &str) -> io::Result<()> {
+    let msg = Message::parse(resp).map_err(|e| io::Error::other(format!("{e:?}")))?;
+    match client::error_code(&msg) {
+        Some(code) => Err(io::Error::other(format!("{method:?}{over}: error {code}"))),
+        None => Ok(()),
+    }
 }
 
 /// Sends one request per socket (`method`, `attrs`, each socket with its own `auths` entry),
-/// at most [`WINDOW`] outstanding, answering challenges and retransmitting after 500 ms.
-/// Every request must succeed.
+/// at most [`WINDOW`] outstanding, each a client [`Transaction`] (challenges answered,
+/// retransmitted over UDP). Every request must succeed.
 pub fn transact_all(
     socks: &[UdpSocket],
     auths: &mut [ClientAuth],
     method: Method,
     attrs: &[Attr],
 ) -> io::Result<()> {
-    let mut counter = 0u64;
+    let mut ids = ids();
+    let timing = Timing::unreliable().with_timeout(ANSWER_WITHIN);
     let mut next = 0;
-    let mut active: Vec<InFlight> = Vec::with_capacity(WINDOW);
+    let mut active: Vec<(usize, Transaction)> = Vec::with_capacity(WINDOW);
     let deadline = Instant::now() + Duration::from_secs(120);
-    let send = |f: &InFlight, auths: &[ClientAuth]| {
-        let req = client::request(method, f.tid, attrs, Some(&auths[f.client]), false);
-        let _ = socks[f.client].send(&req);
-    };
     let mut buf = [0u8; 1500];
     while next < socks.len() || !active.is_empty() {
-        if Instant::now() > deadline {
+        let now = Instant::now();
+        if now > deadline {
             return Err(io::Error::other(format!(
                 "{method:?}: no answers for 120 s"
             )));
         }
         while active.len() < WINDOW && next < socks.len() {
-            let f = InFlight {
-                client: next,
-                tid: tid(&mut counter),
-                sent: Instant::now(),
-                tries: 0,
-            };
-            send(&f, auths);
-            active.push(f);
+            let auth = Some(&auths[next]);
+            let t = Transaction::new(method, attrs, auth, false, timing, &mut ids, now);
+            active.push((next, t));
             next += 1;
+        }
+        for k in (0..active.len()).rev() {
+            let (c, t) = &mut active[k];
+            t.handle_timeout(now);
+            if let Some(req) = t.poll_transmit(now) {
+                let _ = socks[*c].send(req);
+            }
+            if let Some(outcome) = t.poll_outcome() {
+                let resp =
+                    outcome.map_err(|_| io::Error::other(format!("{method:?}: no answer")))?;
+                refused(method, &resp, "")?;
+                active.swap_remove(k);
+            }
         }
         let mut fds: Vec<libc::pollfd> = active
             .iter()
-            .map(|f| libc::pollfd {
-                fd: socks[f.client].as_raw_fd(),
+            .map(|(c, _)| libc::pollfd {
+                fd: socks[*c].as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             })
             .collect();
         // SAFETY: poll reads and writes exactly `fds.len()` live pollfd entries.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 20) };
-        for k in (0..active.len()).rev() {
-            let mut finished = false;
-            if fds[k].revents != 0 {
-                while let Ok(n) = socks[active[k].client].recv(&mut buf) {
-                    let Ok(msg) = Message::parse(&buf[..n]) else {
-                        continue;
-                    };
-                    if msg.transaction_id() != active[k].tid {
-                        continue;
-                    }
-                    let c = active[k].client;
-                    if auths[c].retry_after(&msg) && active[k].tries < 4 {
-                        active[k].tid = tid(&mut counter);
-                        active[k].tries += 1;
-                        active[k].sent = Instant::now();
-                        send(&active[k], auths);
-                    } else if let Some(code) = client::error_code(&msg) {
-                        return Err(io::Error::other(format!("{method:?}: error {code}")));
-                    } else {
-                        finished = true;
-                    }
-                    break;
-                }
+        let now = Instant::now();
+        for (fd, (c, t)) in fds.iter().zip(active.iter_mut()) {
+            if fd.revents == 0 {
+                continue;
             }
-            if finished {
-                active.swap_remove(k);
-            } else if active[k].sent.elapsed() > Duration::from_millis(500) {
-                if active[k].tries >= 8 {
-                    return Err(io::Error::other(format!("{method:?}: no answer")));
-                }
-                active[k].tries += 1;
-                active[k].sent = Instant::now();
-                send(&active[k], auths);
+            while let Ok(n) = socks[*c].recv(&mut buf) {
+                t.handle_input(&buf[..n], now, &mut auths[*c], &mut ids);
             }
         }
     }
@@ -178,7 +164,7 @@ pub fn tcp_client(
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut auth = auth.clone();
-    let mut counter = 0;
+    let mut ids = ids();
     let steps: [(Method, Vec<Attr>); 2] = [
         (Method::ALLOCATE, vec![Attr::RequestedTransport(17)]),
         (
@@ -187,29 +173,48 @@ pub fn tcp_client(
         ),
     ];
     for (method, attrs) in steps {
-        let mut tries = 0;
-        loop {
-            let t = tid(&mut counter);
-            stream.write_all(&client::request(method, t, &attrs, Some(&auth), false))?;
-            let mut head = [0u8; 20];
-            stream.read_exact(&mut head)?;
-            let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-            let mut whole = head.to_vec();
-            whole.resize(20 + len, 0);
-            stream.read_exact(&mut whole[20..])?;
-            let msg = Message::parse(&whole).map_err(|e| io::Error::other(format!("{e:?}")))?;
-            tries += 1;
-            if auth.retry_after(&msg) && tries < 4 {
-                continue;
-            }
-            if let Some(code) = client::error_code(&msg) {
-                return Err(io::Error::other(format!(
-                    "{method:?} over TCP: error {code}"
-                )));
-            }
-            break;
-        }
+        let timing = Timing::reliable().with_timeout(ANSWER_WITHIN);
+        let t = Transaction::new(
+            method,
+            &attrs,
+            Some(&auth),
+            false,
+            timing,
+            &mut ids,
+            Instant::now(),
+        );
+        let resp = t
+            .run(&mut StunOverTcp(&mut stream), &mut auth, &mut ids)
+            .map_err(|e| match e {
+                Failure::TimedOut => io::Error::other(format!("{method:?} over TCP: no answer")),
+                Failure::Io(e) => e,
+            })?;
+        refused(method, &resp, " over TCP")?;
     }
     stream.set_nonblocking(true)?;
     Ok(stream)
+}
+
+/// A blocking TCP stream that carries only STUN messages during setup (no channel data flows
+/// yet), as a transaction's way to the server.
+struct StunOverTcp<'a>(&'a mut TcpStream);
+
+impl Exchange for StunOverTcp<'_> {
+    type Error = io::Error;
+    fn now(&mut self) -> Instant {
+        Instant::now()
+    }
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_all(bytes)
+    }
+    /// One whole message, within the stream's read timeout.
+    fn recv(&mut self, _until: Instant) -> io::Result<Option<Vec<u8>>> {
+        let mut head = [0u8; 20];
+        self.0.read_exact(&mut head)?;
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let mut whole = head.to_vec();
+        whole.resize(20 + len, 0);
+        self.0.read_exact(&mut whole[20..])?;
+        Ok(Some(whole))
+    }
 }

@@ -216,13 +216,12 @@ impl Driver {
     pub fn new() -> Self {
         let mut users = std::collections::HashMap::new();
         users.insert("static".to_owned(), "static-pass".to_owned());
-        let mut c = ServerConfig::new("fuzz", credential_set(0), Some(relay_v4()));
+        let mut c = ServerConfig::new("fuzz", credential_set(0), Some(relay_v4()), [9; 32], 0);
         c.relay_v6 = Some(relay_v6());
         c.ports = PortShard::whole(50000..=50039);
         c.max_permissions = 4;
         c.max_channels = 4;
         c.legacy_channel_numbers = true;
-        c.nonce_key = [9; 32];
         c.error_rate_per_source = 100;
         let ledger = Arc::new(Ledger::new(3, 12).with_address_quota(5));
         Driver {

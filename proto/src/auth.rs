@@ -30,7 +30,9 @@ pub const MAX_REST_USER_ID: usize = 128;
 /// A minted TURN REST credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestCredential {
+    /// The USERNAME a client sends: `expiry:user_id`.
     pub username: String,
+    /// The password: base64 HMAC-SHA1 of the username under the shared secret.
     pub password: String,
     /// Seconds from minting to expiry.
     pub ttl: u64,
@@ -97,25 +99,30 @@ pub fn long_term_key_md5(username: &str, realm: &str, password: &str) -> [u8; 16
 }
 
 /// The SHA-256 long-term key (RFC 8489 §9.2.2, PASSWORD-ALGORITHM 0x0002).
-pub fn long_term_key_sha256(username: &str, realm: &str, password: &str) -> [u8; 32] {
+pub(crate) fn long_term_key_sha256(username: &str, realm: &str, password: &str) -> [u8; 32] {
     long_term_key::<Sha256>(username, realm, password).into()
 }
 
 /// Which hash turns a password into a long-term key (RFC 8489 §18.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PasswordAlgorithm {
+pub(crate) enum PasswordAlgorithm {
+    /// MD5, RFC 8489's default (and the only one most clients know).
     Md5,
+    /// SHA-256 (RFC 8489 §18.5.1.2).
     Sha256,
 }
 
 /// A long-term key: the bytes MESSAGE-INTEGRITY(-SHA256) are keyed with.
 #[derive(Clone, PartialEq, Eq)]
-pub enum LongTermKey {
+pub(crate) enum LongTermKey {
+    /// An MD5 key, for MESSAGE-INTEGRITY.
     Md5([u8; 16]),
+    /// A SHA-256 key, for MESSAGE-INTEGRITY-SHA256.
     Sha256([u8; 32]),
 }
 
 impl LongTermKey {
+    /// The key of `username` in `realm` with `password`, hashed with `alg`.
     pub fn derive(alg: PasswordAlgorithm, username: &str, realm: &str, password: &str) -> Self {
         match alg {
             PasswordAlgorithm::Md5 => {
@@ -126,6 +133,7 @@ impl LongTermKey {
             }
         }
     }
+    /// The key's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             LongTermKey::Md5(k) => k,
@@ -164,6 +172,7 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
+    /// Every reason, in [`AuthFailure::index`] order (metrics walk it).
     pub const ALL: [AuthFailure; 9] = [
         AuthFailure::UnknownUser,
         AuthFailure::Expired,
@@ -189,6 +198,7 @@ impl AuthFailure {
             AuthFailure::ExpiredOnAllocation => "expired_on_allocation",
         }
     }
+    /// The reason's position in [`AuthFailure::ALL`] (a counter array index).
     pub fn index(self) -> usize {
         self as usize
     }
@@ -197,6 +207,7 @@ impl AuthFailure {
 /// Who a username belongs to, for quotas: the REST user id, or the static user's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// The REST user id, or the static user's name: what quotas count by.
     pub user_id: String,
     /// Unix seconds the credential expires at (None for static users).
     pub expires_at: Option<u64>,
@@ -236,6 +247,8 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// `secrets` verify REST credentials (the first also mints), `static_users` maps
+    /// username → password, and `max_ttl` caps how far ahead a REST credential may expire.
     pub fn new(secrets: Vec<Vec<u8>>, static_users: HashMap<String, String>, max_ttl: u64) -> Self {
         Credentials {
             secrets,
@@ -290,7 +303,7 @@ impl Credentials {
     /// secret does. Expiry and `max_ttl` are not judged (an allocation outlives its
     /// credential's expiry unless `strict_expiry`); a removed secret or user, or a changed
     /// password, is. Called on reload only.
-    pub fn still_verifies(&self, username: &str, realm: &str, key: &LongTermKey) -> bool {
+    pub(crate) fn still_verifies(&self, username: &str, realm: &str, key: &LongTermKey) -> bool {
         let alg = match key {
             LongTermKey::Md5(_) => PasswordAlgorithm::Md5,
             LongTermKey::Sha256(_) => PasswordAlgorithm::Sha256,
@@ -358,20 +371,22 @@ impl Credentials {
 /// the MAC covers the expiry and the client's IP address. Nothing is stored per client, so a
 /// flood of unauthenticated requests costs no memory (RFC 8489 §9.2 allows any nonce scheme).
 #[derive(Clone)]
-pub struct NonceIssuer {
+pub(crate) struct NonceIssuer {
     key: [u8; 32],
     lifetime_secs: u64,
 }
 
 /// The result of checking a nonce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NonceCheck {
+pub(crate) enum NonceCheck {
+    /// Issued by this key to this address, and not expired.
     Valid,
     /// Expired, forged, or issued to another address: answered 438 with a fresh nonce.
     Stale,
 }
 
 impl NonceIssuer {
+    /// An issuer whose nonces are keyed with `key` and last `lifetime_secs`.
     pub fn new(key: [u8; 32], lifetime_secs: u64) -> Self {
         NonceIssuer { key, lifetime_secs }
     }

@@ -1,6 +1,13 @@
 //! The client side of TURN requests, built on [`crate::wire`] only (never on the server
 //! engine), for tests and for turnd's self-test peers: build authenticated requests, read the
-//! answers.
+//! answers, and drive one request to its answer with a sans-IO [`Transaction`].
+
+mod transaction;
+
+pub use transaction::{
+    Exchange, Failure, Outcome, TimedOut, Timing, Transaction, TransactionIds, INITIAL_RTO,
+    RELIABLE_TIMEOUT,
+};
 
 use crate::auth::long_term_key_md5;
 use crate::wire::{attr, Class, Message, MessageEncoder, Method, TransactionId};
@@ -9,7 +16,9 @@ use std::net::SocketAddr;
 /// Credentials and server state a client carries between requests.
 #[derive(Debug, Clone, Default)]
 pub struct ClientAuth {
+    /// USERNAME: the REST username or a static user's name.
     pub username: String,
+    /// The password the long-term key is derived from.
     pub password: String,
     /// Learned from the server's 401.
     pub realm: Option<String>,
@@ -18,6 +27,7 @@ pub struct ClientAuth {
 }
 
 impl ClientAuth {
+    /// Credentials for a server whose realm and nonce are not yet known.
     pub fn new(username: &str, password: &str) -> Self {
         ClientAuth {
             username: username.to_owned(),
@@ -64,13 +74,21 @@ impl ClientAuth {
 /// An attribute of a request being built.
 #[derive(Debug, Clone)]
 pub enum Attr {
+    /// LIFETIME, in seconds (RFC 8656 §18).
     Lifetime(u32),
+    /// REQUESTED-TRANSPORT: the IANA protocol number, 17 for UDP (RFC 8656 §18).
     RequestedTransport(u8),
+    /// REQUESTED-ADDRESS-FAMILY: 1 IPv4, 2 IPv6 (RFC 8656 §18).
     RequestedFamily(u8),
+    /// ADDITIONAL-ADDRESS-FAMILY: asks for a dual allocation (RFC 8656 §18).
     AdditionalFamily(u8),
+    /// XOR-PEER-ADDRESS (RFC 8656 §18).
     Peer(SocketAddr),
+    /// CHANNEL-NUMBER (RFC 8656 §18).
     Channel(u16),
+    /// DATA (RFC 8656 §18).
     Data(Vec<u8>),
+    /// Any attribute, type and value as given (tests send what a hostile client would).
     Raw(u16, Vec<u8>),
 }
 

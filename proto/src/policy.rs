@@ -35,6 +35,7 @@ impl Cidr {
         })
     }
 
+    /// Whether `ip` is in this block (an IPv4 address is never in an IPv6 block).
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(a)) => {

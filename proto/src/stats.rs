@@ -15,16 +15,25 @@ pub const LIFETIME_BUCKETS: [f64; 8] = [10.0, 60.0, 300.0, 600.0, 1800.0, 3600.0
 /// Counters and gauges of one worker.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
+    /// Binding requests answered.
     pub binding_requests: u64,
+    /// Allocations created.
     pub allocations_created: u64,
+    /// Allocations that ran out their lifetime.
     pub allocations_expired: u64,
+    /// Allocations the client deleted (Refresh with LIFETIME 0, or its connection closed).
     pub allocations_deleted: u64,
+    /// Allocate requests refused (an error response to an authenticated Allocate).
     pub allocations_refused: u64,
-    /// Active allocations by [transport][family] (family 0 = IPv4, 1 = IPv6).
+    /// Active allocations by `[transport][family]` (family 0 = IPv4, 1 = IPv6).
     pub allocations_active: [[u64; 2]; 3],
+    /// Permissions installed now.
     pub permissions_active: u64,
+    /// Channels bound now.
     pub channels_active: u64,
+    /// Relay ports free in this worker's pools.
     pub relay_ports_free: u64,
+    /// Relay ports this worker owns.
     pub relay_ports_total: u64,
     /// Error responses sent, by [`Reject::index`].
     pub error_responses: [u64; Reject::ALL.len()],
@@ -36,8 +45,11 @@ pub struct Stats {
     pub peer_denied: u64,
     /// Relayed packets and bytes, client→peer ("to_peer") and peer→client ("to_client").
     pub packets_to_peer: u64,
+    /// Bytes relayed client→peer (payload only).
     pub bytes_to_peer: u64,
+    /// Packets relayed peer→client.
     pub packets_to_client: u64,
+    /// Bytes relayed peer→client (payload only).
     pub bytes_to_client: u64,
     /// Packets dropped: malformed, no allocation, no permission, unknown channel.
     pub dropped_packets: u64,
@@ -45,11 +57,14 @@ pub struct Stats {
     pub relay_bind_failures: u64,
     /// Allocation lifetimes: counts per bucket of [`LIFETIME_BUCKETS`] (+Inf last), and sum.
     pub lifetime_buckets: [u64; LIFETIME_BUCKETS.len() + 1],
+    /// Sum of the observed allocation lifetimes, in seconds.
     pub lifetime_sum_secs: f64,
+    /// How many allocation lifetimes were observed.
     pub lifetime_count: u64,
     /// Allocations a reload ended: their credential was revoked, or no configured secret or
     /// static user verifies it any more.
     pub allocations_revoked: u64,
+    /// Allocations a reload ended because no secret or static user verifies them any more.
     pub allocations_credential_removed: u64,
 }
 

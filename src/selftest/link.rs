@@ -109,46 +109,61 @@ impl Link {
         }
     }
 
-    /// The next message from the server, waiting at most until `deadline`.
+    /// The next message from the server, waiting at most until `deadline`; `None` when it
+    /// passed or the link broke.
     pub fn recv(&mut self, deadline: Instant) -> Option<Vec<u8>> {
+        self.read(deadline).ok().flatten()
+    }
+
+    /// The next message from the server: `Ok(None)` once `deadline` has passed, an error when
+    /// the server closed the stream or the socket failed (so a waiting client stops at once).
+    pub fn read(&mut self, deadline: Instant) -> io::Result<Option<Vec<u8>>> {
         loop {
-            let left = deadline
+            let Some(left) = deadline
                 .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())?;
+                .filter(|d| !d.is_zero())
+            else {
+                return Ok(None);
+            };
             if let Some(u) = &self.udp {
-                u.set_read_timeout(Some(left)).ok()?;
+                u.set_read_timeout(Some(left))?;
                 let mut buf = vec![0u8; 65_536];
                 match u.recv(&mut buf) {
                     Ok(n) => {
                         buf.truncate(n);
-                        return Some(buf);
+                        return Ok(Some(buf));
                     }
-                    // A refused port (ICMP) or a timeout.
+                    // A refused port (ICMP): the server may be starting; wait a little.
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                         std::thread::sleep(left.min(Duration::from_millis(50)));
                         continue;
                     }
-                    Err(_) => return None,
+                    Err(e) if is_timeout(&e) => return Ok(None),
+                    Err(e) => return Err(e),
                 }
             }
-            if let Ok(Some(f)) = self.frames.next_frame() {
-                return Some(f.to_vec());
+            if let Some(f) = self.frames.next_frame().map_err(io::Error::other)? {
+                return Ok(Some(f.to_vec()));
             }
-            let s = self.stream.as_mut()?;
+            let s = self
+                .stream
+                .as_mut()
+                .ok_or(io::Error::from(io::ErrorKind::NotConnected))?;
             let mut buf = [0u8; 16 * 1024];
             match s.read(&mut buf) {
-                Ok(0) => return None,
-                Ok(n) => self.frames.push(&buf[..n]).ok()?,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue
-                }
-                Err(_) => return None,
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                Ok(n) => self.frames.push(&buf[..n]).map_err(io::Error::other)?,
+                Err(e) if is_timeout(&e) => continue,
+                Err(e) => return Err(e),
             }
         }
     }
+}
+
+/// A read timeout (its kind differs between platforms).
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }

@@ -4,8 +4,10 @@
 use super::link::Link;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use turnd_proto::client::{self, Attr, ClientAuth};
-use turnd_proto::wire::{attr, channel_data, Class, Message, Method, TransactionId};
+use turnd_proto::client::{
+    self, Attr, ClientAuth, Exchange, Failure, Timing, Transaction, TransactionIds,
+};
+use turnd_proto::wire::{attr, channel_data, Class, Message, Method};
 
 /// How a request ended badly.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,13 +35,34 @@ pub struct Peer {
     pub relayed: Option<SocketAddr>,
     /// Channel number → peer, as this peer bound them.
     channels: Vec<(u16, SocketAddr)>,
-    tid: u64,
+    ids: TransactionIds,
     /// Data that arrived while waiting for a response.
     pending: Vec<Received>,
 }
 
-/// UDP retransmission: RFC 8489 §6.2.1 starts at 500 ms and doubles; we stop at `timeout`.
-const RTO: Duration = Duration::from_millis(500);
+/// The link as a [`Transaction`] sees it: relayed data that arrives while a request waits for
+/// its answer is kept for [`Peer::recv_data`].
+struct Waiting<'a> {
+    link: &'a mut Link,
+    channels: &'a [(u16, SocketAddr)],
+    pending: &'a mut Vec<Received>,
+}
+
+impl Exchange for Waiting<'_> {
+    type Error = std::io::Error;
+    fn now(&mut self) -> Instant {
+        Instant::now()
+    }
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.link.send(bytes)
+    }
+    fn recv(&mut self, until: Instant) -> std::io::Result<Option<Vec<u8>>> {
+        self.link.read(until)
+    }
+    fn unmatched(&mut self, bytes: Vec<u8>) {
+        self.pending.extend(decode_data(self.channels, &bytes));
+    }
+}
 
 impl Peer {
     pub fn new(link: Link, username: &str, password: &str) -> Peer {
@@ -48,22 +71,14 @@ impl Peer {
             auth: ClientAuth::new(username, password),
             relayed: None,
             channels: Vec::new(),
-            tid: 0,
+            // RFC 8489 §6: transaction ids an off-path attacker cannot guess.
+            ids: TransactionIds::new(rand::random()),
             pending: Vec::new(),
         }
     }
 
-    fn next_tid(&mut self) -> TransactionId {
-        self.tid += 1;
-        let mut t = [0u8; 12];
-        t[..4].copy_from_slice(&std::process::id().to_be_bytes());
-        t[4..].copy_from_slice(&self.tid.to_be_bytes());
-        TransactionId(t)
-    }
-
-    /// Sends a request and waits for its response (retransmitting over UDP).
-    /// Sends a request and waits for its response, retransmitting over UDP (RFC 8489
-    /// §6.2.1); relayed data that arrives meanwhile is kept for [`Peer::recv_data`].
+    /// Sends a request and waits for its final answer through the client [`Transaction`]
+    /// (retransmitting over UDP, RFC 8489 §6.2.1; answering a 401/438 challenge when `auth`).
     fn exchange(
         &mut self,
         method: Method,
@@ -71,58 +86,42 @@ impl Peer {
         auth: bool,
         timeout: Duration,
     ) -> Result<Vec<u8>, RequestError> {
-        let tid = self.next_tid();
-        let req = client::request(method, tid, attrs, auth.then_some(&self.auth), true);
-        let deadline = Instant::now() + timeout;
-        let mut rto = RTO;
-        loop {
-            self.link
-                .send(&req)
-                .map_err(|e| RequestError::Io(e.to_string()))?;
-            let wait_until = if self.link.kind.is_stream() {
-                deadline
-            } else {
-                (Instant::now() + rto).min(deadline)
-            };
-            rto *= 2;
-            while let Some(bytes) = self.link.recv(wait_until) {
-                if let Ok(m) = Message::parse(&bytes) {
-                    if m.class() != Class::Indication && m.transaction_id() == tid {
-                        return Ok(bytes);
-                    }
-                }
-                if let Some(r) = self.decode_data(&bytes) {
-                    self.pending.push(r);
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(RequestError::Timeout);
-            }
-        }
+        let timing = Timing::for_stream(self.link.kind.is_stream()).with_timeout(timeout);
+        let t = Transaction::new(
+            method,
+            attrs,
+            auth.then_some(&self.auth),
+            true,
+            timing,
+            &mut self.ids,
+            Instant::now(),
+        );
+        let mut io = Waiting {
+            link: &mut self.link,
+            channels: &self.channels,
+            pending: &mut self.pending,
+        };
+        t.run(&mut io, &mut self.auth, &mut self.ids)
+            .map_err(|e| match e {
+                Failure::TimedOut => RequestError::Timeout,
+                Failure::Io(e) => RequestError::Io(e.to_string()),
+            })
     }
 
-    /// A request with the long-term credential dance: a 401 (or 438) teaches realm and nonce,
-    /// then the request is repeated once with MESSAGE-INTEGRITY.
+    /// An authenticated request (the long-term credential dance is the transaction's); an
+    /// error response is an error.
     pub fn request(
         &mut self,
         method: Method,
         attrs: &[Attr],
         timeout: Duration,
     ) -> Result<Vec<u8>, RequestError> {
-        for _ in 0..3 {
-            let resp = self.exchange(method, attrs, true, timeout)?;
-            let msg = Message::parse(&resp).map_err(|e| RequestError::Io(e.to_string()))?;
-            let Some((code, reason)) = msg.get(attr::ERROR_CODE).and_then(attr::read_error_code)
-            else {
-                return Ok(resp);
-            };
-            let challenge = (code == 401 && self.auth.nonce.is_none()) || code == 438;
-            if !challenge {
-                return Err(RequestError::Code(code, reason.to_owned()));
-            }
-            self.auth.learn(&msg);
+        let resp = self.exchange(method, attrs, true, timeout)?;
+        let msg = Message::parse(&resp).map_err(|e| RequestError::Io(e.to_string()))?;
+        match msg.get(attr::ERROR_CODE).and_then(attr::read_error_code) {
+            None => Ok(resp),
+            Some((code, reason)) => Err(RequestError::Code(code, reason.to_owned())),
         }
-        Err(RequestError::Code(401, "Unauthorized".into()))
     }
 
     /// STUN Binding: the reflexive address the server sees.
@@ -166,6 +165,8 @@ impl Peer {
             &[Attr::Channel(number), Attr::Peer(peer)],
             timeout,
         )?;
+        // A channel bound again (a later allocation of the same peer) names its new peer.
+        self.channels.retain(|(n, _)| *n != number);
         self.channels.push((number, peer));
         Ok(())
     }
@@ -185,8 +186,7 @@ impl Peer {
     }
 
     pub fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) -> std::io::Result<()> {
-        let tid = self.next_tid();
-        let bytes = client::send_indication(tid, peer, data);
+        let bytes = client::send_indication(self.ids.next_id(), peer, data);
         self.link.send(&bytes)
     }
 
@@ -195,33 +195,13 @@ impl Peer {
         self.link.send(&bytes)
     }
 
-    fn decode_data(&self, bytes: &[u8]) -> Option<Received> {
-        if let Some(cd) = channel_data::parse(bytes) {
-            let from = self.channels.iter().find(|(n, _)| *n == cd.channel)?.1;
-            return Some(Received {
-                from,
-                data: cd.data.to_vec(),
-                via_channel: true,
-            });
-        }
-        let m = Message::parse(bytes).ok()?;
-        if (m.method(), m.class()) != (Method::DATA, Class::Indication) {
-            return None;
-        }
-        Some(Received {
-            from: client::address(&m, attr::XOR_PEER_ADDRESS)?,
-            data: m.get(attr::DATA)?.to_vec(),
-            via_channel: false,
-        })
-    }
-
     /// The next relayed data, waiting at most until `deadline`.
     pub fn recv_data(&mut self, deadline: Instant) -> Option<Received> {
         if !self.pending.is_empty() {
             return Some(self.pending.remove(0));
         }
         while let Some(bytes) = self.link.recv(deadline) {
-            if let Some(r) = self.decode_data(&bytes) {
+            if let Some(r) = decode_data(&self.channels, &bytes) {
                 return Some(r);
             }
         }
@@ -235,10 +215,9 @@ impl Drop for Peer {
     /// sent without waiting for the answer.
     fn drop(&mut self) {
         if self.relayed.is_some() && !self.link.kind.is_stream() {
-            let tid = self.next_tid();
             let req = client::request(
                 Method::REFRESH,
-                tid,
+                self.ids.next_id(),
                 &[Attr::Lifetime(0)],
                 Some(&self.auth),
                 true,
@@ -246,4 +225,25 @@ impl Drop for Peer {
             let _ = self.link.send(&req);
         }
     }
+}
+
+/// Relayed data in a ChannelData message (on a channel `channels` knows) or a Data indication.
+fn decode_data(channels: &[(u16, SocketAddr)], bytes: &[u8]) -> Option<Received> {
+    if let Some(cd) = channel_data::parse(bytes) {
+        let from = channels.iter().find(|(n, _)| *n == cd.channel)?.1;
+        return Some(Received {
+            from,
+            data: cd.data.to_vec(),
+            via_channel: true,
+        });
+    }
+    let m = Message::parse(bytes).ok()?;
+    if (m.method(), m.class()) != (Method::DATA, Class::Indication) {
+        return None;
+    }
+    Some(Received {
+        from: client::address(&m, attr::XOR_PEER_ADDRESS)?,
+        data: m.get(attr::DATA)?.to_vec(),
+        via_channel: false,
+    })
 }

@@ -21,7 +21,7 @@ pub fn settings() -> Settings {
         // Below the kernel's ephemeral range (so no listen port on port 0 lands inside it), a
         // random block per server so parallel tests rarely meet.
         relay_ports: Some({
-            let base = 10_000 + (rand_suffix()[3] as u32 % 20) * 1000;
+            let base = 10_000 + (rand::random::<u32>() % 20) * 1000;
             format!("{base}-{}", base + 999)
         }),
         secret: Some(vec![SECRET.into()]),
@@ -213,13 +213,17 @@ pub fn get(addr: SocketAddr, target: &str) -> HttpResponse {
     http_request(addr, "GET", target, &[], "")
 }
 
-/// A blocking TURN client over real UDP, built on turnd-proto's codec (not the engine).
+/// A blocking TURN client over real UDP, built on turnd-proto's codec and client
+/// [`Transaction`](turnd_proto::client::Transaction) (not the engine).
 pub struct UdpTurnClient {
     pub sock: std::net::UdpSocket,
     pub server: SocketAddr,
     pub auth: turnd_proto::client::ClientAuth,
-    tid: u64,
+    ids: turnd_proto::client::TransactionIds,
 }
+
+/// How long a test client waits for an answer.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl UdpTurnClient {
     pub fn new(server: SocketAddr, username: &str, password: &str) -> Self {
@@ -235,62 +239,35 @@ impl UdpTurnClient {
         username: &str,
         password: &str,
     ) -> Self {
-        sock.set_read_timeout(Some(std::time::Duration::from_secs(3)))
-            .unwrap();
+        sock.set_read_timeout(Some(ANSWER_WITHIN)).unwrap();
         UdpTurnClient {
             sock,
             server,
             auth: turnd_proto::client::ClientAuth::new(username, password),
-            tid: 0,
+            ids: turnd_proto::client::TransactionIds::new(rand::random()),
         }
     }
 
-    fn next_tid(&mut self) -> turnd_proto::wire::TransactionId {
-        self.tid += 1;
-        let mut t = [0u8; 12];
-        t[..8].copy_from_slice(&self.tid.to_be_bytes());
-        t[8..].copy_from_slice(&rand_suffix());
-        turnd_proto::wire::TransactionId(t)
-    }
-
-    /// Sends a request, answering one 401/438 challenge; returns the final response.
+    /// Sends a request (retransmitted, challenges answered by the transaction); returns the
+    /// final response.
     pub fn request(
         &mut self,
         method: turnd_proto::wire::Method,
         attrs: &[turnd_proto::client::Attr],
     ) -> Vec<u8> {
-        use turnd_proto::client;
-        for _ in 0..3 {
-            let tid = self.next_tid();
-            let req = client::request(method, tid, attrs, Some(&self.auth), false);
-            self.sock.send_to(&req, self.server).unwrap();
-            let resp = self.recv_response(tid);
-            if !self
-                .auth
-                .retry_after(&turnd_proto::wire::Message::parse(&resp).unwrap())
-            {
-                return resp;
-            }
-        }
-        panic!("challenge loop did not settle");
-    }
-
-    fn recv_response(&self, tid: turnd_proto::wire::TransactionId) -> Vec<u8> {
-        let mut buf = vec![0u8; 2048];
-        loop {
-            let (n, from) = self
-                .sock
-                .recv_from(&mut buf)
-                .expect("a response within 3 s");
-            if let Ok(m) = turnd_proto::wire::Message::parse(&buf[..n]) {
-                if m.transaction_id() == tid {
-                    // A reply from another address is dropped by a NAT in front of a real
-                    // client (RFC 8656 §2: the server's address is part of the 5-tuple).
-                    assert_eq!(from, self.server, "the response's source address");
-                    return buf[..n].to_vec();
-                }
-            }
-        }
+        let mut io = UdpExchange {
+            sock: &self.sock,
+            server: self.server,
+        };
+        let timing = turnd_proto::client::Timing::unreliable();
+        transact(
+            &mut io,
+            &mut self.auth,
+            &mut self.ids,
+            timing,
+            method,
+            attrs,
+        )
     }
 
     /// The error code of a response (None for success).
@@ -308,10 +285,80 @@ impl UdpTurnClient {
     }
 }
 
-fn rand_suffix() -> [u8; 4] {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(1);
-    (N.fetch_add(1, Ordering::Relaxed) ^ std::process::id()).to_be_bytes()
+/// One request to its final answer through turnd-proto's client transaction, waiting at most
+/// [`ANSWER_WITHIN`]; panics when no answer comes.
+fn transact<X>(
+    io: &mut X,
+    auth: &mut turnd_proto::client::ClientAuth,
+    ids: &mut turnd_proto::client::TransactionIds,
+    timing: turnd_proto::client::Timing,
+    method: turnd_proto::wire::Method,
+    attrs: &[turnd_proto::client::Attr],
+) -> Vec<u8>
+where
+    X: turnd_proto::client::Exchange,
+    X::Error: std::fmt::Debug,
+{
+    let timing = timing.with_timeout(ANSWER_WITHIN);
+    let now = std::time::Instant::now();
+    let t =
+        turnd_proto::client::Transaction::new(method, attrs, Some(auth), false, timing, ids, now);
+    t.run(io, auth, ids)
+        .unwrap_or_else(|e| panic!("no answer to {method:?} within {ANSWER_WITHIN:?}: {e:?}"))
+}
+
+/// A test's UDP socket as a transaction's way to `server`; the socket keeps its own read
+/// timeout for the test's other reads.
+struct UdpExchange<'a> {
+    sock: &'a std::net::UdpSocket,
+    server: SocketAddr,
+}
+
+impl turnd_proto::client::Exchange for UdpExchange<'_> {
+    type Error = std::io::Error;
+    fn now(&mut self) -> std::time::Instant {
+        std::time::Instant::now()
+    }
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.sock.send_to(bytes, self.server).map(drop)
+    }
+    fn recv(&mut self, until: std::time::Instant) -> std::io::Result<Option<Vec<u8>>> {
+        let Some(left) = until
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+        else {
+            return Ok(None);
+        };
+        let kept = self.sock.read_timeout()?;
+        self.sock.set_read_timeout(Some(left))?;
+        let mut buf = vec![0u8; 65_536];
+        let got = self.sock.recv_from(&mut buf);
+        self.sock.set_read_timeout(kept)?;
+        match got {
+            Ok((n, from)) => {
+                buf.truncate(n);
+                // A reply from another address is dropped by a NAT in front of a real client
+                // (RFC 8656 §2: the server's address is part of the 5-tuple).
+                if from != self.server {
+                    let response = turnd_proto::wire::Message::parse(&buf).is_ok_and(|m| {
+                        use turnd_proto::wire::Class;
+                        matches!(m.class(), Class::Success | Class::Error)
+                    });
+                    assert!(!response, "a response from {from}, not {}", self.server);
+                }
+                Ok(Some(buf))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Scrapes `/metrics` (classic format) into `series → value`.
@@ -361,7 +408,7 @@ pub struct StreamTurnClient<S: std::io::Read + std::io::Write> {
     pub stream: S,
     frames: turnd_proto::wire::framing::FrameBuffer,
     pub auth: turnd_proto::client::ClientAuth,
-    tid: u64,
+    ids: turnd_proto::client::TransactionIds,
 }
 
 impl<S: std::io::Read + std::io::Write> StreamTurnClient<S> {
@@ -370,7 +417,7 @@ impl<S: std::io::Read + std::io::Write> StreamTurnClient<S> {
             stream,
             frames: turnd_proto::wire::framing::FrameBuffer::new(0),
             auth: turnd_proto::client::ClientAuth::new(username, password),
-            tid: 0,
+            ids: turnd_proto::client::TransactionIds::new(rand::random()),
         }
     }
 
@@ -397,36 +444,19 @@ impl<S: std::io::Read + std::io::Write> StreamTurnClient<S> {
         }
     }
 
-    /// Sends a request, answering one 401/438 challenge; skips frames that are not the answer.
+    /// Sends a request through the client transaction (challenges answered, frames that are
+    /// not the answer skipped); returns the final response.
     pub fn request(
         &mut self,
         method: turnd_proto::wire::Method,
         attrs: &[turnd_proto::client::Attr],
     ) -> Vec<u8> {
-        use turnd_proto::client;
-        for _ in 0..3 {
-            self.tid += 1;
-            let mut t = [0u8; 12];
-            t[4..].copy_from_slice(&self.tid.to_be_bytes());
-            let tid = turnd_proto::wire::TransactionId(t);
-            let req = client::request(method, tid, attrs, Some(&self.auth), false);
-            self.send(&req);
-            let resp = loop {
-                let f = self.recv_frame().expect("a response");
-                if let Ok(m) = turnd_proto::wire::Message::parse(&f) {
-                    if m.transaction_id() == tid {
-                        break f;
-                    }
-                }
-            };
-            if !self
-                .auth
-                .retry_after(&turnd_proto::wire::Message::parse(&resp).unwrap())
-            {
-                return resp;
-            }
-        }
-        panic!("challenge loop did not settle");
+        // The client is its own exchange, so the transaction borrows its state separately.
+        let (mut auth, mut ids) = (self.auth.clone(), self.ids.clone());
+        let timing = turnd_proto::client::Timing::reliable();
+        let resp = transact(self, &mut auth, &mut ids, timing, method, attrs);
+        (self.auth, self.ids) = (auth, ids);
+        resp
     }
 
     pub fn allocate(&mut self) -> SocketAddr {
@@ -435,6 +465,24 @@ impl<S: std::io::Read + std::io::Write> StreamTurnClient<S> {
             &[turnd_proto::client::Attr::RequestedTransport(17)],
         );
         relayed_address(&resp)
+    }
+}
+
+/// The stream as a transaction's way to the server: it blocks for as long as the stream's own
+/// read timeout (3 s from [`tcp`]), so a silent or closed server is an error.
+impl<S: std::io::Read + std::io::Write> turnd_proto::client::Exchange for StreamTurnClient<S> {
+    type Error = &'static str;
+    fn now(&mut self) -> std::time::Instant {
+        std::time::Instant::now()
+    }
+    fn send(&mut self, bytes: &[u8]) -> Result<(), Self::Error> {
+        StreamTurnClient::send(self, bytes);
+        Ok(())
+    }
+    fn recv(&mut self, _until: std::time::Instant) -> Result<Option<Vec<u8>>, Self::Error> {
+        self.recv_frame()
+            .map(Some)
+            .ok_or("the connection closed or the read timed out")
     }
 }
 

@@ -24,6 +24,7 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// The metric label for this reason.
     pub fn label(self) -> &'static str {
         match self {
             EndReason::Revoked => "revoked",

@@ -7,7 +7,7 @@
 //! They are touched only when an allocation starts or ends, never per packet, so a mutex is
 //! fine here.
 //!
-//! Each worker's free relay ports are registered here too ([`Ledger::register_pools`]), so a
+//! Each worker's free relay ports are registered here too (`Ledger::register_pools`), so a
 //! worker whose own block is empty borrows a port from another worker's pool before it
 //! answers 508: with the range split into one block per worker, a client must not be refused
 //! while another block still has free ports.
@@ -32,22 +32,28 @@ pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// A relay port held for a later Allocate carrying RESERVATION-TOKEN (RFC 8656 §7.2). Kept in
 /// the ledger because that Allocate comes from another 5-tuple and may land on another worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reservation {
+pub(crate) struct Reservation {
+    /// The RESERVATION-TOKEN value the later Allocate carries.
     pub token: [u8; 8],
+    /// The reserved port's address family.
     pub family: Family,
+    /// The reserved relay port.
     pub port: u16,
+    /// When the port goes back to the pool unclaimed.
     pub expires: Instant,
 }
 
 /// One worker's free relay ports per address family. The worker takes from its own first;
 /// others lock it only to borrow when theirs is empty.
-pub type SharedPools = Arc<Mutex<PerFamily<PortPool>>>;
+pub(crate) type SharedPools = Arc<Mutex<PerFamily<PortPool>>>;
 
 /// Who holds one allocation, for the quotas: its user id and the client's address as
 /// [`crate::source_key::source_key`] counts it (IPv6 by prefix).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
+pub(crate) struct Holder {
+    /// The REST user id or static user name the per-user quota counts.
     pub user_id: String,
+    /// The client's address as the per-address quota counts it.
     pub source: IpAddr,
 }
 
@@ -95,7 +101,7 @@ impl Ledger {
 
     /// Reserves one allocation for `holder`: 486 past the per-user or per-address quota
     /// (RFC 8656 §7.2), 508 past the total.
-    pub fn acquire(&self, holder: &Holder) -> Result<(), Reject> {
+    pub(crate) fn acquire(&self, holder: &Holder) -> Result<(), Reject> {
         // Lock order: per_user, then per_address (release takes them in the same order).
         let mut users = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
         let mut addresses = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
@@ -118,7 +124,7 @@ impl Ledger {
     }
 
     /// Returns an allocation reserved with [`Ledger::acquire`].
-    pub fn release(&self, holder: &Holder) {
+    pub(crate) fn release(&self, holder: &Holder) {
         let mut users = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
         let mut addresses = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
         let Some(c) = users.get_mut(&holder.user_id) else {
@@ -144,7 +150,7 @@ impl Ledger {
     }
 
     /// Makes a worker's free ports available to the other workers.
-    pub fn register_pools(&self, pools: SharedPools) {
+    pub(crate) fn register_pools(&self, pools: SharedPools) {
         self.pools
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -152,7 +158,7 @@ impl Ledger {
     }
 
     /// Withdraws a worker's pools (its server is gone); ports in them go with it.
-    pub fn unregister_pools(&self, pools: &SharedPools) {
+    pub(crate) fn unregister_pools(&self, pools: &SharedPools) {
         self.pools
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -180,6 +186,7 @@ impl Ledger {
         self.draining.store(true, Ordering::Relaxed);
     }
 
+    /// Whether the server is draining (new allocations refused).
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }

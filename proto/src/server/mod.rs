@@ -26,7 +26,7 @@
 //! (`ports.rs`, shared through `ledger.rs`). `relay_path.rs` is the per-packet path.
 
 mod allocate;
-pub mod allocation;
+pub(crate) mod allocation;
 mod allocations;
 mod authenticate;
 mod credential_check;
@@ -39,7 +39,7 @@ mod relay_bind;
 mod relay_path;
 mod requests;
 mod respond;
-pub mod source_limit;
+pub(crate) mod source_limit;
 
 use crate::auth::{Credentials, NonceIssuer};
 use crate::policy::PeerPolicy;
@@ -92,13 +92,18 @@ impl Now {
 /// The transport between client and server. The relayed side is always UDP (RFC 8656).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
+    /// Plain UDP.
     Udp = 0,
+    /// TCP.
     Tcp = 1,
+    /// TLS over TCP.
     Tls = 2,
 }
 
 impl Transport {
+    /// Every transport, in label and array-index order.
     pub const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+    /// The metric label ("udp", "tcp", "tls").
     pub fn label(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
@@ -116,8 +121,12 @@ impl Transport {
 /// UDP listener index or stream connection id, and `local_ip`), and the client's address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientId {
+    /// The transport the client speaks to the server over.
     pub transport: Transport,
+    /// The shell's name for the server-side endpoint: a UDP listener index or a stream
+    /// connection id.
     pub local: u32,
+    /// The client's address and port.
     pub remote: SocketAddr,
     /// The server address the client sent to. The 5-tuple includes it (RFC 8656 §2), so on a
     /// host with several addresses one client address talking to two of them is two clients,
@@ -130,13 +139,15 @@ pub struct ClientId {
 /// The gauges of [`Stats`] recounted from the server's state ([`Server::recount`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GaugeRecount {
-    /// Ready allocations by [transport][family], as `Stats::allocations_active`.
+    /// Ready allocations by `[transport][family]`, as [`Stats::allocations_active`].
     pub allocations_active: [[u64; 2]; 3],
+    /// Permissions installed and not expired.
     pub permissions: u64,
     /// Channels bound and not expired at the time asked.
     pub channels_live: u64,
     /// Channels bound, expired ones in their cool-down included.
     pub channels_bound: u64,
+    /// Relay ports free in this worker's pools.
     pub relay_ports_free: u64,
 }
 
@@ -157,32 +168,52 @@ pub struct RelayAddress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Send a STUN message to a client.
-    SendToClient { client: ClientId, bytes: Vec<u8> },
+    SendToClient {
+        /// The client to send to.
+        client: ClientId,
+        /// The whole message.
+        bytes: Vec<u8>,
+    },
     /// Bind a UDP socket at `addr` and report with [`Server::handle_relay_bound`].
     BindRelay {
+        /// The id the shell files the socket under.
         relay: RelayId,
+        /// The address to bind (the relay address and a port the server chose).
         addr: SocketAddr,
+        /// Set the IP Don't Fragment bit on what the socket sends (DONT-FRAGMENT, RFC 8656).
         dont_fragment: bool,
     },
     /// Close the relay socket.
-    ReleaseRelay { relay: RelayId },
+    ReleaseRelay {
+        /// The relay socket.
+        relay: RelayId,
+    },
 }
 
 /// Everything a worker's server is configured with.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// The REALM the server answers with (RFC 8489 §9.2).
     pub realm: String,
+    /// REST secrets and static users.
     pub credentials: Credentials,
+    /// Which peer addresses may be relayed to.
     pub policy: PeerPolicy,
+    /// Where IPv4 relay sockets bind, and what they are advertised as; `None`: no IPv4 relaying.
     pub relay_v4: Option<RelayAddress>,
+    /// Where IPv6 relay sockets bind, and what they are advertised as; `None`: no IPv6 relaying.
     pub relay_v6: Option<RelayAddress>,
+    /// This worker's share of the relay port range.
     pub ports: PortShard,
+    /// Permissions one allocation may hold (more are answered 508).
     pub max_permissions: usize,
+    /// Channels one allocation may bind (more are answered 508).
     pub max_channels: usize,
     /// Accept RFC 5766's channel numbers 0x5000-0x7FFF too (coturn's test client uses them).
     pub legacy_channel_numbers: bool,
     /// Key for stateless nonces; the same for every worker of one process.
     pub nonce_key: [u8; 32],
+    /// How long a nonce lasts before it is answered 438 (RFC 8489 §9.2).
     pub nonce_lifetime_secs: u64,
     /// Seeds this worker's random choices (relay ports, transaction ids).
     pub seed: u64,
@@ -194,8 +225,17 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// A configuration with RFC defaults, for tests and as a base for the shell.
-    pub fn new(realm: &str, credentials: Credentials, relay_v4: Option<RelayAddress>) -> Self {
+    /// A configuration with RFC defaults, for tests and as a base for the shell. The secrets
+    /// have no default: `nonce_key` signs the stateless nonces (zeros would let anyone forge
+    /// them) and `seed` drives relay port choice (a fixed seed makes ports predictable); an
+    /// embedder draws both from the OS, as turnd does.
+    pub fn new(
+        realm: &str,
+        credentials: Credentials,
+        relay_v4: Option<RelayAddress>,
+        nonce_key: [u8; 32],
+        seed: u64,
+    ) -> Self {
         ServerConfig {
             realm: realm.to_owned(),
             credentials,
@@ -206,9 +246,9 @@ impl ServerConfig {
             max_permissions: 64,
             max_channels: 64,
             legacy_channel_numbers: false,
-            nonce_key: [0; 32],
+            nonce_key,
             nonce_lifetime_secs: 600,
-            seed: 0,
+            seed,
             error_rate_per_source: 0,
             ipv6_source_prefix: crate::source_key::DEFAULT_IPV6_PREFIX,
         }
@@ -269,6 +309,7 @@ impl Server {
         }
     }
 
+    /// The configuration the server runs with.
     pub fn config(&self) -> &ServerConfig {
         &self.config
     }
@@ -289,10 +330,12 @@ impl Server {
         self.end_unauthorised(now)
     }
 
+    /// This worker's counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
 
+    /// The ledger shared with the other workers.
     pub fn ledger(&self) -> &Arc<Ledger> {
         &self.ledger
     }

@@ -16,8 +16,11 @@ use std::ops::RangeInclusive;
 /// A worker's share of the relay port range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortShard {
+    /// The whole relay port range.
     pub range: RangeInclusive<u16>,
+    /// This worker's index, from 0.
     pub worker: u16,
+    /// How many workers share the range.
     pub workers: u16,
 }
 
@@ -46,7 +49,7 @@ impl PortShard {
 
 /// Free relay ports of one address family.
 #[derive(Debug, Clone)]
-pub struct PortPool {
+pub(crate) struct PortPool {
     free: VecDeque<u16>,
     /// Membership of `free`, one bit per port, for finding even/odd pairs.
     is_free: Vec<u64>,
@@ -54,6 +57,8 @@ pub struct PortPool {
 }
 
 impl PortPool {
+    /// The ports of `shard`'s block, in an order shuffled by `rng` so that relay ports are
+    /// hard to guess.
     pub fn new(shard: &PortShard, rng: &mut impl RngCore) -> Self {
         let mut ports: Vec<u16> = shard.block().map(|p| p as u16).collect();
         // Fisher-Yates with the seeded generator: deterministic in tests, unguessable in use.
@@ -129,10 +134,12 @@ impl PortPool {
         self.contains(port)
     }
 
+    /// How many ports are free.
     pub fn free(&self) -> usize {
         self.free.len()
     }
 
+    /// How many ports the pool was made with.
     pub fn capacity(&self) -> usize {
         self.capacity
     }

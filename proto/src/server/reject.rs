@@ -5,20 +5,32 @@
 /// A refusal, answered as a STUN error response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reject {
+    /// 400 Bad Request.
     BadRequest,
     /// 400 for a channel number outside the configured range, with a reason that says so:
     /// RFC 5766 clients use 0x5000-0x7FFF, which RFC 8656 no longer allows.
     ChannelNumberOutOfRange,
+    /// 401 Unauthorized: the challenge, or a request without MESSAGE-INTEGRITY.
     Unauthorized,
+    /// 403 Forbidden: a peer address the policy refuses.
     Forbidden,
+    /// 420 Unknown Attribute: a comprehension-required attribute the server does not know.
     UnknownAttribute,
+    /// 437 Allocation Mismatch.
     AllocationMismatch,
+    /// 438 Stale Nonce.
     StaleNonce,
+    /// 440 Address Family not Supported.
     AddressFamilyNotSupported,
+    /// 441 Wrong Credentials: not the allocation's username.
     WrongCredentials,
+    /// 442 Unsupported Transport Protocol.
     UnsupportedTransportProtocol,
+    /// 443 Peer Address Family Mismatch.
     PeerAddressFamilyMismatch,
+    /// 486 Allocation Quota Reached.
     AllocationQuotaReached,
+    /// 508 Insufficient Capacity.
     InsufficientCapacity,
 }
 

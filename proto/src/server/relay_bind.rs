@@ -152,7 +152,7 @@ impl Server {
     }
 
     /// The shell bound (or failed to bind) a relay socket. On failure another port is tried;
-    /// after [`MAX_BIND_ATTEMPTS`] the Allocate is answered 508 (RFC 8656 §7.2).
+    /// after `MAX_BIND_ATTEMPTS` tries the Allocate is answered 508 (RFC 8656 §7.2).
     pub fn handle_relay_bound(
         &mut self,
         relay: RelayId,

@@ -20,8 +20,11 @@ pub const PEER_TAILROOM: usize = 3;
 pub enum FromClient {
     /// Send `buf[payload]` from relay socket `relay` to `peer`.
     Forward {
+        /// The relay socket to send from.
         relay: RelayId,
+        /// The peer to send to.
         peer: SocketAddr,
+        /// The payload's bytes in the caller's buffer.
         payload: Range<usize>,
     },
     /// Nothing to relay (a request was handled, or the packet was dropped); drain commands.
@@ -31,7 +34,9 @@ pub enum FromClient {
 /// Where to send a peer's packet, now framed for the client: `buf[range]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToClient {
+    /// The client to send to.
     pub client: ClientId,
+    /// The framed message's bytes in the caller's buffer.
     pub range: Range<usize>,
 }
 

@@ -5,31 +5,55 @@ use super::message::{TransactionId, MAGIC_COOKIE};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 // Comprehension-required (0x0000..=0x7FFF).
+/// MAPPED-ADDRESS (RFC 8489 §14.1).
 pub const MAPPED_ADDRESS: u16 = 0x0001;
+/// USERNAME (RFC 8489 §14.3).
 pub const USERNAME: u16 = 0x0006;
+/// MESSAGE-INTEGRITY, HMAC-SHA1 (RFC 8489 §14.5).
 pub const MESSAGE_INTEGRITY: u16 = 0x0008;
+/// ERROR-CODE (RFC 8489 §14.8).
 pub const ERROR_CODE: u16 = 0x0009;
+/// UNKNOWN-ATTRIBUTES (RFC 8489 §14.13).
 pub const UNKNOWN_ATTRIBUTES: u16 = 0x000A;
+/// CHANNEL-NUMBER (RFC 8656 §18).
 pub const CHANNEL_NUMBER: u16 = 0x000C;
+/// LIFETIME (RFC 8656 §18).
 pub const LIFETIME: u16 = 0x000D;
+/// XOR-PEER-ADDRESS (RFC 8656 §18).
 pub const XOR_PEER_ADDRESS: u16 = 0x0012;
+/// DATA (RFC 8656 §18).
 pub const DATA: u16 = 0x0013;
+/// REALM (RFC 8489 §14.9).
 pub const REALM: u16 = 0x0014;
+/// NONCE (RFC 8489 §14.10).
 pub const NONCE: u16 = 0x0015;
+/// XOR-RELAYED-ADDRESS (RFC 8656 §18).
 pub const XOR_RELAYED_ADDRESS: u16 = 0x0016;
+/// REQUESTED-ADDRESS-FAMILY (RFC 8656 §18).
 pub const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
+/// EVEN-PORT (RFC 8656 §18).
 pub const EVEN_PORT: u16 = 0x0018;
+/// REQUESTED-TRANSPORT (RFC 8656 §18).
 pub const REQUESTED_TRANSPORT: u16 = 0x0019;
+/// DONT-FRAGMENT (RFC 8656 §18).
 pub const DONT_FRAGMENT: u16 = 0x001A;
+/// MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6).
 pub const MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
+/// PASSWORD-ALGORITHM (RFC 8489 §14.12).
 pub const PASSWORD_ALGORITHM: u16 = 0x001D;
+/// XOR-MAPPED-ADDRESS (RFC 8489 §14.2).
 pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
+/// RESERVATION-TOKEN (RFC 8656 §18).
 pub const RESERVATION_TOKEN: u16 = 0x0022;
 
 // Comprehension-optional (0x8000..=0xFFFF).
+/// ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18).
 pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
+/// ADDRESS-ERROR-CODE (RFC 8656 §18).
 pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
+/// SOFTWARE (RFC 8489 §14.14).
 pub const SOFTWARE: u16 = 0x8022;
+/// FINGERPRINT (RFC 8489 §14.7).
 pub const FINGERPRINT: u16 = 0x8028;
 
 /// EVEN-PORT's R bit: reserve the next port too (RFC 8656 §18.3).
@@ -37,8 +61,9 @@ pub const EVEN_PORT_RESERVE: u8 = 0x80;
 
 /// IANA protocol number for UDP in REQUESTED-TRANSPORT (RFC 8656 §18.6).
 pub const TRANSPORT_UDP: u8 = 17;
-/// Address family codes in address attributes and REQUESTED-ADDRESS-FAMILY.
+/// Address family codes in address attributes and REQUESTED-ADDRESS-FAMILY: IPv4.
 pub const FAMILY_IPV4: u8 = 0x01;
+/// The address family code of IPv6.
 pub const FAMILY_IPV6: u8 = 0x02;
 
 /// An attribute type as it appears in a message (RFC 8489 §14). The constants above are its

@@ -4,6 +4,7 @@
 
 /// The range of channel numbers RFC 8656 §12 allows.
 pub const CHANNEL_MIN: u16 = 0x4000;
+/// The highest channel number RFC 8656 §12 allows.
 pub const CHANNEL_MAX: u16 = 0x4FFF;
 /// The top of RFC 5766's older, wider range, which some clients (coturn's) still use.
 pub const LEGACY_CHANNEL_MAX: u16 = 0x7FFF;
@@ -40,7 +41,9 @@ impl ChannelNumber {
 /// A parsed ChannelData message borrowing its packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelData<'a> {
+    /// The channel number.
     pub channel: u16,
+    /// The application data (without padding).
     pub data: &'a [u8],
 }
 

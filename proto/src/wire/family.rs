@@ -10,11 +10,14 @@ use std::ops::{Index, IndexMut};
 /// An IP address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
+    /// IPv4.
     V4 = 0,
+    /// IPv6.
     V6 = 1,
 }
 
 impl Family {
+    /// Both families, in index order.
     pub const ALL: [Family; 2] = [Family::V4, Family::V6];
 
     /// The family of an address.

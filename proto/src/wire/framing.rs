@@ -57,8 +57,10 @@ pub struct FrameBuffer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum StreamError {
     #[error("the stream carries something that is neither STUN nor ChannelData")]
+    /// The stream carried something that is neither STUN nor ChannelData.
     NotTurn,
     #[error("more bytes arrived than the connection buffer holds")]
+    /// More bytes arrived than the connection buffer holds.
     Overflow,
 }
 

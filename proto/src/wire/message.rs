@@ -24,9 +24,13 @@ pub struct TransactionId(pub [u8; 12]);
 /// The class bits of the message type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
+    /// A request (answered by a success or error response).
     Request,
+    /// An indication (never answered).
     Indication,
+    /// A success response.
     Success,
+    /// An error response.
     Error,
 }
 
@@ -35,12 +39,19 @@ pub enum Class {
 pub struct Method(pub u16);
 
 impl Method {
+    /// Binding (RFC 8489 §3).
     pub const BINDING: Method = Method(0x001);
+    /// Allocate (RFC 8656).
     pub const ALLOCATE: Method = Method(0x003);
+    /// Refresh (RFC 8656).
     pub const REFRESH: Method = Method(0x004);
+    /// Send, an indication (RFC 8656).
     pub const SEND: Method = Method(0x006);
+    /// Data, an indication (RFC 8656).
     pub const DATA: Method = Method(0x007);
+    /// CreatePermission (RFC 8656).
     pub const CREATE_PERMISSION: Method = Method(0x008);
+    /// ChannelBind (RFC 8656).
     pub const CHANNEL_BIND: Method = Method(0x009);
 }
 
@@ -201,12 +212,15 @@ impl<'a> Message<'a> {
         Ok(msg)
     }
 
+    /// The method.
     pub fn method(&self) -> Method {
         self.method
     }
+    /// The class.
     pub fn class(&self) -> Class {
         self.class
     }
+    /// The transaction id.
     pub fn transaction_id(&self) -> TransactionId {
         self.transaction_id
     }
@@ -218,9 +232,11 @@ impl<'a> Message<'a> {
     pub fn has_fingerprint(&self) -> bool {
         self.fingerprint
     }
+    /// Whether MESSAGE-INTEGRITY is present.
     pub fn has_integrity(&self) -> bool {
         self.integrity.is_some() || self.integrity_sha256.is_some()
     }
+    /// Whether MESSAGE-INTEGRITY-SHA256 is present.
     pub fn has_integrity_sha256(&self) -> bool {
         self.integrity_sha256.is_some()
     }

@@ -6,10 +6,10 @@
 
 pub mod attr;
 pub mod channel_data;
-pub mod encode;
+pub(crate) mod encode;
 pub mod family;
 pub mod framing;
-pub mod message;
+pub(crate) mod message;
 
 pub use attr::AttrType;
 pub use channel_data::ChannelNumber;

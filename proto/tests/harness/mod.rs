@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use turnd_proto::auth::{mint_rest_credential, Credentials};
-use turnd_proto::client::{self, Attr, ClientAuth};
+use turnd_proto::client::{self, Attr, ClientAuth, Timing, Transaction, TransactionIds};
 use turnd_proto::server::ledger::Ledger;
 use turnd_proto::server::ports::PortShard;
 use turnd_proto::server::EndReason;
@@ -32,7 +32,8 @@ pub struct Harness {
     pub released: BTreeSet<RelayId>,
     /// Ports whose bind fails (another process holds them).
     pub busy_ports: BTreeSet<u16>,
-    next_tid: u8,
+    /// Transaction ids for [`Harness::tid`] and [`Harness::request`] (a fixed seed: runs repeat).
+    ids: TransactionIds,
 }
 
 pub fn relay_v4() -> RelayAddress {
@@ -53,9 +54,9 @@ pub fn config() -> ServerConfig {
     let mut users = std::collections::HashMap::new();
     users.insert("static-user".to_owned(), "static-pass".to_owned());
     let creds = Credentials::new(vec![SECRET.to_vec(), OLD_SECRET.to_vec()], users, 86_400);
-    let mut c = ServerConfig::new(REALM, creds, Some(relay_v4()));
+    // Fixed key and seed: the tests repeat exactly.
+    let mut c = ServerConfig::new(REALM, creds, Some(relay_v4()), [7; 32], 0);
     c.ports = PortShard::whole(50000..=50099);
-    c.nonce_key = [7; 32];
     c
 }
 
@@ -84,13 +85,12 @@ impl Harness {
             bound: BTreeMap::new(),
             released: BTreeSet::new(),
             busy_ports: BTreeSet::new(),
-            next_tid: 0,
+            ids: TransactionIds::new(19),
         }
     }
 
     pub fn tid(&mut self) -> TransactionId {
-        self.next_tid = self.next_tid.wrapping_add(1);
-        TransactionId([self.next_tid; 12])
+        self.ids.next_id()
     }
 
     /// Drains commands, binding relays like a shell would, then checks the server's
@@ -147,7 +147,8 @@ impl Harness {
         self.drain();
     }
 
-    /// Sends a request with `auth`, re-trying once after a 401/438 challenge like a client.
+    /// Sends a request with `auth` through the client [`Transaction`], which answers a 401/438
+    /// challenge like a client; every request draws its answer at once here.
     pub fn request(
         &mut self,
         c: ClientId,
@@ -155,15 +156,27 @@ impl Harness {
         attrs: &[Attr],
         auth: &mut ClientAuth,
     ) -> Vec<u8> {
-        for _ in 0..2 {
-            let tid = self.tid();
-            let req = client::request(method, tid, attrs, Some(auth), false);
-            let resp = self.send(c, &req).expect("a response");
-            if !auth.retry_after(&Message::parse(&resp).unwrap()) {
-                return resp;
+        let mono = self.now.mono;
+        let mut t = Transaction::new(
+            method,
+            attrs,
+            Some(auth),
+            false,
+            Timing::unreliable(),
+            &mut self.ids,
+            mono,
+        );
+        loop {
+            if let Some(outcome) = t.poll_outcome() {
+                return outcome.expect("an answer");
             }
+            let req = t.poll_transmit(mono).expect("a request to send").to_vec();
+            let resp = self.send(c, &req).expect("a response");
+            assert!(
+                t.handle_input(&resp, mono, auth, &mut self.ids),
+                "its answer"
+            );
         }
-        panic!("challenge loop did not settle");
     }
 
     pub fn rest_auth(&self, user_id: &str, ttl: u64) -> ClientAuth {
