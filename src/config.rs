@@ -288,6 +288,38 @@ pub struct Settings {
     /// (0 = no limit) [default: 64].
     #[arg(long, env = "TURND_HTTP_MAX_CONNECTIONS_PER_IP")]
     pub http_max_connections_per_ip: Option<u32>,
+
+    /// DNS name to get a certificate for from an ACME CA (Let's Encrypt), repeatable; turns
+    /// built-in ACME on for the TLS listeners (instead of tls_cert/tls_key).
+    #[arg(
+        long,
+        env = "TURND_ACME_DOMAIN",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub acme_domain: Option<Vec<String>>,
+
+    /// Contact e-mail for the ACME account (expiry warnings from the CA) [default: none].
+    #[arg(long, env = "TURND_ACME_EMAIL", value_name = "ADDRESS")]
+    pub acme_email: Option<String>,
+
+    /// ACME directory URL, or `letsencrypt` / `letsencrypt-staging` [default: letsencrypt].
+    #[arg(long, env = "TURND_ACME_DIRECTORY", value_name = "URL")]
+    pub acme_directory: Option<String>,
+
+    /// Directory for the ACME account key and certificates; must survive restarts (a volume).
+    #[arg(long, env = "TURND_ACME_CACHE", value_name = "DIR")]
+    pub acme_cache: Option<PathBuf>,
+
+    /// Extra PEM root to trust for the ACME server's HTTPS (a private or test CA).
+    #[arg(long, env = "TURND_ACME_CA_ROOT", value_name = "FILE")]
+    pub acme_ca_root: Option<PathBuf>,
+
+    /// ACME challenge: `tls-alpn-01` (on a TLS listener, port 443) or `http-01` (on
+    /// http_listen, port 80) [default: tls-alpn-01].
+    #[arg(long, env = "TURND_ACME_CHALLENGE", value_name = "TYPE")]
+    pub acme_challenge: Option<String>,
 }
 
 /// A repeatable key in the TOML file takes a list or, for one value, a plain string:
@@ -444,6 +476,9 @@ pub struct Config {
     pub http_idle_timeout: std::time::Duration,
     pub http_max_connections: u32,
     pub http_max_connections_per_ip: u32,
+
+    /// Built-in ACME, when `acme_domain` is set.
+    pub acme: Option<crate::acme::AcmeConfig>,
 }
 
 pub const DEFAULT_LISTEN: [&str; 2] = ["0.0.0.0:3478", "[::]:3478"];
@@ -719,7 +754,7 @@ impl Config {
         )?;
         let tls_files = match (&s.tls_cert, &s.tls_key) {
             (Some(c), Some(k)) => Some((c.clone(), k.clone())),
-            (None, None) if tls_listen.is_empty() => None,
+            (None, None) if tls_listen.is_empty() || s.acme_domain.is_some() => None,
             (None, None) => bail!("tls_cert: tls_listen needs tls_cert and tls_key"),
             (None, Some(_)) => bail!("tls_cert: tls_key is set but tls_cert is not"),
             (Some(_), None) => bail!("tls_key: tls_cert is set but tls_key is not"),
@@ -766,7 +801,10 @@ impl Config {
         if http_max_connections == 0 || http_max_connections > 1_000_000 {
             bail!("http_max_connections: must be between 1 and 1000000");
         }
+
+        let acme = crate::acme::settings::acme(s, &tls_listen, tls_files.is_some(), http_listen)?;
         Ok(Config {
+            acme,
             max_allocations_per_address,
             http_header_timeout,
             http_body_timeout,
