@@ -71,6 +71,8 @@ struct PebbleSetup {
     validity_secs: u64,
     /// The ACME port (chosen beforehand when turnd must be pointed at it first).
     acme_port: u16,
+    /// Names pebble refuses to issue for (`domainBlocklist`: a CA refusing the order).
+    blocklist: &'static [&'static str],
 }
 
 impl Pebble {
@@ -89,6 +91,7 @@ impl Pebble {
             "httpPort": setup.http_port, "tlsPort": setup.tls_port,
             "ocspResponderURL": "", "externalAccountBindingRequired": false,
             "certificateValidityPeriod": setup.validity_secs,
+            "domainBlocklist": setup.blocklist,
         }});
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
@@ -332,6 +335,7 @@ fn tls_alpn_01_gets_a_certificate_selftest_passes_and_the_cache_survives_a_resta
         tls_port: tls,
         validity_secs: 3600,
         acme_port: acme,
+        blocklist: &[],
     });
     let cache = tempfile::tempdir().unwrap();
     let flags = acme_flags(
@@ -396,6 +400,7 @@ fn http_01_gets_a_certificate_and_selftest_passes() {
         tls_port: tls,
         validity_secs: 3600,
         acme_port: acme,
+        blocklist: &[],
     });
     let cache = tempfile::tempdir().unwrap();
     let flags = acme_flags(
@@ -456,6 +461,7 @@ fn renews_short_lived_certificates_while_a_tls_client_relays() {
         tls_port: tls,
         validity_secs: 15,
         acme_port: acme,
+        blocklist: &[],
     });
     let cache = tempfile::tempdir().unwrap();
     let flags = acme_flags(
@@ -561,9 +567,9 @@ fn ca_down_keeps_relaying_reports_and_recovers() {
     assert!(ready["acme"]["last_error"].as_str().is_some(), "{ready}");
     assert_eq!(metric(metrics, "turnd_tls_certificate_expiry_seconds"), 0.0);
     // TLS: refused with an alert, at once.
-    let e = tls_to(tls, DOMAIN, &https_ca)
-        .err()
-        .expect("no certificate yet");
+    let Err(e) = tls_to(tls, DOMAIN, &https_ca) else {
+        panic!("a TLS handshake succeeded without a certificate");
+    };
     assert!(
         e.to_string().contains("alert") || e.to_string().contains("Alert"),
         "{e}"
@@ -583,6 +589,7 @@ fn ca_down_keeps_relaying_reports_and_recovers() {
         tls_port: tls,
         validity_secs: 3600,
         acme_port: acme,
+        blocklist: &[],
     });
     std::fs::copy(&pebble.https_ca, &https_ca).unwrap();
     within(60, "recovery", || {
@@ -597,4 +604,48 @@ fn ca_down_keeps_relaying_reports_and_recovers() {
         serde_json::Value::Null,
         "{ready}"
     );
+}
+
+/// A CA that refuses the order (the name is on its block list): the CA's own words reach the
+/// log and /readyz, the failure is counted, and turnd keeps relaying without a certificate.
+#[test]
+fn a_refused_order_is_logged_with_the_cas_words_and_counted() {
+    if !have_pebble() {
+        return;
+    }
+    let (tls, http, metrics, acme) = (free_port(), free_port(), free_port(), free_port());
+    let pebble = Pebble::start(&PebbleSetup {
+        http_port: http,
+        tls_port: tls,
+        validity_secs: 3600,
+        acme_port: acme,
+        blocklist: &[DOMAIN],
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let flags = acme_flags(
+        tls,
+        metrics,
+        acme,
+        &pebble.https_ca,
+        cache.path(),
+        "tls-alpn-01",
+    );
+    let turnd = serve(http, &flags);
+    turnd.wait_for_log("ACME order failed");
+    let log = turnd.log();
+    assert!(log.contains("the CA refused the order"), "{log}");
+    // pebble's problem document: its type and its detail naming the blocked name.
+    assert!(log.contains("rejectedIdentifier"), "{log}");
+    assert!(log.contains(DOMAIN), "{log}");
+    within(10, "a failure counted", || {
+        metric(metrics, "turnd_acme_renewals_total{result=\"failure\"}") >= 1.0
+    });
+    let (_, ready) = http_get(http, "/readyz");
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    let last = ready["acme"]["last_error"].as_str().unwrap_or_default();
+    assert!(last.contains("rejectedIdentifier"), "{ready}");
+    let (u, p) = rest("bystander");
+    let flow = Flow::start(turnd.addr(), FlowTransport::Udp, &u, &p);
+    std::thread::sleep(Duration::from_secs(1));
+    flow.stop().assert_unharmed("relay while the CA refuses");
 }
