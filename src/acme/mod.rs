@@ -41,7 +41,7 @@ impl ChallengeKind {
 }
 
 /// Validated `acme_*` settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcmeConfig {
     /// Names on the certificate, lower case, without duplicates.
     pub domains: Vec<String>,
