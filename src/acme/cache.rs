@@ -80,6 +80,11 @@ impl Cache {
         self.write("account.json", json)
     }
 
+    /// Drops the cached account (the CA no longer knows it).
+    pub fn forget_account(&self) {
+        let _ = std::fs::remove_file(self.dir.join("account.json"));
+    }
+
     /// The cached certificate chain and key (PEM), if both are there.
     pub fn certificate(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         Ok(match (self.read("cert.pem")?, self.read("key.pem")?) {

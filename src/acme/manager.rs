@@ -180,6 +180,11 @@ impl Manager {
             match outcome {
                 Ok(not_after) => {
                     failures = 0;
+                    // A Retry-After seen on the way (a retried nonce) is not a reason to wait.
+                    self.retry_after
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take();
                     not_before_retry = None;
                     self.status.succeeded.fetch_add(1, Ordering::Relaxed);
                     self.status.consecutive_failures.store(0, Ordering::Relaxed);
@@ -201,7 +206,12 @@ impl Manager {
                     let delay =
                         schedule::retry_delay(failures, rand::thread_rng().gen(), retry_after);
                     not_before_retry = Some(SystemTime::now() + delay);
-                    let rate_limited = super::order::is_rate_limited(&e);
+                    let rate_limited = super::order::is_problem(&e, "rateLimited");
+                    if super::order::is_problem(&e, "accountDoesNotExist") {
+                        // The CA no longer knows the cached account (a reset test CA, a
+                        // deactivated account): the next attempt creates a new one.
+                        self.cache.forget_account();
+                    }
                     let counter = if rate_limited {
                         &self.status.rate_limited
                     } else {

@@ -22,11 +22,12 @@ const POLL: RetryPolicy = RetryPolicy::new()
     .backoff(1.5)
     .timeout(Duration::from_secs(90));
 
-/// Whether an error is the CA refusing for a rate limit (RFC 8555 §6.7 `rateLimited`).
-pub fn is_rate_limited(e: &anyhow::Error) -> bool {
+/// Whether an error is the CA's problem document of this type (RFC 8555 §6.7, the part after
+/// `urn:ietf:params:acme:error:`), e.g. `rateLimited`.
+pub fn is_problem(e: &anyhow::Error, kind: &str) -> bool {
     e.chain().any(|c| {
         matches!(c.downcast_ref::<instant_acme::Error>(),
-            Some(instant_acme::Error::Api(p)) if p.r#type.as_deref().is_some_and(|t| t.ends_with(":rateLimited")))
+            Some(instant_acme::Error::Api(p)) if p.r#type.as_deref().and_then(|t| t.rsplit_once(':')).is_some_and(|(_, k)| k == kind))
     })
 }
 
@@ -130,5 +131,23 @@ async fn validation_errors(order: &mut instant_acme::Order) -> String {
         "no reason given".into()
     } else {
         why.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_types_are_recognised_through_context() {
+        let problem: instant_acme::Problem = serde_json::from_str(
+            r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many","status":429}"#,
+        )
+        .unwrap();
+        let e = anyhow::Error::new(instant_acme::Error::Api(problem))
+            .context("the CA refused the order");
+        assert!(is_problem(&e, "rateLimited"));
+        assert!(!is_problem(&e, "accountDoesNotExist"));
+        assert!(!is_problem(&anyhow!("connection refused"), "rateLimited"));
     }
 }
