@@ -277,11 +277,19 @@ fn sighup_reloads_the_tls_certificate() {
 
 /// SIGTERM drains: /readyz turns 503 and new allocations are refused while an existing one
 /// keeps working; the process exits 0 once it ends (here: after the drain timeout).
-#[test]
-fn sigterm_drains_before_exiting() {
-    use turnd_proto::client::Attr;
-    use turnd_proto::wire::Method;
-    let args = ["--selftest-interval", "0", "--drain-timeout", "2"];
+/// A `turnd serve` child with one allocation, sent SIGTERM and seen draining (`/readyz` 503).
+struct Draining {
+    child: std::process::Child,
+    server: std::net::SocketAddr,
+    /// The credential the allocation used.
+    c: turnd_proto::auth::RestCredential,
+    existing: common::UdpTurnClient,
+    /// When SIGTERM was sent.
+    started: std::time::Instant,
+}
+
+fn start_draining(drain_timeout: &str) -> Draining {
+    let args = ["--selftest-interval", "0", "--drain-timeout", drain_timeout];
     let (child, udp, http) = spawn_serve(&args, std::process::Stdio::null());
     wait_ready(http);
     let server: std::net::SocketAddr = format!("127.0.0.1:{udp}").parse().unwrap();
@@ -302,6 +310,27 @@ fn sigterm_drains_before_exiting() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    Draining {
+        child,
+        server,
+        c,
+        existing,
+        started,
+    }
+}
+
+#[test]
+fn sigterm_drains_before_exiting() {
+    use turnd_proto::client::Attr;
+    use turnd_proto::wire::Method;
+    let Draining {
+        child,
+        server,
+        c,
+        mut existing,
+        started,
+        ..
+    } = start_draining("2");
     let mut late = common_client(server, &c.username, &c.password);
     let r = late.request(Method::ALLOCATE, &[Attr::RequestedTransport(17)]);
     assert_eq!(
@@ -327,34 +356,7 @@ fn sigterm_drains_before_exiting() {
 /// live allocation, SIGINT ends it within a couple of seconds, exit status 0.
 #[test]
 fn sigint_during_a_sigterm_drain_exits_at_once() {
-    let args = [
-        "--selftest-interval",
-        "0",
-        "--drain-timeout",
-        "30",
-        "--relay-ip",
-        "127.0.0.1",
-    ];
-    let (mut child, udp, http) = spawn_serve(&args, std::process::Stdio::null());
-    wait_ready(http);
-    let server: std::net::SocketAddr = format!("127.0.0.1:{udp}").parse().unwrap();
-    let c = turnd_proto::auth::mint_rest_credential(
-        b"a-long-test-secret",
-        "drain",
-        turnd::clock::unix_now(),
-        600,
-    );
-    let mut existing = common_client(server, &c.username, &c.password);
-    existing.allocate();
-    signal(&child, libc::SIGTERM);
-    let started = std::time::Instant::now();
-    while readyz(http) != Some(503) {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(2),
-            "never reported draining"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let Draining { mut child, .. } = start_draining("30");
     // Still draining (the allocation lives for 600 s, the drain for 30 s).
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(child.try_wait().unwrap().is_none(), "exited before SIGINT");

@@ -18,6 +18,7 @@ use turnd_proto::wire::{Method, TransactionId};
 /// as peers even though they sit on the relay's IP; another client's relayed address is not.
 #[test]
 fn the_servers_own_ports_are_never_peers() {
+    let _cpu = common::cpu::shared();
     let turnd = start(settings());
     let (u, p) = rest("owner", 600);
     let mut a = UdpTurnClient::new(turnd.addr, &u, &p);
@@ -231,6 +232,7 @@ fn settled_rss(turnd: &Served, baseline: u64, slack_kib: u64) -> u64 {
 
 #[test]
 fn random_and_mutated_datagrams_leave_turnd_up_and_memory_at_baseline() {
+    let _cpu = common::cpu::shared();
     let mut turnd = spawn();
     // Warm up the paths the batch will hit, then take the baseline.
     relay_still_works(&turnd);
@@ -259,6 +261,7 @@ fn random_and_mutated_datagrams_leave_turnd_up_and_memory_at_baseline() {
 
 #[test]
 fn an_unauthenticated_allocate_flood_keeps_memory_flat_and_401s_limited() {
+    let _cpu = common::cpu::shared();
     let mut turnd = spawn();
     relay_still_works(&turnd);
     let allocate = client::request(
@@ -298,6 +301,7 @@ fn an_unauthenticated_allocate_flood_keeps_memory_flat_and_401s_limited() {
 /// quiet relay, over UDP and TCP, nothing is lost and round trips are short.
 #[test]
 fn a_legitimate_flow_on_a_quiet_relay_is_unharmed() {
+    let _cpu = common::cpu::whole();
     use common::flow::{Flow, FlowTransport};
     let mut s = settings();
     s.allow_peer = Some(vec!["127.0.0.1/32".into()]);
@@ -318,6 +322,7 @@ fn a_legitimate_flow_on_a_quiet_relay_is_unharmed() {
 /// IPv6 /64 routed to the namespace's loopback gives a test as many client addresses as it wants.
 #[test]
 fn a_test_namespace_is_isolated_and_can_hold_a_whole_ipv6_prefix() {
+    let _cpu = common::cpu::shared();
     use common::netns::NetNs;
     let Some(ns) = NetNs::create("iso") else {
         return;

@@ -80,6 +80,7 @@ fn sink(stop: Arc<AtomicBool>) -> (SocketAddr, Arc<Mutex<Heard>>, std::thread::J
 
 #[test]
 fn revoke_and_sighup_end_the_victims_relaying_within_a_second_over_udp_and_tcp() {
+    let _cpu = common::cpu::whole();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("turnd.toml");
     let base = format!("secret = [\"{SECRET}\"]\nallow_peer = [\"127.0.0.1/32\"]\n");
@@ -211,6 +212,7 @@ fn revoke_and_sighup_end_the_victims_relaying_within_a_second_over_udp_and_tcp()
 
 #[test]
 fn a_removed_secret_or_static_user_ends_its_allocation_even_with_strict_expiry() {
+    let _cpu = common::cpu::shared();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("turnd.toml");
     let before = format!(

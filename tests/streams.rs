@@ -11,18 +11,7 @@ use std::time::Duration;
 use turnd_proto::client::{self, Attr};
 use turnd_proto::wire::Method;
 
-/// The attack tests measure a bystander flow's round trips, so nothing else in this file runs
-/// beside them: every other test holds this lock shared, an attack test holds it alone. (Test
-/// binaries run one after another, so only this file's tests could compete for the CPU.)
-static CPU: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
-fn shared_cpu() -> std::sync::RwLockReadGuard<'static, ()> {
-    CPU.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn whole_cpu() -> std::sync::RwLockWriteGuard<'static, ()> {
-    CPU.write().unwrap_or_else(|e| e.into_inner())
-}
+use common::cpu::{shared as shared_cpu, whole as whole_cpu};
 
 struct Tls {
     _dir: tempfile::TempDir,

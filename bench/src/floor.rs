@@ -198,6 +198,7 @@ impl Worker {
                         slot: i,
                         range: s..s + len,
                         to: from,
+                        from: None,
                     });
                 }
                 continue;
@@ -220,6 +221,7 @@ impl Worker {
                 slot: i,
                 range: s + 4..range.end,
                 to: self.peer,
+                from: None,
             });
         }
         self.flush_to_peer(run);
@@ -253,6 +255,7 @@ impl Worker {
                     slot: i,
                     range: HEADROOM - 4..range.end,
                     to: client,
+                    from: None,
                 }),
                 Back::Tcp(c) => self.conns[c]
                     .outbuf

@@ -291,6 +291,7 @@ impl Fleet {
                         slot: i,
                         range,
                         to: from,
+                        from: None,
                     });
                 }
                 self.batch.send(fd, &self.echo);

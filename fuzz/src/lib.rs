@@ -129,6 +129,11 @@ fn client_id(n: u8) -> ClientId {
             },
             40000 + u16::from(n),
         ),
+        local_ip: if n < 4 {
+            "192.0.2.10".parse().unwrap()
+        } else {
+            "2001:db8::10".parse().unwrap()
+        },
     }
 }
 
@@ -493,6 +498,9 @@ impl Driver {
 
     /// What holds after every step.
     fn check(&self) {
+        // The allocation table, its 5-tuple index and relay ids, and the port pools agree
+        // (debug_assert!s inside the server; this harness builds with debug assertions).
+        self.server.check_invariants();
         let allocations = self.server.allocation_count();
         assert_eq!(
             allocations as u32,

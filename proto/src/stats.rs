@@ -7,6 +7,7 @@
 use crate::auth::AuthFailure;
 use crate::server::reject::Reject;
 use crate::server::Transport;
+use crate::wire::Family;
 
 /// Upper bounds (seconds) of the allocation-lifetime histogram buckets; the last is +Inf.
 pub const LIFETIME_BUCKETS: [f64; 8] = [10.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 86400.0];
@@ -63,7 +64,7 @@ impl Stats {
         self.lifetime_count += 1;
     }
 
-    pub(crate) fn allocation_gauge(&mut self, transport: Transport, family: usize) -> &mut u64 {
-        &mut self.allocations_active[transport as usize][family]
+    pub(crate) fn allocation_gauge(&mut self, transport: Transport, family: Family) -> &mut u64 {
+        &mut self.allocations_active[transport as usize][family.index()]
     }
 }

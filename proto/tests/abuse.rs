@@ -261,6 +261,7 @@ fn unauthenticated_errors_are_rate_limited_per_source_address() {
         transport: Transport::Udp,
         local: 0,
         remote: "198.51.100.99:5000".parse().unwrap(),
+        local_ip: SERVER_IP.parse().unwrap(),
     };
     assert!(h.send(other, &req).is_some());
     // A second later the victim's address has ten more.
@@ -542,6 +543,7 @@ fn the_error_limiter_counts_ipv6_sources_by_the_configured_prefix() {
                         IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 7, 0, 0, 0, 0x100 + i)),
                         5000,
                     ),
+                    local_ip: SERVER_IP.parse().unwrap(),
                 };
                 h.send(c, &req).is_some()
             })

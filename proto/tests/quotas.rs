@@ -23,6 +23,7 @@ fn from(ip: &str, port: u16) -> ClientId {
         transport: Transport::Udp,
         local: 0,
         remote: SocketAddr::new(ip.parse().unwrap(), port),
+        local_ip: SERVER_IP.parse().unwrap(),
     }
 }
 

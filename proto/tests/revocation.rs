@@ -40,6 +40,7 @@ fn tcp_client(n: u16) -> ClientId {
         transport: Transport::Tcp,
         local: u32::from(n),
         remote: SocketAddr::new("192.0.2.60".parse().unwrap(), 41000 + n),
+        local_ip: SERVER_IP.parse().unwrap(),
     }
 }
 

@@ -11,7 +11,7 @@ use turnd_proto::client::{self, Attr, ClientAuth};
 use turnd_proto::server::ledger::Ledger;
 use turnd_proto::server::ports::PortShard;
 use turnd_proto::wire::{attr, Class, Message, MessageEncoder, Method, TransactionId};
-use turnd_proto::{FromClient, RelayAddress};
+use turnd_proto::{ClientId, FromClient, RelayAddress};
 
 fn peer(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -442,6 +442,40 @@ fn second_allocate_gets_437_and_retransmission_the_same_answer() {
     );
 }
 
+/// RFC 8656 §2: the server's address is part of the 5-tuple. One client address sending to two
+/// addresses of the server holds two allocations, and each one's responses and relayed data go
+/// to the client as the 5-tuple it came on (so the shell sends them from that address).
+#[test]
+fn two_server_addresses_are_two_five_tuples() {
+    let mut h = Harness::new(config());
+    let mut auth = h.rest_auth("alice", 600);
+    let a = client(1);
+    let b = ClientId {
+        local_ip: "192.0.2.2".parse().unwrap(),
+        ..a
+    };
+    let relayed_a = h.allocate(a, &mut auth);
+    let relayed_b = h.allocate(b, &mut auth);
+    assert_ne!(relayed_a, relayed_b, "two allocations, not a 437");
+    assert_eq!(h.bound.len(), 2);
+    let p = peer("8.8.8.8:1000");
+    for (c, relayed) in [(a, relayed_a), (b, relayed_b)] {
+        h.request(c, Method::CREATE_PERMISSION, &[Attr::Peer(p)], &mut auth);
+        let relay = *h
+            .bound
+            .iter()
+            .find(|(_, addr)| addr.port() == relayed.port())
+            .unwrap()
+            .0;
+        let mut buf = vec![0u8; 48 + 4 + 3];
+        let out = h
+            .server
+            .handle_peer_datagram(h.now, relay, p, &mut buf, 48..52)
+            .unwrap();
+        assert_eq!(out.client, c, "relayed data goes back on its own 5-tuple");
+    }
+}
+
 /// RFC 8656 §7.3: Refresh with LIFETIME 0 deletes the allocation; Refresh without one is 437.
 #[test]
 fn refresh_zero_deletes_and_refresh_without_allocation_is_437() {
@@ -457,6 +491,50 @@ fn refresh_zero_deletes_and_refresh_without_allocation_is_437() {
         code(&h.request(c, Method::REFRESH, &[], &mut auth)),
         Some(437)
     );
+}
+
+/// RFC 8656 §7.2 checks the 5-tuple's allocation (437) and the server's capacity (508) before
+/// the Allocate's attributes; §7.3, §9.2 and §11.2 need an allocation (437) before anything
+/// else. Requests are decoded into types first, so this pins that a malformed request is
+/// still answered in the RFC's order.
+#[test]
+fn the_allocation_is_judged_before_the_attributes() {
+    let mut h = Harness::new(config());
+    let mut auth = h.rest_auth("alice", 600);
+    let (holder, stranger) = (client(1), client(2));
+    h.allocate(holder, &mut auth);
+    // A second Allocate on the 5-tuple is 437 whatever it carries (400 and 442 otherwise).
+    for attrs in [vec![], vec![Attr::RequestedTransport(6)]] {
+        let r = h.request(holder, Method::ALLOCATE, &attrs, &mut auth);
+        assert_eq!(code(&r), Some(437), "{attrs:?}");
+    }
+    // Without an allocation, malformed Refresh, CreatePermission and ChannelBind are 437.
+    let bad: [(Method, Vec<Attr>); 3] = [
+        (Method::REFRESH, vec![Attr::RequestedFamily(9)]),
+        (Method::CREATE_PERMISSION, vec![]),
+        (Method::CHANNEL_BIND, vec![Attr::Channel(0x8000)]),
+    ];
+    for (method, attrs) in &bad {
+        let r = h.request(stranger, *method, attrs, &mut auth);
+        assert_eq!(code(&r), Some(437), "{method:?} {attrs:?}");
+    }
+    // With one, the same requests get the codes their attributes deserve.
+    let wants = [443, 400, 400];
+    for ((method, attrs), want) in bad.iter().zip(wants) {
+        let r = h.request(holder, *method, attrs, &mut auth);
+        assert_eq!(code(&r), Some(want), "{method:?} {attrs:?}");
+    }
+    // Draining, an Allocate is 508 before its attributes are read (this one lacks
+    // REQUESTED-TRANSPORT: 400 otherwise).
+    h.server.ledger().start_draining();
+    let mut other = h.rest_auth("bob", 600);
+    let r = h.request(
+        client(3),
+        Method::ALLOCATE,
+        &[Attr::Lifetime(600)],
+        &mut other,
+    );
+    assert_eq!(code(&r), Some(508));
 }
 
 /// RFC 8656 §7: "When the lifetime expires, the server deletes the allocation", and its relay

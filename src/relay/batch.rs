@@ -3,10 +3,14 @@
 //!
 //! Each datagram lands in its own slot at offset [`HEADROOM`], leaving room for the server to
 //! write a ChannelData or Data-indication header in front of a peer's payload without copying
-//! it (see `turnd_proto::server::PEER_HEADROOM`).
+//! it (see `turnd_proto::server::PEER_HEADROOM`). On a wildcard listener each datagram also
+//! brings the address it was sent to, and replies can name the address they leave from
+//! (`pktinfo.rs`).
 
+#[cfg(target_os = "linux")]
+use super::pktinfo::{self, Control};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
 /// Datagrams per receive call.
@@ -23,6 +27,11 @@ pub struct RecvBatch {
     lens: [usize; BATCH],
     from: [SocketAddr; BATCH],
     truncated: [bool; BATCH],
+    /// The host address each datagram was sent to, where the socket reports it (pktinfo).
+    local: [Option<IpAddr>; BATCH],
+    /// Control messages: pktinfo received, or the source address of a send.
+    #[cfg(target_os = "linux")]
+    control: Box<[Control; BATCH]>,
     #[cfg(target_os = "linux")]
     addrs: Box<[libc::sockaddr_storage; BATCH]>,
     #[cfg(target_os = "linux")]
@@ -51,6 +60,9 @@ impl RecvBatch {
             lens: [0; BATCH],
             from: [UNSPECIFIED; BATCH],
             truncated: [false; BATCH],
+            local: [None; BATCH],
+            #[cfg(target_os = "linux")]
+            control: Box::new([Control::ZERO; BATCH]),
             // SAFETY: all-zero is a valid value for these plain C structs.
             #[cfg(target_os = "linux")]
             addrs: Box::new(unsafe { std::mem::zeroed() }),
@@ -74,6 +86,13 @@ impl RecvBatch {
         )
     }
 
+    /// The host address datagram `i` of the last receive was sent to, when the socket reports
+    /// it (a wildcard listener with pktinfo enabled, see `socket::bind_listener`).
+    #[inline]
+    pub fn local_ip(&self, i: usize) -> Option<IpAddr> {
+        self.local[i]
+    }
+
     /// Receives up to [`BATCH`] datagrams from a non-blocking socket; Ok(0) means none waiting.
     #[cfg(target_os = "linux")]
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
@@ -88,8 +107,7 @@ impl RecvBatch {
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_iov = &mut self.iovecs[i];
             h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            pktinfo::prepare_recv(h, &mut self.control[i]);
             h.msg_flags = 0;
             self.hdrs[i].msg_len = 0;
         }
@@ -116,6 +134,7 @@ impl RecvBatch {
             self.lens[i] = self.hdrs[i].msg_len as usize;
             self.truncated[i] = self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             self.from[i] = sockaddr_to_std(&self.addrs[i]).unwrap_or(UNSPECIFIED);
+            self.local[i] = pktinfo::destination(&self.hdrs[i].msg_hdr);
         }
         Ok(n)
     }
@@ -133,6 +152,7 @@ impl RecvBatch {
                     self.lens[n] = len;
                     self.from[n] = from;
                     self.truncated[n] = false;
+                    self.local[n] = None;
                     n += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -145,12 +165,14 @@ impl RecvBatch {
 }
 
 /// A datagram to send from a slot of the last receive: `slot`, the bytes `range` within it,
-/// and the destination.
+/// the destination, and, from a wildcard socket, the host address it must leave from (None:
+/// the kernel chooses, right for a socket bound to one address).
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub slot: usize,
     pub range: std::ops::Range<usize>,
     pub to: SocketAddr,
+    pub from: Option<IpAddr>,
 }
 
 impl RecvBatch {
@@ -173,8 +195,7 @@ impl RecvBatch {
                 h.msg_namelen = namelen;
                 h.msg_iov = &mut self.iovecs[i];
                 h.msg_iovlen = 1;
-                h.msg_control = std::ptr::null_mut();
-                h.msg_controllen = 0;
+                pktinfo::prepare_send(h, &mut self.control[i], o.from);
                 h.msg_flags = 0;
             }
             // SAFETY: the headers point at live buffers owned by `self`.
@@ -205,20 +226,31 @@ impl RecvBatch {
 /// frames), each to its address or, with `None`, to the socket's connected peer, from one
 /// socket in as few sendmmsg calls as the kernel allows. A datagram the kernel refuses is
 /// skipped, as [`RecvBatch::send`] does. Returns how many were sent. Nothing is allocated.
-#[cfg(target_os = "linux")]
 pub fn send_each<'a>(
     fd: RawFd,
     datagrams: impl IntoIterator<Item = (&'a [u8], Option<SocketAddr>)>,
 ) -> usize {
+    send_each_from(fd, datagrams.into_iter().map(|(b, to)| (b, to, None)))
+}
+
+/// [`send_each`], each datagram also leaving from the host address given with it (a wildcard
+/// socket answering from the address the client sent to; see `pktinfo.rs`) or, with `None`,
+/// from the address the kernel chooses.
+#[cfg(target_os = "linux")]
+pub fn send_each_from<'a>(
+    fd: RawFd,
+    datagrams: impl IntoIterator<Item = (&'a [u8], Option<SocketAddr>, Option<IpAddr>)>,
+) -> usize {
     // SAFETY: all-zero is a valid value for these plain C structs.
     let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
+    let mut controls = [Control::ZERO; BATCH];
     let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
     let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
     let mut datagrams = datagrams.into_iter().peekable();
     let mut sent = 0;
     while datagrams.peek().is_some() {
         let mut count = 0;
-        for (bytes, to) in datagrams.by_ref().take(BATCH) {
+        for (bytes, to, from) in datagrams.by_ref().take(BATCH) {
             iovecs[count] = libc::iovec {
                 iov_base: bytes.as_ptr() as *mut libc::c_void,
                 iov_len: bytes.len(),
@@ -236,6 +268,7 @@ pub fn send_each<'a>(
             }
             h.msg_iov = &mut iovecs[count];
             h.msg_iovlen = 1;
+            pktinfo::prepare_send(h, &mut controls[count], from);
             count += 1;
         }
         // SAFETY: the headers point at iovecs, addresses and bytes that outlive the call
@@ -274,17 +307,18 @@ unsafe fn send_headers(fd: RawFd, hdrs: &mut [libc::mmsghdr]) -> usize {
     sent
 }
 
-/// Sends one datagram at a time where sendmmsg is not available.
+/// Sends one datagram at a time where sendmmsg is not available (and, without pktinfo, from
+/// the address the kernel chooses).
 #[cfg(not(target_os = "linux"))]
-pub fn send_each<'a>(
+pub fn send_each_from<'a>(
     fd: RawFd,
-    datagrams: impl IntoIterator<Item = (&'a [u8], Option<SocketAddr>)>,
+    datagrams: impl IntoIterator<Item = (&'a [u8], Option<SocketAddr>, Option<IpAddr>)>,
 ) -> usize {
     use std::os::fd::FromRawFd;
     let socket = std::mem::ManuallyDrop::new(unsafe { std::net::UdpSocket::from_raw_fd(fd) });
     datagrams
         .into_iter()
-        .filter(|(bytes, to)| match to {
+        .filter(|(bytes, to, _)| match to {
             Some(to) => socket.send_to(bytes, to).is_ok(),
             None => socket.send(bytes).is_ok(),
         })
@@ -380,5 +414,68 @@ mod tests {
         from.connect(to_b).unwrap();
         assert_eq!(send_each(from.as_raw_fd(), [(&b"x"[..], None)]), 1);
         assert_eq!(b.recv(&mut buf).unwrap(), 1);
+    }
+
+    /// Receives on a non-blocking socket, polling for up to 3 s.
+    #[cfg(target_os = "linux")]
+    fn recv_within_3s(batch: &mut RecvBatch, socket: &UdpSocket) -> usize {
+        (0..300)
+            .map(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                batch.recv(socket.as_raw_fd()).unwrap()
+            })
+            .find(|n| *n > 0)
+            .unwrap_or(0)
+    }
+
+    /// On a wildcard listener, each datagram reports the address it was sent to, and replies
+    /// given that address leave from it, by both send paths. 127.0.0.2 and 127.0.0.3 are
+    /// addresses of this host like 127.0.0.1; without pktinfo the kernel would answer a client
+    /// on 127.0.0.1 from 127.0.0.1.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_wildcard_listener_answers_from_the_address_it_was_sent_to() {
+        let listener =
+            crate::relay::socket::bind_listener("0.0.0.0:0".parse().unwrap(), false).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+            .unwrap();
+        let mut batch = RecvBatch::new();
+        let mut buf = [0u8; 64];
+        for (n, to) in ["127.0.0.2", "127.0.0.3"].into_iter().enumerate() {
+            let to: IpAddr = to.parse().unwrap();
+            client.send_to(b"ping", (to, port)).unwrap();
+            assert_eq!(recv_within_3s(&mut batch, &listener), 1);
+            assert_eq!(batch.local_ip(0), Some(to));
+            let (_, range, from, _) = batch.slot(0);
+            let reply = Outgoing {
+                slot: 0,
+                range,
+                to: from,
+                from: batch.local_ip(0),
+            };
+            if n == 0 {
+                assert_eq!(batch.send(listener.as_raw_fd(), &[reply]), 1);
+            } else {
+                let sent = send_each_from(
+                    listener.as_raw_fd(),
+                    [(&b"pong"[..], Some(from), batch.local_ip(0))],
+                );
+                assert_eq!(sent, 1);
+            }
+            let (len, source) = client.recv_from(&mut buf).unwrap();
+            assert_eq!(source, SocketAddr::new(to, port), "the reply's source");
+            assert_eq!(len, 4);
+        }
+        // A listener bound to one address reports nothing: it answers from that address.
+        let bound =
+            crate::relay::socket::bind_listener("127.0.0.2:0".parse().unwrap(), false).unwrap();
+        client
+            .send_to(b"ping", bound.local_addr().unwrap())
+            .unwrap();
+        assert_eq!(recv_within_3s(&mut batch, &bound), 1);
+        assert_eq!(batch.local_ip(0), None);
     }
 }

@@ -62,6 +62,9 @@ impl Worker {
                 transport,
                 local: idx as u32,
                 remote,
+                local_ip: stream
+                    .local_addr()
+                    .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip()),
             };
             if let Err(e) = self.poll.registry().register(
                 &mut stream,

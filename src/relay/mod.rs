@@ -4,6 +4,8 @@
 pub mod batch;
 mod conns;
 pub mod limits;
+#[cfg(target_os = "linux")]
+mod pktinfo;
 pub mod socket;
 pub mod stream;
 pub mod worker;

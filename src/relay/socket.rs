@@ -10,12 +10,19 @@ const LISTENER_BUFFER: usize = 4 << 20;
 
 /// A non-blocking UDP listener. With `reuse_port`, every worker binds its own socket to the
 /// same address and the kernel spreads clients over them by 4-tuple hash, so one client's
-/// packets always reach the same worker (SO_REUSEPORT).
+/// packets always reach the same worker (SO_REUSEPORT). On a wildcard address the socket
+/// reports each datagram's destination (pktinfo), so replies can leave from the address the
+/// client sent to (RFC 8656 §2; see `pktinfo.rs`).
 pub fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         // Separate IPv4 and IPv6 listeners may share a port.
         socket.set_only_v6(true)?;
+    }
+    #[cfg(target_os = "linux")]
+    if addr.ip().is_unspecified() {
+        use std::os::fd::AsRawFd;
+        super::pktinfo::enable(socket.as_raw_fd(), addr.is_ipv6())?;
     }
     if reuse_port {
         socket.set_reuse_port(true)?;

@@ -17,7 +17,7 @@ use crate::reload::PolicySlot;
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,6 +68,9 @@ pub struct Worker {
     pub(super) server: Server,
     pub(super) poll: Poll,
     listeners: Vec<UdpSocket>,
+    /// The address each UDP listener is bound to; a wildcard one answers each client from the
+    /// address it sent to (pktinfo), any other from its own address.
+    listener_ips: Vec<IpAddr>,
     pub(super) relays: Vec<Option<UdpSocket>>,
     pub(super) stream_listeners: Vec<(TcpListener, Transport)>,
     pub(super) conns: Vec<Option<Conn>>,
@@ -87,9 +90,9 @@ pub struct Worker {
     pub(super) dirty_conns: Vec<usize>,
     /// Datagrams of the current batch waiting to go out through one socket (sendmmsg).
     outgoing: Vec<Outgoing>,
-    /// STUN responses to UDP clients (listener index, bytes, client), sent together once the
-    /// commands of a batch have run: one sendmmsg instead of a sendto each.
-    replies: Vec<(usize, Vec<u8>, SocketAddr)>,
+    /// STUN responses to UDP clients, sent together once the commands of a batch have run:
+    /// one sendmmsg instead of a sendto each.
+    replies: Vec<(ClientId, Vec<u8>)>,
     /// Suppressed error responses already logged, and when.
     suppressed_logged: u64,
     suppressed_log_at: Instant,
@@ -106,7 +109,9 @@ impl Worker {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let mut udp = Vec::with_capacity(listeners.len());
+        let mut listener_ips = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.into_iter().enumerate() {
+            listener_ips.push(l.local_addr()?.ip());
             let mut l = UdpSocket::from_std(l);
             poll.registry()
                 .register(&mut l, Token(i), Interest::READABLE)?;
@@ -128,6 +133,7 @@ impl Worker {
             server,
             poll,
             listeners: udp,
+            listener_ips,
             relays: Vec::new(),
             stream_listeners: tcp,
             conns: Vec::new(),
@@ -296,7 +302,10 @@ impl Worker {
     #[inline]
     fn relay_client_batch(&mut self, listener: usize, n: usize, now: turnd_proto::Now) {
         let mut run: Option<RelayId> = None;
+        let bound_ip = self.listener_ips[listener];
         for i in 0..n {
+            // The address the client sent to: reported per datagram on a wildcard listener.
+            let local_ip = self.batch.local_ip(i).unwrap_or(bound_ip);
             let (slot, range, from, truncated) = self.batch.slot(i);
             if truncated {
                 continue;
@@ -305,6 +314,7 @@ impl Worker {
                 transport: Transport::Udp,
                 local: listener as u32,
                 remote: from,
+                local_ip,
             };
             let start = range.start;
             let FromClient::Forward {
@@ -325,6 +335,8 @@ impl Worker {
                 slot: i,
                 range: start + payload.start..start + payload.end,
                 to: peer,
+                // Relay sockets are bound to one address.
+                from: None,
             });
         }
         self.flush_to_relay(run);
@@ -363,10 +375,12 @@ impl Worker {
                 }
             } else {
                 udp_listener = Some(out.client.local as usize);
+                let from = self.reply_source(&out.client);
                 self.outgoing.push(Outgoing {
                     slot: i,
                     range: out.range,
                     to: out.client.remote,
+                    from,
                 });
             }
         }
@@ -387,8 +401,7 @@ impl Worker {
                     self.send_to_conn(client, &bytes);
                 }
                 Command::SendToClient { client, bytes } => {
-                    self.replies
-                        .push((client.local as usize, bytes, client.remote));
+                    self.replies.push((client, bytes));
                 }
                 Command::BindRelay {
                     relay,
@@ -420,13 +433,25 @@ impl Worker {
             return;
         }
         for (i, listener) in self.listeners.iter().enumerate() {
-            let mine = self.replies.iter().filter(|r| r.0 == i);
-            batch::send_each(
+            let mine = self.replies.iter().filter(|r| r.0.local as usize == i);
+            batch::send_each_from(
                 listener.as_raw_fd(),
-                mine.map(|(_, bytes, to)| (&bytes[..], Some(*to))),
+                mine.map(|(client, bytes)| {
+                    (&bytes[..], Some(client.remote), self.reply_source(client))
+                }),
             );
         }
         self.replies.clear();
+    }
+
+    /// The address a datagram to this UDP client must leave from: the one it sent to, named
+    /// explicitly when its listener is a wildcard (the kernel would pick by route, and a NAT in
+    /// front of the client drops a reply from another of the host's addresses); None when the
+    /// listener is bound to that one address already.
+    #[inline]
+    fn reply_source(&self, client: &ClientId) -> Option<IpAddr> {
+        let bound = self.listener_ips.get(client.local as usize)?;
+        bound.is_unspecified().then_some(client.local_ip)
     }
 
     fn bind_relay(

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod cpu;
 pub mod flow;
 pub mod netns;
 pub mod process;
@@ -223,6 +224,17 @@ pub struct UdpTurnClient {
 impl UdpTurnClient {
     pub fn new(server: SocketAddr, username: &str, password: &str) -> Self {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self::with_socket(sock, server, username, password)
+    }
+
+    /// A client on a socket the test made (another address, inside a namespace, or a clone
+    /// shared by two clients talking to two server addresses).
+    pub fn with_socket(
+        sock: std::net::UdpSocket,
+        server: SocketAddr,
+        username: &str,
+        password: &str,
+    ) -> Self {
         sock.set_read_timeout(Some(std::time::Duration::from_secs(3)))
             .unwrap();
         UdpTurnClient {
@@ -266,12 +278,15 @@ impl UdpTurnClient {
     fn recv_response(&self, tid: turnd_proto::wire::TransactionId) -> Vec<u8> {
         let mut buf = vec![0u8; 2048];
         loop {
-            let (n, _) = self
+            let (n, from) = self
                 .sock
                 .recv_from(&mut buf)
                 .expect("a response within 3 s");
             if let Ok(m) = turnd_proto::wire::Message::parse(&buf[..n]) {
                 if m.transaction_id() == tid {
+                    // A reply from another address is dropped by a NAT in front of a real
+                    // client (RFC 8656 §2: the server's address is part of the 5-tuple).
+                    assert_eq!(from, self.server, "the response's source address");
                     return buf[..n].to_vec();
                 }
             }

@@ -6,7 +6,10 @@
 # and fuzz/corpus/server (a set-cover-minimised corpus from longer local runs).
 # cargo fuzz needs -Z flags; the machine has stable Rust only, so RUSTC_BOOTSTRAP=1 lets the
 # stable compiler accept them. No sanitizer: turnd-proto has no unsafe code, and the
-# invariants are asserted by the targets themselves. Bounded: -max_total_time per target.
+# invariants are asserted by the targets themselves. -a keeps debug assertions (and overflow
+# checks) in the optimised build: the server's own invariant checks are debug_assert!s
+# (`Server::check_invariants`, run by the harness after every step). Bounded:
+# -max_total_time per target.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -35,12 +38,12 @@ done
 cd fuzz
 cargo test -q
 cargo clippy -q --lib --tests -- -D warnings
-cargo fuzz build -s none -O
+cargo fuzz build -s none -O -a
 for t in stun_decoder channel_data stream_framer server; do
   corpora=("$work/$t")
   [ -d "corpus/$t" ] && corpora+=("corpus/$t")
   echo "fuzz: $t: replaying $(find "${corpora[@]}" -type f | wc -l) corpus inputs"
-  cargo fuzz run -s none -O "$t" "${corpora[@]}" -- -runs=0 2>&1 | tail -1
+  cargo fuzz run -s none -O -a "$t" "${corpora[@]}" -- -runs=0 2>&1 | tail -1
   echo "fuzz: $t: ${SECS}s of fuzzing"
-  cargo fuzz run -s none -O "$t" "${corpora[@]}" -- -max_total_time="$SECS" -print_final_stats=0 2>&1 | grep -E "^#[0-9]+.*DONE|^Done" | tail -1
+  cargo fuzz run -s none -O -a "$t" "${corpora[@]}" -- -max_total_time="$SECS" -print_final_stats=0 2>&1 | grep -E "^#[0-9]+.*DONE|^Done" | tail -1
 done

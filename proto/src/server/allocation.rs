@@ -7,7 +7,7 @@
 
 use super::{ClientId, RelayId};
 use crate::auth::LongTermKey;
-use crate::wire::TransactionId;
+use crate::wire::{ChannelNumber, Family, PerFamily, TransactionId};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ pub struct Permission {
 /// A channel binding (RFC 8656 §12).
 #[derive(Debug, Clone)]
 pub struct Channel {
-    pub number: u16,
+    pub number: ChannelNumber,
     pub peer: SocketAddr,
     pub expires: Instant,
     pub hairpin_only: bool,
@@ -81,8 +81,8 @@ pub struct Allocation {
     pub source: IpAddr,
     pub key: LongTermKey,
     pub use_sha256: bool,
-    /// IPv4 relay at index 0, IPv6 at index 1.
-    pub relays: [Option<Relay>; 2],
+    /// At most one relay per address family (RFC 8656 §7.2, RFC 6156).
+    pub relays: PerFamily<Option<Relay>>,
     pub created: Instant,
     pub expires: Instant,
     pub permissions: Vec<Permission>,
@@ -99,14 +99,6 @@ pub struct Allocation {
     pub reservation: Option<[u8; 8]>,
 }
 
-/// Index into `relays` for an address family.
-pub fn family_index(ip: IpAddr) -> usize {
-    match ip {
-        IpAddr::V4(_) => 0,
-        IpAddr::V6(_) => 1,
-    }
-}
-
 impl Allocation {
     /// Who this allocation is counted against in the ledger's quotas.
     pub fn holder(&self) -> super::ledger::Holder {
@@ -120,10 +112,18 @@ impl Allocation {
         self.allocate_response.is_some()
     }
 
+    /// The family of its first relay (IPv4 for a dual allocation), as the gauges count it.
+    pub fn gauge_family(&self) -> Family {
+        self.relays
+            .each()
+            .find_map(|(f, r)| r.map(|_| f))
+            .unwrap_or(Family::V4)
+    }
+
     /// The relay for a peer's address family, if this allocation has one.
     #[inline]
     pub fn relay_for(&self, peer: IpAddr) -> Option<&Relay> {
-        self.relays[family_index(peer)].as_ref()
+        self.relays[Family::of(peer)].as_ref()
     }
 
     /// The live permission for `ip`, if any.
@@ -136,7 +136,7 @@ impl Allocation {
 
     /// The live channel with this number, if any.
     #[inline]
-    pub fn channel_by_number(&self, number: u16, now: Instant) -> Option<&Channel> {
+    pub fn channel_by_number(&self, number: ChannelNumber, now: Instant) -> Option<&Channel> {
         self.channels
             .iter()
             .find(|c| c.number == number && now < c.expires)
@@ -170,7 +170,7 @@ impl Allocation {
     /// Returns true if the binding is new.
     pub fn bind_channel(
         &mut self,
-        number: u16,
+        number: ChannelNumber,
         peer: SocketAddr,
         now: Instant,
         hairpin_only: bool,
@@ -194,7 +194,7 @@ impl Allocation {
     /// RFC 8656 §12.2: a channel number may not be bound to a second peer, nor a peer to a
     /// second number, while the first binding lives or cools down. Rebinding the same pair
     /// refreshes it.
-    pub fn channel_conflict(&self, number: u16, peer: SocketAddr, now: Instant) -> bool {
+    pub fn channel_conflict(&self, number: ChannelNumber, peer: SocketAddr, now: Instant) -> bool {
         self.channels
             .iter()
             .any(|c| c.reserved(now) && ((c.number == number) != (c.peer == peer)))
@@ -212,5 +212,40 @@ impl Allocation {
         self.channels.retain(|c| c.reserved(now));
         let live_channels = self.channels.iter().filter(|c| now < c.expires).count();
         (self.permissions.len(), live_channels)
+    }
+
+    /// `debug_assert!`s what every handler keeps true (see `allocations.rs`): one permission
+    /// per IP, one binding per channel number, every peer reachable through a relay of its
+    /// family, and an answered allocation's relays all bound.
+    pub(super) fn check_invariants(&self) {
+        for (i, p) in self.permissions.iter().enumerate() {
+            debug_assert!(
+                self.permissions[..i].iter().all(|q| q.ip != p.ip),
+                "two permissions for {}",
+                p.ip
+            );
+            debug_assert!(self.relay_for(p.ip).is_some(), "permission without relay");
+        }
+        for (i, c) in self.channels.iter().enumerate() {
+            debug_assert!(
+                self.channels[..i].iter().all(|d| d.number != c.number),
+                "channel {:?} bound twice",
+                c.number
+            );
+            debug_assert!(
+                self.relay_for(c.peer.ip()).is_some(),
+                "channel without relay"
+            );
+        }
+        if self.is_ready() {
+            debug_assert!(
+                self.relays.iter().flatten().all(|r| r.bound),
+                "answered with an unbound relay"
+            );
+            debug_assert!(
+                self.relays.iter().any(Option::is_some),
+                "answered without relay"
+            );
+        }
     }
 }

@@ -77,7 +77,7 @@ impl Server {
             }
         };
 
-        if let Some(a) = self.allocation_of(client) {
+        if let Some(a) = self.allocations.of_client(client) {
             let cached_alg = match a.key {
                 LongTermKey::Md5(_) => PasswordAlgorithm::Md5,
                 LongTermKey::Sha256(_) => PasswordAlgorithm::Sha256,
@@ -92,7 +92,9 @@ impl Server {
                     self.auth_failed(why);
                     return Err(Reject::Unauthorized);
                 }
-                let a = self.allocation_of(client).expect("checked above");
+                let Some(a) = self.allocations.of_client(client) else {
+                    return Err(Reject::Unauthorized);
+                };
                 return Ok(Authed {
                     username: a.username.clone(),
                     user_id: a.user_id.clone(),

@@ -40,8 +40,7 @@ impl Server {
         let credentials = &self.config.credentials;
         let realm = &self.config.realm;
         let mut ended = Vec::new();
-        for (i, slot) in self.allocations.iter().enumerate() {
-            let Some(a) = slot else { continue };
+        for (slot, a) in self.allocations.iter() {
             let reason = if credentials.is_revoked(&a.username, &a.user_id) {
                 EndReason::Revoked
             } else if !credentials.still_verifies(&a.username, realm, &a.key) {
@@ -49,14 +48,14 @@ impl Server {
             } else {
                 continue;
             };
-            ended.push((i as u32, a.client, reason));
+            ended.push((slot, a.client, reason));
         }
-        for (index, _, reason) in &ended {
+        for (slot, _, reason) in &ended {
             match reason {
                 EndReason::Revoked => self.stats.allocations_revoked += 1,
                 EndReason::CredentialRemoved => self.stats.allocations_credential_removed += 1,
             }
-            self.remove_allocation(*index, now);
+            self.remove_allocation(*slot, now);
         }
         ended.into_iter().map(|(_, c, r)| (c, r)).collect()
     }

@@ -19,6 +19,7 @@
 
 use super::ports::PortPool;
 use super::reject::Reject;
+use crate::wire::{Family, PerFamily};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -33,15 +34,14 @@ pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     pub token: [u8; 8],
-    /// 0 for IPv4, 1 for IPv6.
-    pub family: usize,
+    pub family: Family,
     pub port: u16,
     pub expires: Instant,
 }
 
-/// One worker's free relay ports, IPv4 at index 0 and IPv6 at 1. The worker takes from its
-/// own first; others lock it only to borrow when theirs is empty.
-pub type SharedPools = Arc<Mutex<[PortPool; 2]>>;
+/// One worker's free relay ports per address family. The worker takes from its own first;
+/// others lock it only to borrow when theirs is empty.
+pub type SharedPools = Arc<Mutex<PerFamily<PortPool>>>;
 
 /// Who holds one allocation, for the quotas: its user id and the client's address as
 /// [`crate::source_key::source_key`] counts it (IPv6 by prefix).
@@ -165,7 +165,7 @@ impl Ledger {
     pub(crate) fn borrow_port<T>(
         &self,
         own: &SharedPools,
-        family: usize,
+        family: Family,
         mut take: impl FnMut(&mut PortPool) -> Option<T>,
     ) -> Option<T> {
         let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -14,13 +14,28 @@
 //!
 //! After any `handle_*`, drain [`Server::poll_command`] until it returns None, then re-arm the
 //! timer from [`Server::poll_timeout`].
+//!
+//! ## Where things are
+//!
+//! A request goes `requests.rs` (parse, authenticate in `authenticate.rs`, 420, 441) →
+//! `decode.rs` (the method's attributes into a typed request, or a [`reject::Reject`]) → its
+//! handler: `allocate.rs`, `peers.rs` (CreatePermission, ChannelBind), Refresh in
+//! `requests.rs`. Answers are written by `respond.rs`. `allocations.rs` owns the allocation
+//! table and its indexes (5-tuple, relay id) with their invariants; `allocation.rs` is one
+//! allocation's permissions and channels; `relay_bind.rs` its relay sockets and ports
+//! (`ports.rs`, shared through `ledger.rs`). `relay_path.rs` is the per-packet path.
 
+mod allocate;
 pub mod allocation;
+mod allocations;
 mod authenticate;
 mod credential_check;
+mod decode;
 pub mod ledger;
+mod peers;
 pub mod ports;
 pub mod reject;
+mod relay_bind;
 mod relay_path;
 mod requests;
 mod respond;
@@ -29,12 +44,12 @@ pub mod source_limit;
 use crate::auth::{Credentials, NonceIssuer};
 use crate::policy::PeerPolicy;
 use crate::stats::Stats;
-use allocation::{family_index, Allocation, PortChoice};
+use crate::wire::{Family, PerFamily};
+use allocations::{Allocations, Slot};
 use ledger::{Ledger, SharedPools};
 use ports::{PortPool, PortShard};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rustc_hash::FxHashMap;
 use source_limit::SourceLimiter;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -98,12 +113,18 @@ impl Transport {
 }
 
 /// A client's 5-tuple (RFC 8656 §2): transport, the server-side endpoint (`local`: the shell's
-/// UDP listener index or stream connection id), and the client's address.
+/// UDP listener index or stream connection id, and `local_ip`), and the client's address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientId {
     pub transport: Transport,
     pub local: u32,
     pub remote: SocketAddr,
+    /// The server address the client sent to. The 5-tuple includes it (RFC 8656 §2), so on a
+    /// host with several addresses one client address talking to two of them is two clients,
+    /// and every reply must leave from this address or a NAT in front of the client drops it.
+    /// The shell learns it per datagram on a wildcard UDP listener (IP_PKTINFO); otherwise it
+    /// is the listener's or the connection's local address.
+    pub local_ip: IpAddr,
 }
 
 /// The gauges of [`Stats`] recounted from the server's state ([`Server::recount`]).
@@ -201,20 +222,6 @@ impl Drop for Server {
     }
 }
 
-/// What a relay slot is used for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RelayOwner {
-    Free,
-    Allocation(u32),
-}
-
-#[derive(Debug, Clone, Copy)]
-struct RelaySlot {
-    owner: RelayOwner,
-    /// Port and bound address, to give the port back and clear the in-use bit.
-    addr: Option<SocketAddr>,
-}
-
 /// One worker's STUN/TURN server.
 pub struct Server {
     config: ServerConfig,
@@ -224,11 +231,8 @@ pub struct Server {
     rng: ChaCha8Rng,
     /// This worker's free relay ports; registered in the ledger so others can borrow.
     pools: SharedPools,
-    allocations: Vec<Option<Allocation>>,
-    free_allocations: Vec<u32>,
-    by_client: FxHashMap<ClientId, u32>,
-    relays: Vec<RelaySlot>,
-    free_relays: Vec<u32>,
+    /// The allocation table, its 5-tuple index and the relay ids (`allocations.rs`).
+    allocations: Allocations,
     commands: VecDeque<Command>,
     next_sweep: Option<Instant>,
     stats: Stats,
@@ -238,11 +242,11 @@ impl Server {
     /// A server sharing `ledger` (quotas, relay ports in use) with the other workers.
     pub fn new(config: ServerConfig, ledger: Arc<Ledger>) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let pools = [
+        let pools = PerFamily([
             PortPool::new(&config.ports, &mut rng),
             PortPool::new(&config.ports, &mut rng),
-        ];
-        let capacity = pools[0].capacity() as u64;
+        ]);
+        let capacity = pools[Family::V4].capacity() as u64;
         let pools: SharedPools = Arc::new(Mutex::new(pools));
         ledger.register_pools(pools.clone());
         let nonces = NonceIssuer::new(config.nonce_key, config.nonce_lifetime_secs);
@@ -258,11 +262,7 @@ impl Server {
             error_limiter,
             rng,
             pools,
-            allocations: Vec::new(),
-            free_allocations: Vec::new(),
-            by_client: FxHashMap::default(),
-            relays: Vec::new(),
-            free_relays: Vec::new(),
+            allocations: Allocations::default(),
             commands: VecDeque::new(),
             next_sweep: None,
             stats,
@@ -299,17 +299,18 @@ impl Server {
 
     /// Allocations this worker holds (pending ones included).
     pub fn allocation_count(&self) -> usize {
-        self.by_client.len()
+        self.allocations.len()
     }
 
     /// Whether a client has an allocation (pending ones included).
     pub fn has_allocation(&self, client: &ClientId) -> bool {
-        self.by_client.contains_key(client)
+        self.allocations.contains(client)
     }
 
     /// The relayed addresses of a client's allocation (for tests and diagnostics).
     pub fn relayed_addresses(&self, client: &ClientId) -> Vec<SocketAddr> {
-        self.allocation_of(client)
+        self.allocations
+            .of_client(client)
             .map(|a| a.relays.iter().flatten().map(|r| r.advertised).collect())
             .unwrap_or_default()
     }
@@ -331,19 +332,18 @@ impl Server {
         }
         let mut expired = Vec::new();
         let (mut permissions, mut channels) = (0u64, 0u64);
-        for (i, slot) in self.allocations.iter_mut().enumerate() {
-            let Some(a) = slot else { continue };
+        for (slot, a) in self.allocations.iter_mut() {
             if a.is_ready() && a.expires <= now.mono {
-                expired.push(i as u32);
+                expired.push(slot);
                 continue;
             }
             let (p, c) = a.prune(now.mono);
             permissions += p as u64;
             channels += c as u64;
         }
-        for i in expired {
+        for slot in expired {
             self.stats.allocations_expired += 1;
-            self.remove_allocation(i, now);
+            self.remove_allocation(slot, now);
         }
         for r in self.ledger.take_expired(now.mono) {
             self.give_back_port(r.family, r.port);
@@ -355,7 +355,7 @@ impl Server {
     }
 
     fn reschedule(&mut self, now: Now) {
-        self.next_sweep = if self.by_client.is_empty() {
+        self.next_sweep = if self.allocations.is_empty() {
             // No allocation, so no permission or channel: the gauges say so now, not at a
             // sweep that will never come (nothing is left to schedule one).
             self.stats.permissions_active = 0;
@@ -372,254 +372,64 @@ impl Server {
     /// most [`SWEEP_INTERVAL`] later), so `channels_live` is compared after a sweep.
     pub fn recount(&self, now: Instant) -> GaugeRecount {
         let mut r = GaugeRecount::default();
-        for a in self.allocations.iter().flatten() {
+        for (_, a) in self.allocations.iter() {
             r.permissions += a.permissions.len() as u64;
             r.channels_live += a.channels.iter().filter(|c| now < c.expires).count() as u64;
             r.channels_bound += a.channels.len() as u64;
             if a.is_ready() {
-                let family = a.relays.iter().position(|r| r.is_some()).unwrap_or(0);
+                let family = a.gauge_family().index();
                 r.allocations_active[a.client.transport as usize][family] += 1;
             }
         }
         let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         r.relay_ports_free = pools
-            .iter()
-            .enumerate()
+            .each()
             .filter(|(family, _)| self.relay_address(*family).is_some())
             .map(|(_, p)| p.free() as u64)
             .sum();
         r
     }
 
+    /// Panics, in builds with debug assertions, if the allocation table and its indexes
+    /// disagree (`allocations.rs`), or if a relay port in use is also free in this worker's
+    /// pool (a port is in one pool or in use, never both). Linear in the allocations: the
+    /// fuzz harness runs it after every step; nothing per packet does.
+    pub fn check_invariants(&self) {
+        self.allocations.check_invariants();
+        let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        for addr in self.allocations.relay_addrs() {
+            debug_assert!(
+                !pools[Family::of(addr.ip())].is_free(addr.port()),
+                "relay port {addr} in use and free"
+            );
+        }
+    }
+
     /// A stream client's connection closed: its allocation ends with it (RFC 8656 §3.1).
     pub fn handle_client_closed(&mut self, client: &ClientId, now: Now) {
-        if let Some(&i) = self.by_client.get(client) {
+        if let Some(slot) = self.allocations.slot_of(client) {
             self.stats.allocations_deleted += 1;
-            self.remove_allocation(i, now);
+            self.remove_allocation(slot, now);
         }
     }
 
-    fn allocation_of(&self, client: &ClientId) -> Option<&Allocation> {
-        let i = *self.by_client.get(client)?;
-        self.allocations[i as usize].as_ref()
-    }
-
-    fn relay_address(&self, family: usize) -> Option<RelayAddress> {
-        if family == 0 {
-            self.config.relay_v4
-        } else {
-            self.config.relay_v6
-        }
-    }
-
-    fn new_relay_slot(&mut self, alloc: u32) -> crate::server::RelayId {
-        let slot = RelaySlot {
-            owner: RelayOwner::Allocation(alloc),
-            addr: None,
-        };
-        if let Some(i) = self.free_relays.pop() {
-            self.relays[i as usize] = slot;
-            RelayId(i)
-        } else {
-            self.relays.push(slot);
-            RelayId(self.relays.len() as u32 - 1)
-        }
-    }
-
-    /// Asks the shell to bind a relay socket for `family` of allocation `alloc`, on a port
-    /// chosen by `choice`. False when no port can be had (508).
-    fn request_bind(&mut self, alloc: u32, family: usize, choice: PortChoice, now: Now) -> bool {
-        let Some(addr) = self.relay_address(family) else {
-            return false;
-        };
-        let port = match choice {
-            PortChoice::Any => self.take_port(family, |p| p.take(false)),
-            PortChoice::Even => self.take_port(family, |p| p.take(true)),
-            PortChoice::Reserved(p) => Some(p),
-            PortChoice::EvenReserveNext => {
-                self.take_port(family, PortPool::take_pair)
-                    .map(|(even, next)| {
-                        let mut token = [0u8; 8];
-                        self.rng.fill_bytes(&mut token);
-                        self.ledger.reserve(ledger::Reservation {
-                            token,
-                            family,
-                            port: next,
-                            expires: now.mono + ledger::RESERVATION_LIFETIME,
-                        });
-                        if let Some(a) = self.allocations[alloc as usize].as_mut() {
-                            a.reservation = Some(token);
-                        }
-                        even
-                    })
-            }
-        };
-        self.refresh_port_gauge();
-        let Some(port) = port else {
-            return false;
-        };
-        let existing = self.allocations[alloc as usize]
-            .as_ref()
-            .and_then(|a| a.relays[family])
-            .map(|r| r.id);
-        let id = match existing {
-            Some(id) => id,
-            None => self.new_relay_slot(alloc),
-        };
-        let a = self.allocations[alloc as usize]
-            .as_mut()
-            .expect("live allocation");
-        let dont_fragment = a.dont_fragment;
-        let r = a.relays[family].get_or_insert(allocation::Relay {
-            id,
-            advertised: SocketAddr::new(addr.advertised, port),
-            bound: false,
-            attempts: 0,
-            choice,
-        });
-        r.advertised = SocketAddr::new(addr.advertised, port);
-        r.attempts += 1;
-        let bind = SocketAddr::new(addr.bind, port);
-        self.relays[id.0 as usize].addr = Some(bind);
-        self.commands.push_back(Command::BindRelay {
-            relay: id,
-            addr: bind,
-            dont_fragment,
-        });
-        true
-    }
-
-    /// Drops the reservation an allocation made, returning its port to this worker's pool.
-    fn cancel_reservation(&mut self, alloc: u32) {
-        let Some(token) = self.allocations[alloc as usize]
-            .as_mut()
-            .and_then(|a| a.reservation.take())
-        else {
-            return;
-        };
-        if let Some(r) = self.ledger.claim(&token) {
-            self.give_back_port(r.family, r.port);
-        }
-    }
-
-    /// Takes a relay port from this worker's pool or, when it has none, borrows one from
-    /// another worker's (the range is split into blocks; a client is not refused while any
-    /// block has room). `take` picks the port(s) within a pool, so EVEN-PORT and its reserved
-    /// pair come from one pool.
-    fn take_port<T>(
-        &mut self,
-        family: usize,
-        mut take: impl FnMut(&mut PortPool) -> Option<T>,
-    ) -> Option<T> {
-        let own = take(&mut self.pools.lock().unwrap_or_else(|e| e.into_inner())[family]);
-        own.or_else(|| self.ledger.borrow_port(&self.pools, family, take))
-    }
-
-    /// Whether a port of `family` can be had here or from another worker.
-    fn port_available(&self, family: usize) -> bool {
-        if self.pools.lock().unwrap_or_else(|e| e.into_inner())[family].free() > 0 {
-            return true;
-        }
-        self.ledger
-            .borrow_port(&self.pools, family, |p| (p.free() > 0).then_some(()))
-            .is_some()
-    }
-
-    /// Returns a port to this worker's pool (a borrowed port stays with the worker that
-    /// freed it: a port lives in exactly one pool or is in use, never both).
-    fn give_back_port(&mut self, family: usize, port: u16) {
-        self.pools.lock().unwrap_or_else(|e| e.into_inner())[family].give_back(port);
-        self.refresh_port_gauge();
-    }
-
-    /// Brings gauges others can change up to date: `relay_ports_free` is the number of ports
-    /// in this worker's own pool, which another worker may have borrowed from. The worker's
-    /// own pool operations refresh it; the shell calls this before publishing its stats.
-    pub fn refresh_gauges(&mut self) {
-        self.refresh_port_gauge();
-    }
-
-    fn refresh_port_gauge(&mut self) {
-        let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        let mut free = 0;
-        for (family, pool) in pools.iter().enumerate() {
-            if self.relay_address(family).is_some() {
-                free += pool.free() as u64;
-            }
-        }
-        drop(pools);
-        self.stats.relay_ports_free = free;
-    }
-
-    /// The shell bound (or failed to bind) a relay socket. On failure another port is tried;
-    /// after [`MAX_BIND_ATTEMPTS`] the Allocate is answered 508 (RFC 8656 §7.2).
-    pub fn handle_relay_bound(
-        &mut self,
-        relay: RelayId,
-        result: Result<(), std::io::Error>,
-        now: Now,
-    ) {
-        let Some(slot) = self.relays.get(relay.0 as usize).copied() else {
-            return;
-        };
-        let RelayOwner::Allocation(alloc) = slot.owner else {
-            // Its allocation ended (a reload, a closed connection) before the bind was
-            // reported: close the socket the shell opened for it.
-            if result.is_ok() {
-                self.commands.push_back(Command::ReleaseRelay { relay });
-            }
-            return;
-        };
-        let Some(bind) = slot.addr else { return };
-        let family = family_index(bind.ip());
-        match result {
-            Ok(()) => {
-                self.ledger.mark_relay_port(bind.ip(), bind.port(), true);
-                if let Some(a) = self.allocations[alloc as usize].as_mut() {
-                    if let Some(r) = a.relays[family].as_mut() {
-                        r.bound = true;
-                    }
-                }
-                self.finish_allocate_if_bound(alloc, now);
-            }
-            Err(_) => {
-                self.stats.relay_bind_failures += 1;
-                // The port is held elsewhere: back of the queue, try the next one.
-                self.give_back_port(family, bind.port());
-                self.relays[relay.0 as usize].addr = None;
-                let Some(relay) = self.allocations[alloc as usize]
-                    .as_ref()
-                    .and_then(|a| a.relays[family])
-                else {
-                    return;
-                };
-                if relay.choice == PortChoice::EvenReserveNext {
-                    self.cancel_reservation(alloc);
-                }
-                // A reserved port is the only one the client may have: no second try.
-                let retry = relay.attempts < MAX_BIND_ATTEMPTS
-                    && !matches!(relay.choice, PortChoice::Reserved(_));
-                if !retry || !self.request_bind(alloc, family, relay.choice, now) {
-                    self.fail_pending_allocation(alloc, now);
-                }
-            }
+    /// The relay address configured for a family, if relaying in it is enabled.
+    fn relay_address(&self, family: Family) -> Option<RelayAddress> {
+        match family {
+            Family::V4 => self.config.relay_v4,
+            Family::V6 => self.config.relay_v6,
         }
     }
 
     /// Removes an allocation: relay sockets closed, ports and quota returned.
-    fn remove_allocation(&mut self, index: u32, now: Now) {
-        if self.allocations[index as usize]
-            .as_ref()
-            .is_some_and(|a| !a.is_ready())
-        {
+    fn remove_allocation(&mut self, slot: Slot, now: Now) {
+        if self.allocations.get(slot).is_some_and(|a| !a.is_ready()) {
             // Never answered: the reservation it made was never handed out.
-            self.cancel_reservation(index);
+            self.cancel_reservation(slot);
         }
-        let Some(a) = self.allocations[index as usize].take() else {
+        let Some((a, relays)) = self.allocations.remove(slot) else {
             return;
         };
-        self.free_allocations.push(index);
-        self.by_client.remove(&a.client);
         // Its permissions and channels leave the gauges with it, not at the next sweep.
         self.stats.permissions_active = self
             .stats
@@ -630,27 +440,20 @@ impl Server {
             .stats
             .channels_active
             .saturating_sub(live_channels as u64);
-        for (family, r) in a.relays.iter().enumerate() {
-            let Some(r) = r else { continue };
-            let slot = self.relays[r.id.0 as usize];
-            if let Some(bind) = slot.addr {
-                if r.bound {
-                    self.ledger.mark_relay_port(bind.ip(), bind.port(), false);
-                    self.commands
-                        .push_back(Command::ReleaseRelay { relay: r.id });
-                }
-                self.give_back_port(family, bind.port());
+        for r in relays.into_iter().flatten() {
+            let Some(bind) = r.addr else { continue };
+            if r.bound {
+                self.ledger.mark_relay_port(bind.ip(), bind.port(), false);
+                self.commands
+                    .push_back(Command::ReleaseRelay { relay: r.id });
             }
-            self.relays[r.id.0 as usize] = RelaySlot {
-                owner: RelayOwner::Free,
-                addr: None,
-            };
-            self.free_relays.push(r.id.0);
+            self.give_back_port(r.family, bind.port());
         }
         self.ledger.release(&a.holder());
         if a.is_ready() {
-            let family = a.relays.iter().position(|r| r.is_some()).unwrap_or(0);
-            let g = self.stats.allocation_gauge(a.client.transport, family);
+            let g = self
+                .stats
+                .allocation_gauge(a.client.transport, a.gauge_family());
             *g = g.saturating_sub(1);
             self.stats
                 .observe_lifetime(now.mono.saturating_duration_since(a.created).as_secs_f64());

@@ -124,6 +124,11 @@ impl PortPool {
         }
     }
 
+    /// Whether `port` is in this pool (free to hand out).
+    pub fn is_free(&self, port: u16) -> bool {
+        self.contains(port)
+    }
+
     pub fn free(&self) -> usize {
         self.free.len()
     }

@@ -4,7 +4,7 @@
 //! caller's buffer; peer→client data gets its ChannelData or Data-indication header written
 //! into headroom the caller leaves in front of the payload.
 
-use super::{ClientId, Now, RelayId, RelayOwner, Server};
+use super::{ClientId, Now, RelayId, Server};
 use crate::wire::{self, attr, channel_data, Class, Message, Method, PacketKind};
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -82,8 +82,8 @@ impl Server {
         packet: &[u8],
     ) -> Option<(RelayId, SocketAddr, Range<usize>)> {
         let cd = channel_data::parse(packet)?;
-        let a = self.allocations[*self.by_client.get(client)? as usize].as_ref()?;
-        let ch = a.channel_by_number(cd.channel, now.mono)?;
+        let a = self.allocations.of_client(client)?;
+        let ch = a.channel_by_number(cd.number(), now.mono)?;
         let perm = a.permission(ch.peer.ip(), now.mono)?;
         if (ch.hairpin_only || perm.hairpin_only) && !self.is_own_relay(ch.peer) {
             return None;
@@ -102,8 +102,7 @@ impl Server {
         packet: &[u8],
     ) -> Option<(RelayId, SocketAddr, Range<usize>)> {
         let msg = Message::parse(packet).ok()?;
-        let index = *self.by_client.get(client)?;
-        let a = self.allocations[index as usize].as_ref()?;
+        let a = self.allocations.of_client(client)?;
         let peer = attr::read_xor_address(msg.get(attr::XOR_PEER_ADDRESS)?, &msg.transaction_id())?;
         let data = msg.get(attr::DATA)?;
         let relay = a.relay_for(peer.ip())?.id;
@@ -161,15 +160,12 @@ impl Server {
         {
             return None;
         }
-        let RelayOwner::Allocation(index) = self.relays.get(relay.0 as usize)?.owner else {
-            return None;
-        };
-        let a = self.allocations[index as usize].as_ref()?;
+        let a = self.allocations.of_relay(relay)?;
         a.permission(peer.ip(), now.mono)?;
         let client = a.client;
         let len = payload.len();
         if let Some(ch) = a.channel_by_peer(peer, now.mono) {
-            channel_data::write_header(buf, payload.start, ch.number, len);
+            channel_data::write_header(buf, payload.start, ch.number.get(), len);
             let mut end = payload.end;
             if client.transport.is_stream() {
                 // RFC 8656 §12.5: ChannelData over TCP/TLS is padded to four bytes.

@@ -11,7 +11,7 @@ use super::authenticate::Authed;
 use super::reject::Reject;
 use super::{ClientId, Command, Now, Server};
 use crate::source_key::source_key;
-use crate::wire::{attr, Class, MessageEncoder, Method, TransactionId};
+use crate::wire::{attr, AttrType, Class, MessageEncoder, Method, TransactionId};
 
 /// What a response needs to know about the request it answers.
 #[derive(Debug, Clone, Copy)]
@@ -115,7 +115,7 @@ impl Server {
         reject: Reject,
         auth: Option<&Authed>,
         now: Now,
-        unknown: &[u16],
+        unknown: &[AttrType],
     ) {
         let source = source_key(req.client.remote.ip(), self.config.ipv6_source_prefix);
         if auth.is_none() && !self.error_limiter.allow(source, now.mono) {

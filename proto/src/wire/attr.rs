@@ -1,5 +1,6 @@
 //! Attribute types and the value codecs the server needs (RFC 8489 §14, RFC 8656 §18).
 
+use super::family::Family;
 use super::message::{TransactionId, MAGIC_COOKIE};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -31,40 +32,61 @@ pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
 pub const SOFTWARE: u16 = 0x8022;
 pub const FINGERPRINT: u16 = 0x8028;
 
+/// EVEN-PORT's R bit: reserve the next port too (RFC 8656 §18.3).
+pub const EVEN_PORT_RESERVE: u8 = 0x80;
+
 /// IANA protocol number for UDP in REQUESTED-TRANSPORT (RFC 8656 §18.6).
 pub const TRANSPORT_UDP: u8 = 17;
 /// Address family codes in address attributes and REQUESTED-ADDRESS-FAMILY.
 pub const FAMILY_IPV4: u8 = 0x01;
 pub const FAMILY_IPV6: u8 = 0x02;
 
-/// The comprehension-required attributes this server understands. Anything else below 0x8000
-/// in a request draws 420 Unknown Attribute (RFC 8489 §6.3.1). USERHASH and CHANGE-REQUEST are
-/// deliberately absent: we do not implement them, and 420 tells the client so.
-pub fn is_understood(typ: u16) -> bool {
-    typ >= 0x8000
-        || matches!(
-            typ,
-            MAPPED_ADDRESS
-                | USERNAME
-                | MESSAGE_INTEGRITY
-                | ERROR_CODE
-                | UNKNOWN_ATTRIBUTES
-                | CHANNEL_NUMBER
-                | LIFETIME
-                | XOR_PEER_ADDRESS
-                | DATA
-                | REALM
-                | NONCE
-                | XOR_RELAYED_ADDRESS
-                | REQUESTED_ADDRESS_FAMILY
-                | EVEN_PORT
-                | REQUESTED_TRANSPORT
-                | DONT_FRAGMENT
-                | MESSAGE_INTEGRITY_SHA256
-                | PASSWORD_ALGORITHM
-                | XOR_MAPPED_ADDRESS
-                | RESERVATION_TOKEN
-        )
+/// An attribute type as it appears in a message (RFC 8489 §14). The constants above are its
+/// IANA numbers; an `AttrType` compares equal to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttrType(pub u16);
+
+impl AttrType {
+    /// RFC 8489 §14: types 0x0000-0x7FFF are comprehension-required, 0x8000-0xFFFF optional.
+    pub fn is_comprehension_required(self) -> bool {
+        self.0 < 0x8000
+    }
+
+    /// Whether this server understands the type. Anything comprehension-required it does not
+    /// understand draws 420 Unknown Attribute (RFC 8489 §6.3.1). USERHASH and CHANGE-REQUEST
+    /// are deliberately absent: we do not implement them, and 420 tells the client so.
+    pub fn is_understood(self) -> bool {
+        !self.is_comprehension_required()
+            || matches!(
+                self.0,
+                MAPPED_ADDRESS
+                    | USERNAME
+                    | MESSAGE_INTEGRITY
+                    | ERROR_CODE
+                    | UNKNOWN_ATTRIBUTES
+                    | CHANNEL_NUMBER
+                    | LIFETIME
+                    | XOR_PEER_ADDRESS
+                    | DATA
+                    | REALM
+                    | NONCE
+                    | XOR_RELAYED_ADDRESS
+                    | REQUESTED_ADDRESS_FAMILY
+                    | EVEN_PORT
+                    | REQUESTED_TRANSPORT
+                    | DONT_FRAGMENT
+                    | MESSAGE_INTEGRITY_SHA256
+                    | PASSWORD_ALGORITHM
+                    | XOR_MAPPED_ADDRESS
+                    | RESERVATION_TOKEN
+            )
+    }
+}
+
+impl PartialEq<u16> for AttrType {
+    fn eq(&self, other: &u16) -> bool {
+        self.0 == *other
+    }
 }
 
 /// Length of an XOR-*-ADDRESS value for this address.
@@ -149,18 +171,34 @@ pub fn read_error_code(value: &[u8]) -> Option<(u16, &str)> {
     Some((code, std::str::from_utf8(&value[4..]).ok()?))
 }
 
-/// Reads a family octet (REQUESTED-ADDRESS-FAMILY, ADDITIONAL-ADDRESS-FAMILY): family then
-/// three RFFU bytes (RFC 8656 §18.8, §18.11).
-pub fn read_family(value: &[u8]) -> Option<u8> {
+/// Reads a family attribute (REQUESTED-ADDRESS-FAMILY, ADDITIONAL-ADDRESS-FAMILY): the family
+/// octet then three RFFU bytes (RFC 8656 §18.8, §18.11). None if the length is wrong or the
+/// family is neither IPv4 nor IPv6.
+pub fn read_family(value: &[u8]) -> Option<Family> {
     if value.len() != 4 {
         return None;
     }
-    Some(value[0])
+    Family::from_code(value[0])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attribute_types_know_their_comprehension_range() {
+        assert!(AttrType(USERNAME).is_understood());
+        assert!(
+            !AttrType(0x0099).is_understood(),
+            "unknown and comprehension-required"
+        );
+        assert!(
+            AttrType(0x8099).is_understood(),
+            "comprehension-optional is never 420"
+        );
+        assert!(!AttrType(0x8099).is_comprehension_required());
+        assert_eq!(AttrType(LIFETIME), LIFETIME);
+    }
 
     #[test]
     fn xor_address_round_trips_v4_and_v6() {

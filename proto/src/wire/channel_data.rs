@@ -10,11 +10,46 @@ pub const LEGACY_CHANNEL_MAX: u16 = 0x7FFF;
 /// Length of the ChannelData header.
 pub const HEADER_LEN: usize = 4;
 
+/// A channel number a ChannelData header may carry: 0x4000 through 0x7FFF (RFC 5766's range,
+/// which contains RFC 8656's). Whether one may be bound is the server's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelNumber(u16);
+
+impl ChannelNumber {
+    /// The number, if it is in 0x4000..=0x7FFF.
+    #[inline]
+    pub fn new(n: u16) -> Option<ChannelNumber> {
+        (CHANNEL_MIN..=LEGACY_CHANNEL_MAX)
+            .contains(&n)
+            .then_some(ChannelNumber(n))
+    }
+
+    /// The number on the wire.
+    #[inline]
+    pub fn get(self) -> u16 {
+        self.0
+    }
+
+    /// RFC 8656 §12: 0x4000 through 0x4FFF. The rest of RFC 5766's range is accepted only with
+    /// `legacy_channel_numbers`.
+    pub fn is_rfc8656(self) -> bool {
+        self.0 <= CHANNEL_MAX
+    }
+}
+
 /// A parsed ChannelData message borrowing its packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelData<'a> {
     pub channel: u16,
     pub data: &'a [u8],
+}
+
+impl ChannelData<'_> {
+    /// The channel number, typed ([`parse`] accepted only numbers in its range).
+    #[inline]
+    pub fn number(&self) -> ChannelNumber {
+        ChannelNumber(self.channel)
+    }
 }
 
 /// Parses ChannelData. None when the channel number is outside 0x4000..=0x7FFF or the length field
@@ -24,9 +59,7 @@ pub struct ChannelData<'a> {
 pub fn parse(packet: &[u8]) -> Option<ChannelData<'_>> {
     let head = packet.get(..HEADER_LEN)?;
     let channel = u16::from_be_bytes([head[0], head[1]]);
-    if !(CHANNEL_MIN..=LEGACY_CHANNEL_MAX).contains(&channel) {
-        return None;
-    }
+    ChannelNumber::new(channel)?;
     let len = u16::from_be_bytes([head[2], head[3]]) as usize;
     let data = packet.get(HEADER_LEN..HEADER_LEN + len)?;
     Some(ChannelData { channel, data })
@@ -57,5 +90,15 @@ mod tests {
         );
         assert_eq!(parse(&[0x80, 0x00, 0x00, 0x00]), None);
         assert_eq!(parse(&[0x40, 0x00, 0x00]), None);
+    }
+
+    #[test]
+    fn channel_numbers_know_their_range() {
+        assert_eq!(ChannelNumber::new(0x3FFF), None);
+        assert_eq!(ChannelNumber::new(0x8000), None);
+        assert!(ChannelNumber::new(0x4FFF).unwrap().is_rfc8656());
+        let legacy = ChannelNumber::new(0x5000).unwrap();
+        assert!(!legacy.is_rfc8656());
+        assert_eq!(legacy.get(), 0x5000);
     }
 }

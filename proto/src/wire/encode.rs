@@ -89,10 +89,10 @@ impl<'b> MessageEncoder<'b> {
     }
 
     /// Appends UNKNOWN-ATTRIBUTES listing `types` (RFC 8489 §14.9).
-    pub fn unknown_attributes(&mut self, types: &[u16]) {
+    pub fn unknown_attributes(&mut self, types: &[attr::AttrType]) {
         self.attr_with(attr::UNKNOWN_ATTRIBUTES, types.len() * 2, |out| {
             for (i, t) in types.iter().enumerate() {
-                out[2 * i..2 * i + 2].copy_from_slice(&t.to_be_bytes());
+                out[2 * i..2 * i + 2].copy_from_slice(&t.0.to_be_bytes());
             }
         });
     }

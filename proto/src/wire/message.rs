@@ -86,7 +86,7 @@ pub enum DecodeError {
 /// One attribute as it appears on the wire.
 #[derive(Debug, Clone, Copy)]
 pub struct RawAttribute<'a> {
-    pub typ: u16,
+    pub typ: super::attr::AttrType,
     pub value: &'a [u8],
 }
 
@@ -298,7 +298,10 @@ impl<'a> Iterator for Attributes<'a> {
         let len = u16::from_be_bytes([head[2], head[3]]) as usize;
         let value = self.raw.get(self.at + 4..self.at + 4 + len)?;
         self.at += 4 + super::padded(len);
-        Some(RawAttribute { typ, value })
+        Some(RawAttribute {
+            typ: super::attr::AttrType(typ),
+            value,
+        })
     }
 }
 

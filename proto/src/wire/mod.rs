@@ -7,10 +7,14 @@
 pub mod attr;
 pub mod channel_data;
 pub mod encode;
+pub mod family;
 pub mod framing;
 pub mod message;
 
+pub use attr::AttrType;
+pub use channel_data::ChannelNumber;
 pub use encode::MessageEncoder;
+pub use family::{Family, PerFamily};
 pub use message::{Class, DecodeError, Message, Method, TransactionId, HEADER_LEN, MAGIC_COOKIE};
 
 /// What the first byte of a packet says it is.

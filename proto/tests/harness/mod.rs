@@ -21,6 +21,8 @@ pub const SECRET: &[u8] = b"rotation-secret-2";
 pub const OLD_SECRET: &[u8] = b"rotation-secret-1";
 pub const REALM: &str = "turnd.test";
 pub const T0: u64 = 1_800_000_000;
+/// The server address test clients send to.
+pub const SERVER_IP: &str = "192.0.2.1";
 
 pub struct Harness {
     pub server: Server,
@@ -62,6 +64,7 @@ pub fn client(n: u16) -> ClientId {
         transport: Transport::Udp,
         local: 0,
         remote: SocketAddr::new("192.0.2.50".parse().unwrap(), 40000 + n),
+        local_ip: SERVER_IP.parse().unwrap(),
     }
 }
 
@@ -90,7 +93,8 @@ impl Harness {
         TransactionId([self.next_tid; 12])
     }
 
-    /// Drains commands, binding relays like a shell would.
+    /// Drains commands, binding relays like a shell would, then checks the server's
+    /// invariants (`Server::check_invariants`).
     pub fn drain(&mut self) {
         while let Some(cmd) = self.server.poll_command() {
             match cmd {
@@ -110,6 +114,8 @@ impl Harness {
                 }
             }
         }
+        // Every rule test also checks the allocation table's invariants after each step.
+        self.server.check_invariants();
     }
 
     /// Sends a packet from `client`; returns the one response it drew, if any.
