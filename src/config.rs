@@ -862,6 +862,10 @@ impl Config {
         if !self.public_hosts.is_empty() {
             return self.public_hosts.clone();
         }
+        // With ACME the certificate names the host clients must use for turns: to verify.
+        if let Some(acme) = &self.acme {
+            return acme.domains.clone();
+        }
         [self.relay_v4, self.relay_v6]
             .iter()
             .flatten()
@@ -1036,6 +1040,18 @@ mod tests {
         );
         let unknown = format!("{:#}", Settings::from_toml("no_such_key = 1").unwrap_err());
         assert!(unknown.contains("no_such_key"), "{unknown}");
+    }
+
+    #[test]
+    fn acme_domains_are_the_client_hosts_without_public_host() {
+        let base = "acme_domain = \"turn.example.com\"\nacme_cache = \"/tmp/c\"\ntls_listen = \"127.0.0.1:5349\"\nrelay_ip = \"127.0.0.1\"\n";
+        let c = Config::from_settings(&settings(base)).unwrap();
+        assert_eq!(c.client_hosts(), ["turn.example.com"]);
+        let c = Config::from_settings(&settings(&format!(
+            "{base}public_host = \"relay.example.com\"\n"
+        )))
+        .unwrap();
+        assert_eq!(c.client_hosts(), ["relay.example.com"]);
     }
 
     #[test]

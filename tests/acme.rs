@@ -22,6 +22,10 @@ use turnd_proto::wire::{channel_data, Method};
 
 const DOMAIN: &str = "turnd.test";
 
+/// One test at a time: each runs a CA, a DNS server and a turnd, and the bystander flows'
+/// latency bound must measure turnd, not the other tests' load.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Whether pebble is here (installing it when root). Off CI without it: false, said aloud.
 fn have_pebble() -> bool {
     let found = || Command::new("pebble").arg("-h").output().is_ok();
@@ -231,8 +235,14 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     (r.status, r.body)
 }
 
-/// One metric series from turnd's /metrics, 0 when absent.
-fn metric(port: u16, series: &str) -> f64 {
+/// One metric series from turnd's /metrics, 0 when absent; turnd's log when it does not answer.
+fn metric(turnd: &Served, port: u16, series: &str) -> f64 {
+    if TcpStream::connect(("127.0.0.1", port)).is_err() {
+        panic!(
+            "turnd's metrics listener does not answer; its log:\n{}",
+            turnd.log()
+        );
+    }
     let (_, body) = http_get(port, "/metrics");
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -326,6 +336,7 @@ fn serve(http: u16, flags: &[String]) -> Served {
 /// once and makes no order.
 #[test]
 fn tls_alpn_01_gets_a_certificate_selftest_passes_and_the_cache_survives_a_restart() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !have_pebble() {
         return;
     }
@@ -349,13 +360,13 @@ fn tls_alpn_01_gets_a_certificate_selftest_passes_and_the_cache_survives_a_resta
     let turnd = serve(http, &flags);
     let success = "turnd_acme_renewals_total{result=\"success\"}";
     within(60, "the first certificate", || {
-        metric(metrics, success) == 1.0
+        metric(&turnd, metrics, success) == 1.0
     });
     turnd.wait_for_log("ACME order created");
     turnd.wait_for_log("challenge=\"tls-alpn-01\"");
     let root = pebble.issuing_root();
     selftest_tls(tls, &root);
-    let expiry = metric(metrics, "turnd_tls_certificate_expiry_seconds");
+    let expiry = metric(&turnd, metrics, "turnd_tls_certificate_expiry_seconds");
     let now = turnd::clock::unix_now() as f64;
     assert!(
         expiry > now + 3000.0 && expiry <= now + 3600.0,
@@ -379,7 +390,7 @@ fn tls_alpn_01_gets_a_certificate_selftest_passes_and_the_cache_survives_a_resta
         1,
         "a valid cached certificate makes no order"
     );
-    assert_eq!(metric(metrics, success), 0.0);
+    assert_eq!(metric(&turnd, metrics, success), 0.0);
     assert!(
         !turnd.log().contains("ACME order created"),
         "{}",
@@ -391,6 +402,7 @@ fn tls_alpn_01_gets_a_certificate_selftest_passes_and_the_cache_survives_a_resta
 /// HTTP-01 on turnd's HTTP listener (the port pebble's VA uses as port 80).
 #[test]
 fn http_01_gets_a_certificate_and_selftest_passes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !have_pebble() {
         return;
     }
@@ -413,7 +425,11 @@ fn http_01_gets_a_certificate_and_selftest_passes() {
     );
     let turnd = serve(http, &flags);
     within(60, "the first certificate", || {
-        metric(metrics, "turnd_acme_renewals_total{result=\"success\"}") == 1.0
+        metric(
+            &turnd,
+            metrics,
+            "turnd_acme_renewals_total{result=\"success\"}",
+        ) == 1.0
     });
     turnd.wait_for_log("HTTP-01 challenge answered");
     turnd.wait_for_log("challenge=\"http-01\"");
@@ -452,6 +468,7 @@ fn echo_peer() -> (
 /// new connections see each new certificate.
 #[test]
 fn renews_short_lived_certificates_while_a_tls_client_relays() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !have_pebble() {
         return;
     }
@@ -472,10 +489,10 @@ fn renews_short_lived_certificates_while_a_tls_client_relays() {
         cache.path(),
         "tls-alpn-01",
     );
-    let _turnd = serve(http, &flags);
+    let turnd = serve(http, &flags);
     let success = "turnd_acme_renewals_total{result=\"success\"}";
     within(60, "the first certificate", || {
-        metric(metrics, success) >= 1.0
+        metric(&turnd, metrics, success) >= 1.0
     });
     let root = pebble.issuing_root();
 
@@ -494,7 +511,7 @@ fn renews_short_lived_certificates_while_a_tls_client_relays() {
     let mut serials = vec![served_serial(tls, &root)];
     let (mut sent, mut echoed) = (0u64, 0u64);
     let deadline = Instant::now() + Duration::from_secs(75);
-    while metric(metrics, success) < 3.0 {
+    while metric(&turnd, metrics, success) < 3.0 {
         assert!(Instant::now() < deadline, "fewer than two renewals in 75 s");
         // Ten round trips through the relay on the long-lived connection, then a look at the
         // certificate new connections get.
@@ -536,6 +553,7 @@ fn renews_short_lived_certificates_while_a_tls_client_relays() {
 /// by itself once the CA is back.
 #[test]
 fn ca_down_keeps_relaying_reports_and_recovers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !have_pebble() {
         return;
     }
@@ -556,7 +574,11 @@ fn ca_down_keeps_relaying_reports_and_recovers() {
         turnd.log()
     );
     within(10, "a failure counted", || {
-        metric(metrics, "turnd_acme_renewals_total{result=\"failure\"}") >= 1.0
+        metric(
+            &turnd,
+            metrics,
+            "turnd_acme_renewals_total{result=\"failure\"}",
+        ) >= 1.0
     });
     let (status, ready) = http_get(http, "/readyz");
     let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
@@ -565,7 +587,10 @@ fn ca_down_keeps_relaying_reports_and_recovers() {
     let reason = ready["acme"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("TLS handshakes are refused"), "{reason}");
     assert!(ready["acme"]["last_error"].as_str().is_some(), "{ready}");
-    assert_eq!(metric(metrics, "turnd_tls_certificate_expiry_seconds"), 0.0);
+    assert_eq!(
+        metric(&turnd, metrics, "turnd_tls_certificate_expiry_seconds"),
+        0.0
+    );
     // TLS: refused with an alert, at once.
     let Err(e) = tls_to(tls, DOMAIN, &https_ca) else {
         panic!("a TLS handshake succeeded without a certificate");
@@ -593,7 +618,11 @@ fn ca_down_keeps_relaying_reports_and_recovers() {
     });
     std::fs::copy(&pebble.https_ca, &https_ca).unwrap();
     within(60, "recovery", || {
-        metric(metrics, "turnd_acme_renewals_total{result=\"success\"}") == 1.0
+        metric(
+            &turnd,
+            metrics,
+            "turnd_acme_renewals_total{result=\"success\"}",
+        ) == 1.0
     });
     selftest_tls(tls, &pebble.issuing_root());
     let (_, ready) = http_get(http, "/readyz");
@@ -610,6 +639,7 @@ fn ca_down_keeps_relaying_reports_and_recovers() {
 /// log and /readyz, the failure is counted, and turnd keeps relaying without a certificate.
 #[test]
 fn a_refused_order_is_logged_with_the_cas_words_and_counted() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !have_pebble() {
         return;
     }
@@ -638,7 +668,11 @@ fn a_refused_order_is_logged_with_the_cas_words_and_counted() {
     assert!(log.contains("rejectedIdentifier"), "{log}");
     assert!(log.contains(DOMAIN), "{log}");
     within(10, "a failure counted", || {
-        metric(metrics, "turnd_acme_renewals_total{result=\"failure\"}") >= 1.0
+        metric(
+            &turnd,
+            metrics,
+            "turnd_acme_renewals_total{result=\"failure\"}",
+        ) >= 1.0
     });
     let (_, ready) = http_get(http, "/readyz");
     let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
