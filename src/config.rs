@@ -288,6 +288,38 @@ pub struct Settings {
     /// (0 = no limit) [default: 64].
     #[arg(long, env = "TURND_HTTP_MAX_CONNECTIONS_PER_IP")]
     pub http_max_connections_per_ip: Option<u32>,
+
+    /// DNS name to get a certificate for from an ACME CA (Let's Encrypt), repeatable; turns
+    /// built-in ACME on for the TLS listeners (instead of tls_cert/tls_key).
+    #[arg(
+        long,
+        env = "TURND_ACME_DOMAIN",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub acme_domain: Option<Vec<String>>,
+
+    /// Contact e-mail for the ACME account (expiry warnings from the CA) [default: none].
+    #[arg(long, env = "TURND_ACME_EMAIL", value_name = "ADDRESS")]
+    pub acme_email: Option<String>,
+
+    /// ACME directory URL, or `letsencrypt` / `letsencrypt-staging` [default: letsencrypt].
+    #[arg(long, env = "TURND_ACME_DIRECTORY", value_name = "URL")]
+    pub acme_directory: Option<String>,
+
+    /// Directory for the ACME account key and certificates; must survive restarts (a volume).
+    #[arg(long, env = "TURND_ACME_CACHE", value_name = "DIR")]
+    pub acme_cache: Option<PathBuf>,
+
+    /// Extra PEM root to trust for the ACME server's HTTPS (a private or test CA).
+    #[arg(long, env = "TURND_ACME_CA_ROOT", value_name = "FILE")]
+    pub acme_ca_root: Option<PathBuf>,
+
+    /// ACME challenge: `tls-alpn-01` (on a TLS listener, port 443) or `http-01` (on
+    /// http_listen, port 80) [default: tls-alpn-01].
+    #[arg(long, env = "TURND_ACME_CHALLENGE", value_name = "TYPE")]
+    pub acme_challenge: Option<String>,
 }
 
 /// A repeatable key in the TOML file takes a list or, for one value, a plain string:
@@ -455,6 +487,9 @@ pub struct Config {
     pub http_idle_timeout: std::time::Duration,
     pub http_max_connections: u32,
     pub http_max_connections_per_ip: u32,
+
+    /// Built-in ACME, when `acme_domain` is set.
+    pub acme: Option<crate::acme::AcmeConfig>,
 }
 
 pub const DEFAULT_LISTEN: [&str; 2] = ["0.0.0.0:3478", "[::]:3478"];
@@ -630,7 +665,9 @@ impl Config {
             http_idle_timeout,
             http_max_connections,
         } = http_edge(s)?;
+        let acme = crate::acme::settings::acme(s, &tls_listen, tls_files.is_some(), http_listen)?;
         Ok(Config {
+            acme,
             max_allocations_per_address,
             http_header_timeout,
             http_body_timeout,
@@ -688,6 +725,10 @@ impl Config {
     pub fn client_hosts(&self) -> Vec<String> {
         if !self.public_hosts.is_empty() {
             return self.public_hosts.clone();
+        }
+        // With ACME the certificate names the host clients must use for turns: to verify.
+        if let Some(acme) = &self.acme {
+            return acme.domains.clone();
         }
         [self.relay_v4, self.relay_v6]
             .iter()
@@ -932,7 +973,8 @@ fn tls(s: &Settings, relay_ports: &RangeInclusive<u16>) -> Result<Tls> {
     )?;
     let tls_files = match (&s.tls_cert, &s.tls_key) {
         (Some(c), Some(k)) => Some((c.clone(), k.clone())),
-        (None, None) if tls_listen.is_empty() => None,
+        // With ACME, the certificate comes from the CA.
+        (None, None) if tls_listen.is_empty() || s.acme_domain.is_some() => None,
         (None, None) => bail!("tls_cert: tls_listen needs tls_cert and tls_key"),
         (None, Some(_)) => bail!("tls_cert: tls_key is set but tls_cert is not"),
         (Some(_), None) => bail!("tls_key: tls_cert is set but tls_key is not"),
@@ -1201,6 +1243,18 @@ mod tests {
         );
         let unknown = format!("{:#}", Settings::from_toml("no_such_key = 1").unwrap_err());
         assert!(unknown.contains("no_such_key"), "{unknown}");
+    }
+
+    #[test]
+    fn acme_domains_are_the_client_hosts_without_public_host() {
+        let base = "acme_domain = \"turn.example.com\"\nacme_cache = \"/tmp/c\"\ntls_listen = \"127.0.0.1:5349\"\nrelay_ip = \"127.0.0.1\"\n";
+        let c = Config::from_settings(&settings(base)).unwrap();
+        assert_eq!(c.client_hosts(), ["turn.example.com"]);
+        let c = Config::from_settings(&settings(&format!(
+            "{base}public_host = \"relay.example.com\"\n"
+        )))
+        .unwrap();
+        assert_eq!(c.client_hosts(), ["relay.example.com"]);
     }
 
     #[test]

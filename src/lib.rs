@@ -4,6 +4,7 @@
 //! configuration ([`config`]), sockets and the per-core workers ([`relay`]), start-up and
 //! shutdown ([`serve`]), configuration reload ([`reload`]), and the command line (`main.rs`, thin, over [`cli`]).
 
+pub mod acme;
 pub mod certs;
 pub mod cli;
 pub mod clock;

@@ -117,6 +117,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         }
     };
     check("realm", old.realm != new.realm);
+    check("acme_*", old.acme != new.acme);
     check("listen", old.listen != new.listen);
     check(
         "relay_ip/external_ip",

@@ -37,6 +37,8 @@ pub struct Running {
     pub metrics: Option<crate::http::HttpServer>,
     /// The TLS certificate, reloadable.
     pub certs: Option<Arc<CertStore>>,
+    /// Built-in ACME, when configured.
+    pub acme: Option<Arc<crate::acme::Acme>>,
     /// Worker threads currently in their loop.
     pub workers_running: Arc<AtomicUsize>,
     /// The periodic self-probe's latest result.
@@ -290,9 +292,23 @@ fn fit_fd_limit(config: &Config) -> crate::fdlimit::Plan {
 /// Binds and starts the relay.
 pub fn start(config: &Config) -> Result<Running> {
     // Certificates are read before anything is bound: a bad file fails start-up cleanly.
-    let certs = match &config.tls_files {
-        Some((cert, key)) => Some(CertStore::load(cert, key)?),
-        None => None,
+    let acme = config.acme.as_ref().map(|c| {
+        let challenges = Arc::new(crate::acme::challenges::Challenges::default());
+        let store = CertStore::for_acme(challenges.clone());
+        // A valid cached certificate is served from the first handshake, and no order is made
+        // until its renewal time.
+        crate::acme::manager::load_cached(c, &store);
+        Arc::new(crate::acme::Acme {
+            config: c.clone(),
+            status: Default::default(),
+            challenges,
+            store,
+        })
+    });
+    let certs = match (&config.tls_files, &acme) {
+        (Some((cert, key)), _) => Some(CertStore::load(cert, key)?),
+        (None, Some(a)) => Some(a.store.clone()),
+        (None, None) => None,
     };
     let tls_config = certs.clone().map(crate::tls::server_config).transpose()?;
     let fds = fit_fd_limit(config);
@@ -390,6 +406,7 @@ pub fn start(config: &Config) -> Result<Running> {
                 probe: probe.clone(),
                 ledger: ledger.clone(),
                 ipv6_source_prefix: config.ipv6_source_prefix,
+                acme: acme.clone(),
             });
             let server = crate::http::start(addr, state.clone(), edge_limits, edge_stats.clone())?;
             (Some(server), Some(state))
@@ -400,6 +417,7 @@ pub fn start(config: &Config) -> Result<Running> {
             udp: udp.first().copied(),
             tls: tls.first().copied(),
             live: live.clone(),
+            certs: certs.clone(),
         };
         threads.push(crate::selftest::probe::spawn(
             plan,
@@ -418,6 +436,8 @@ pub fn start(config: &Config) -> Result<Running> {
                 connections: connections.clone(),
                 probe: probe.clone(),
                 http_edge: edge_stats.clone(),
+                certs: certs.clone(),
+                acme: acme.clone(),
             });
             let registry = crate::metrics::exposition::registry(sources);
             Some(crate::http::serve_router(
@@ -429,7 +449,18 @@ pub fn start(config: &Config) -> Result<Running> {
             )?)
         }
     };
+    // After the listeners: the TLS-ALPN-01 and HTTP-01 challenges need them up.
+    if let Some(a) = &acme {
+        threads.push(crate::acme::manager::spawn(
+            a.config.clone(),
+            a.store.clone(),
+            a.challenges.clone(),
+            a.status.clone(),
+            shutdown.clone(),
+        )?);
+    }
     Ok(Running {
+        acme,
         udp,
         tls,
         ledger,

@@ -160,6 +160,37 @@ fn shipped_config_file_is_valid() {
     assert!(err.contains("nonexistent"), "{err}");
 }
 
+/// `turnd check-config` catches ACME mistakes before start: a name that is not a DNS name,
+/// a directory that is not https, no cache, and accepts a complete ACME configuration.
+#[test]
+fn check_config_catches_acme_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("turnd.toml");
+    let base = "secret = \"a-long-enough-test-secret\"\ntls_listen = \"127.0.0.1:0\"\n";
+    for (extra, key) in [
+        ("acme_domain = \"not a name\"\nacme_cache = \"/tmp/c\"", "acme_domain:"),
+        ("acme_domain = \"10.0.0.1\"\nacme_cache = \"/tmp/c\"", "acme_domain:"),
+        (
+            "acme_domain = \"turn.example.com\"\nacme_cache = \"/tmp/c\"\nacme_directory = \"http://ca.example.com/dir\"",
+            "acme_directory:",
+        ),
+        ("acme_domain = \"turn.example.com\"", "acme_cache:"),
+    ] {
+        std::fs::write(&file, format!("{base}{extra}\n")).unwrap();
+        let (code, _, err) = turnd(&["check-config", file.to_str().unwrap()]);
+        assert_ne!(code, 0, "{extra}");
+        assert!(err.contains(key), "{extra}: {err}");
+    }
+    std::fs::write(
+        &file,
+        format!("{base}acme_domain = \"turn.example.com\"\nacme_cache = \"/tmp/c\"\n"),
+    )
+    .unwrap();
+    let (code, out, err) = turnd(&["check-config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok"), "{out}");
+}
+
 /// SIGTERM and SIGINT stop `turnd serve` cleanly: exit status 0, promptly.
 #[test]
 fn sigterm_and_sigint_stop_cleanly() {

@@ -188,6 +188,7 @@ mod tests {
             probe: Default::default(),
             ledger: Arc::new(turnd_proto::server::ledger::Ledger::new(0, 0)),
             ipv6_source_prefix: 64,
+            acme: None,
         }
     }
 

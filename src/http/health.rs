@@ -36,6 +36,7 @@ pub async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, Json<Va
                 "consecutive_failures": probe.consecutive_failures.load(Ordering::Relaxed),
                 "last_cause": probe.last_cause.lock().map(|c| c.clone()).unwrap_or_default(),
             },
+            "acme": state.acme.as_ref().map(|a| a.readiness()),
         })),
     )
 }

@@ -3,6 +3,7 @@
 //! tokio runtime, so nothing here shares a thread with the relay workers.
 
 pub mod access;
+pub mod acme;
 pub mod credentials;
 pub mod edge;
 pub mod error;
@@ -36,6 +37,8 @@ pub struct HttpState {
     pub ledger: Arc<turnd_proto::server::ledger::Ledger>,
     /// How anonymous credentials' identities count IPv6 clients (see [`identity`]).
     pub ipv6_source_prefix: u8,
+    /// Built-in ACME: HTTP-01 answers and `/readyz`'s certificate state.
+    pub acme: Option<Arc<crate::acme::Acme>>,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -88,6 +91,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
             get(health::healthz).fallback(method_not_allowed),
         )
         .route("/readyz", get(health::readyz).fallback(method_not_allowed))
+        .route(
+            "/.well-known/acme-challenge/{token}",
+            get(acme::http01).fallback(method_not_allowed),
+        )
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(state)

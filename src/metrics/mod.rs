@@ -34,6 +34,10 @@ pub struct Sources {
     pub probe: Arc<crate::selftest::probe::ProbeState>,
     /// The HTTP listeners' connection counters.
     pub http_edge: Arc<crate::http::edge::EdgeStats>,
+    /// The TLS certificate, for its expiry.
+    pub certs: Option<Arc<crate::tls::CertStore>>,
+    /// Built-in ACME, for its renewals.
+    pub acme: Option<Arc<crate::acme::Acme>>,
 }
 
 impl Sources {
@@ -272,6 +276,34 @@ impl Collector for Sources {
             .http
             .as_ref()
             .map_or(0, |h| h.credentials_issued.load(Ordering::Relaxed));
+        // The families are always described; their series only exist with a certificate /
+        // with ACME: an absent series is "no TLS", not "expired in 1970".
+        let m = e.encode_descriptor(
+            TLS_CERTIFICATE_EXPIRY_SECONDS,
+            help(TLS_CERTIFICATE_EXPIRY_SECONDS),
+            None,
+            MetricType::Gauge,
+        )?;
+        if let Some((_, not_after)) = self.certs.as_ref().and_then(|c| c.validity()) {
+            let secs = not_after
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            ConstGauge::new(secs as i64).encode(m)?;
+        }
+        let rows = self.acme.as_ref().map(|a| {
+            let st = &a.status;
+            [
+                ("success", st.succeeded.load(Ordering::Relaxed)),
+                ("failure", st.failed.load(Ordering::Relaxed)),
+                ("rate_limited", st.rate_limited.load(Ordering::Relaxed)),
+            ]
+        });
+        counters(
+            e,
+            ACME_RENEWALS_TOTAL,
+            "result",
+            rows.as_ref().map_or(&[][..], |r| &r[..]),
+        )?;
         counter(e, CREDENTIALS_ISSUED_TOTAL, issued)?;
         let edge = &self.http_edge;
         let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);

@@ -29,6 +29,8 @@ pub const SELFTEST_SUCCESS: &str = "turnd_selftest_success";
 pub const SELFTEST_RTT_SECONDS: &str = "turnd_selftest_rtt_seconds";
 pub const SELFTEST_RUNS_TOTAL: &str = "turnd_selftest_runs_total";
 pub const CREDENTIALS_ISSUED_TOTAL: &str = "turnd_credentials_issued_total";
+pub const TLS_CERTIFICATE_EXPIRY_SECONDS: &str = "turnd_tls_certificate_expiry_seconds";
+pub const ACME_RENEWALS_TOTAL: &str = "turnd_acme_renewals_total";
 pub const HTTP_CONNECTIONS_OPEN: &str = "turnd_http_connections_open";
 pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "turnd_http_connections_refused_total";
 pub const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "turnd_http_connections_closed_total";
@@ -63,6 +65,8 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (SELFTEST_RTT_SECONDS, "gauge", "Round-trip time through the relay measured by the last passing self-probe (worst transport's median)."),
     (SELFTEST_RUNS_TOTAL, "counter", "Self-probes run."),
     (CREDENTIALS_ISSUED_TOTAL, "counter", "Credentials minted by the HTTP API."),
+    (TLS_CERTIFICATE_EXPIRY_SECONDS, "gauge", "When the TLS certificate served now expires, Unix seconds (notAfter); absent without TLS or before ACME's first certificate."),
+    (ACME_RENEWALS_TOTAL, "counter", "ACME orders (first certificate and renewals), by `result` (success, failure, rate_limited: the CA refused for a rate limit)."),
     (HTTP_CONNECTIONS_OPEN, "gauge", "Connections held by the HTTP listeners (credential API and metrics)."),
     (HTTP_CONNECTIONS_REFUSED_TOTAL, "counter", "HTTP connections closed as soon as accepted, by `reason` (per_address: the client holds http_max_connections_per_ip; full: the listener is full and the newcomer sent nothing within 250 ms, or every held connection is busy), or not accepted (accept_error: out of file descriptors)."),
     (HTTP_CONNECTIONS_CLOSED_TOTAL, "counter", "HTTP connections closed by turnd, by `reason` (header_timeout, body_timeout: answered 408, idle_timeout, evicted: the listener was full and this was its longest-waiting idle connection)."),

@@ -57,6 +57,9 @@ pub struct ProbePlan {
     pub tls: Option<SocketAddr>,
     /// The minting secret is read from here on each probe, so a rotation applies at once.
     pub live: std::sync::Arc<crate::reload::Live>,
+    /// The TLS certificate: TLS is not probed while ACME has not delivered one yet (the
+    /// refusal is expected and `/readyz` reports it under `acme`; UDP and TCP still count).
+    pub certs: Option<std::sync::Arc<crate::tls::CertStore>>,
 }
 
 /// Runs one probe over every transport and records the result.
@@ -80,7 +83,8 @@ pub fn probe_once(plan: &ProbePlan, state: &ProbeState) {
             targets.push((kind, reachable(a)));
         }
     }
-    if let Some(a) = plan.tls {
+    let tls_served = plan.certs.as_ref().is_none_or(|c| c.has_certificate());
+    if let Some(a) = plan.tls.filter(|_| tls_served) {
         targets.push((Kind::Tls, reachable(a)));
     }
     let mut failure = None;

@@ -26,7 +26,13 @@ pub fn spawn_serve_limited(
     stderr: std::process::Stdio,
     nofile: Option<(u64, u64)>,
 ) -> (std::process::Child, u16, u16) {
-    let (udp, http) = (free_port(), free_port());
+    // A caller that must know the HTTP port beforehand (an ACME CA validating HTTP-01 on it)
+    // passes `--http-listen 127.0.0.1:PORT` itself.
+    let given_http = extra
+        .iter()
+        .position(|a| *a == "--http-listen")
+        .and_then(|i| extra.get(i + 1)?.rsplit_once(':')?.1.parse().ok());
+    let (udp, http) = (free_port(), given_http.unwrap_or_else(free_port));
     let mut command = Command::new(env!("CARGO_BIN_EXE_turnd"));
     if let Some((soft, hard)) = nofile {
         use std::os::unix::process::CommandExt;
@@ -45,13 +51,12 @@ pub fn spawn_serve_limited(
         }
     }
     let child = command
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{udp}"),
-            "--http-listen",
-            &format!("127.0.0.1:{http}"),
-        ])
+        .args(["serve", "--listen", &format!("127.0.0.1:{udp}")])
+        .args(if given_http.is_some() {
+            vec![]
+        } else {
+            vec!["--http-listen".to_owned(), format!("127.0.0.1:{http}")]
+        })
         // Off unless the test asks for a metrics listener.
         .args(if extra.contains(&"--metrics-listen") {
             &[][..]
