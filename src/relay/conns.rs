@@ -30,6 +30,11 @@ const BYTES_PER_TURN: usize = 64 * 1024;
 const PAUSE_AT: usize = 64 * 1024;
 /// ...until they drain to this.
 const RESUME_AT: usize = 16 * 1024;
+/// Data from peers is queued for a stream client only while its queue holds less than this;
+/// past it, the datagram is dropped, as the network would drop it on a UDP path. Without this
+/// a peer sending faster than the client's link drains would keep the queue above
+/// [`RESUME_AT`] and so keep the client paused: its own requests and upstream data unread.
+pub(super) const PEER_DATA_QUEUE_MAX: usize = RESUME_AT;
 /// Connections accepted from one listener per turn; the rest wait for the next turn.
 const ACCEPTS_PER_TURN: usize = 64;
 

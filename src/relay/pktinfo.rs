@@ -88,8 +88,12 @@ pub fn destination(hdr: &libc::msghdr) -> Option<IpAddr> {
                             as usize =>
                 {
                     let info = std::ptr::read_unaligned(data as *const libc::in_pktinfo);
+                    // ipi_spec_dst, not ipi_addr: the local address a reply leaves from. For a
+                    // unicast datagram it is the header's destination; for one sent to a
+                    // broadcast address it is the interface's own (a broadcast address cannot
+                    // be a source).
                     return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                        info.ipi_addr.s_addr,
+                        info.ipi_spec_dst.s_addr,
                     ))));
                 }
                 (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO)

@@ -402,7 +402,8 @@ impl Worker {
             };
             if out.client.transport.is_stream() {
                 if let Some(Some(c)) = self.conns.get_mut(out.client.local as usize) {
-                    if c.client == out.client {
+                    // A full queue drops peer data rather than pausing the client (conns.rs).
+                    if c.client == out.client && c.queued() < super::conns::PEER_DATA_QUEUE_MAX {
                         c.send(&slot[out.range]);
                         stream_client = Some(out.client.local as usize);
                     }

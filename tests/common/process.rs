@@ -32,7 +32,23 @@ pub fn spawn_serve_limited(
         .iter()
         .position(|a| *a == "--http-listen")
         .and_then(|i| extra.get(i + 1)?.rsplit_once(':')?.1.parse().ok());
-    let (udp, http) = (free_port(), given_http.unwrap_or_else(free_port));
+    // The relay range the child will use (turnd's default unless given): a listen port inside
+    // it is a start-up error, and free ports come from the kernel's ephemeral range, which
+    // overlaps turnd's default range.
+    let relay = extra
+        .iter()
+        .position(|a| *a == "--relay-ports")
+        .and_then(|i| extra.get(i + 1))
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(lo, hi)| Some(lo.parse::<u16>().ok()?..=hi.parse::<u16>().ok()?))
+        .unwrap_or(49152..=65535);
+    let outside = || {
+        (0..1000)
+            .map(|_| free_port())
+            .find(|p| !relay.contains(p))
+            .expect("a free port outside the relay range")
+    };
+    let (udp, http) = (outside(), given_http.unwrap_or_else(outside));
     let mut command = Command::new(env!("CARGO_BIN_EXE_turnd"));
     if let Some((soft, hard)) = nofile {
         use std::os::unix::process::CommandExt;
@@ -151,7 +167,16 @@ impl Served {
             http,
             log,
         };
-        wait_ready(http);
+        // As `wait_ready`, but a turnd that never gets ready shows its log.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while readyz(http) != Some(200) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "turnd never became ready; its log:\n{}",
+                served.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         served
     }
 

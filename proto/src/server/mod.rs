@@ -403,7 +403,9 @@ impl Server {
             // sweep that will never come (nothing is left to schedule one).
             self.stats.permissions_active = 0;
             self.stats.channels_active = 0;
-            None
+            // An EVEN-PORT reservation outlives the allocation that made it; its expiry is
+            // swept here, so keep sweeping while any is held.
+            (self.ledger.reservations() > 0).then(|| now.mono + SWEEP_INTERVAL)
         } else {
             Some(now.mono + SWEEP_INTERVAL)
         };
