@@ -331,6 +331,49 @@ fn serve(http: u16, flags: &[String]) -> Served {
     Served::start(&args)
 }
 
+/// A pebble and a turnd getting its certificate from it, on fresh loopback ports.
+struct Rig {
+    tls: u16,
+    http: u16,
+    metrics: u16,
+    pebble: Pebble,
+    /// turnd's ACME cache (kept for a restart on the same cache).
+    cache: tempfile::TempDir,
+    /// turnd's flags (for that restart).
+    flags: Vec<String>,
+    turnd: Served,
+}
+
+fn rig(validity_secs: u64, blocklist: &'static [&'static str], challenge: &str) -> Rig {
+    let (tls, http, metrics, acme) = (free_port(), free_port(), free_port(), free_port());
+    let pebble = Pebble::start(&PebbleSetup {
+        http_port: http,
+        tls_port: tls,
+        validity_secs,
+        acme_port: acme,
+        blocklist,
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let flags = acme_flags(
+        tls,
+        metrics,
+        acme,
+        &pebble.https_ca,
+        cache.path(),
+        challenge,
+    );
+    let turnd = serve(http, &flags);
+    Rig {
+        tls,
+        http,
+        metrics,
+        pebble,
+        cache,
+        flags,
+        turnd,
+    }
+}
+
 /// TLS-ALPN-01 on turnd's TLS listener, `turnd selftest --transport tls` trusting only
 /// pebble's root, the metrics; then a restart with the cache serves the same certificate at
 /// once and makes no order.
@@ -340,24 +383,15 @@ fn tls_alpn_01_gets_a_certificate_selftest_passes_and_the_cache_survives_a_resta
     if !have_pebble() {
         return;
     }
-    let (tls, http, metrics, acme) = (free_port(), free_port(), free_port(), free_port());
-    let pebble = Pebble::start(&PebbleSetup {
-        http_port: http,
-        tls_port: tls,
-        validity_secs: 3600,
-        acme_port: acme,
-        blocklist: &[],
-    });
-    let cache = tempfile::tempdir().unwrap();
-    let flags = acme_flags(
+    let Rig {
         tls,
+        http,
         metrics,
-        acme,
-        &pebble.https_ca,
-        cache.path(),
-        "tls-alpn-01",
-    );
-    let turnd = serve(http, &flags);
+        pebble,
+        cache: _cache,
+        flags,
+        turnd,
+    } = rig(3600, &[], "tls-alpn-01");
     let success = "turnd_acme_renewals_total{result=\"success\"}";
     within(60, "the first certificate", || {
         metric(&turnd, metrics, success) == 1.0
@@ -406,24 +440,15 @@ fn http_01_gets_a_certificate_and_selftest_passes() {
     if !have_pebble() {
         return;
     }
-    let (tls, http, metrics, acme) = (free_port(), free_port(), free_port(), free_port());
-    let pebble = Pebble::start(&PebbleSetup {
-        http_port: http,
-        tls_port: tls,
-        validity_secs: 3600,
-        acme_port: acme,
-        blocklist: &[],
-    });
-    let cache = tempfile::tempdir().unwrap();
-    let flags = acme_flags(
+    let Rig {
         tls,
+        http,
         metrics,
-        acme,
-        &pebble.https_ca,
-        cache.path(),
-        "http-01",
-    );
-    let turnd = serve(http, &flags);
+        pebble,
+        cache: _cache,
+        flags: _flags,
+        turnd,
+    } = rig(3600, &[], "http-01");
     within(60, "the first certificate", || {
         metric(
             &turnd,
@@ -472,24 +497,15 @@ fn renews_short_lived_certificates_while_a_tls_client_relays() {
     if !have_pebble() {
         return;
     }
-    let (tls, http, metrics, acme) = (free_port(), free_port(), free_port(), free_port());
-    let pebble = Pebble::start(&PebbleSetup {
-        http_port: http,
-        tls_port: tls,
-        validity_secs: 15,
-        acme_port: acme,
-        blocklist: &[],
-    });
-    let cache = tempfile::tempdir().unwrap();
-    let flags = acme_flags(
+    let Rig {
         tls,
+        http: _http,
         metrics,
-        acme,
-        &pebble.https_ca,
-        cache.path(),
-        "tls-alpn-01",
-    );
-    let turnd = serve(http, &flags);
+        pebble,
+        cache: _cache,
+        flags: _flags,
+        turnd,
+    } = rig(15, &[], "tls-alpn-01");
     let success = "turnd_acme_renewals_total{result=\"success\"}";
     within(60, "the first certificate", || {
         metric(&turnd, metrics, success) >= 1.0
@@ -643,24 +659,15 @@ fn a_refused_order_is_logged_with_the_cas_words_and_counted() {
     if !have_pebble() {
         return;
     }
-    let (tls, http, metrics, acme) = (free_port(), free_port(), free_port(), free_port());
-    let pebble = Pebble::start(&PebbleSetup {
-        http_port: http,
-        tls_port: tls,
-        validity_secs: 3600,
-        acme_port: acme,
-        blocklist: &[DOMAIN],
-    });
-    let cache = tempfile::tempdir().unwrap();
-    let flags = acme_flags(
-        tls,
+    let Rig {
+        tls: _tls,
+        http,
         metrics,
-        acme,
-        &pebble.https_ca,
-        cache.path(),
-        "tls-alpn-01",
-    );
-    let turnd = serve(http, &flags);
+        pebble: _pebble,
+        cache: _cache,
+        flags: _flags,
+        turnd,
+    } = rig(3600, &[DOMAIN], "tls-alpn-01");
     turnd.wait_for_log("ACME order failed");
     let log = turnd.log();
     assert!(log.contains("the CA refused the order"), "{log}");
