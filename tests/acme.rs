@@ -251,13 +251,7 @@ fn metric(turnd: &Served, port: u16, series: &str) -> f64 {
 
 /// A REST credential for the child turnd's secret.
 fn rest(user: &str) -> (String, String) {
-    let c = turnd_proto::auth::mint_rest_credential(
-        common::process::SECRET.as_bytes(),
-        user,
-        turnd::clock::unix_now(),
-        600,
-    );
-    (c.username, c.password)
+    common::process::rest(user)
 }
 
 /// Waits (bounded) until `f` holds.

@@ -143,14 +143,9 @@ fn hostile(rng: &mut StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
 
 /// Relays one message between two fresh clients of `turnd`: the service still works.
 fn relay_still_works(turnd: &Served) {
-    let c = turnd_proto::auth::mint_rest_credential(
-        common::process::SECRET.as_bytes(),
-        "after",
-        turnd::clock::unix_now(),
-        600,
-    );
-    let mut a = UdpTurnClient::new(turnd.addr(), &c.username, &c.password);
-    let mut b = UdpTurnClient::new(turnd.addr(), &c.username, &c.password);
+    let (user, pass) = common::process::rest("after");
+    let mut a = UdpTurnClient::new(turnd.addr(), &user, &pass);
+    let mut b = UdpTurnClient::new(turnd.addr(), &user, &pass);
     let (ra, rb) = (a.allocate(), b.allocate());
     for (x, peer) in [(&mut a, rb), (&mut b, ra)] {
         let r = x.request(Method::CREATE_PERMISSION, &[Attr::Peer(peer)]);

@@ -454,15 +454,7 @@ fn flood_with_probes() -> common::flow::FlowReport {
     );
     served.wait_for_log("open-file limit is too low");
     let http: SocketAddr = ([127, 0, 0, 1], served.http).into();
-    let mint = |user: &str| {
-        let c = turnd_proto::auth::mint_rest_credential(
-            common::process::SECRET.as_bytes(),
-            user,
-            turnd::clock::unix_now(),
-            600,
-        );
-        (c.username, c.password)
-    };
+    let mint = common::process::rest;
     let (u, p) = mint("bystander");
     let flow = Flow::start(served.addr(), FlowTransport::Udp, &u, &p);
 

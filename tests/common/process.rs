@@ -6,6 +6,17 @@ use std::process::Command;
 /// The secret `spawn_serve` passes, unless a config file is given.
 pub const SECRET: &str = "a-long-test-secret";
 
+/// A REST credential for `user`, valid 600 s, minted with the secret `spawn_serve` passes.
+pub fn rest(user: &str) -> (String, String) {
+    let c = turnd_proto::auth::mint_rest_credential(
+        SECRET.as_bytes(),
+        user,
+        turnd::clock::unix_now(),
+        600,
+    );
+    (c.username, c.password)
+}
+
 /// A free loopback port (bound and released; the tiny race is acceptable in a test).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
