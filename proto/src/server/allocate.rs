@@ -108,6 +108,7 @@ impl Server {
             additional_family_refused: plan.additional_refused,
             request_fingerprint: req.fingerprint,
             reservation: None,
+            usage: Default::default(),
         });
         for (family, _) in plan.families.each().filter(|(_, wanted)| **wanted) {
             // Only the first family honours EVEN-PORT; an additional IPv6 relay takes any port.

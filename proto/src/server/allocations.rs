@@ -302,6 +302,7 @@ mod tests {
             additional_family_refused: false,
             request_fingerprint: false,
             reservation: None,
+            usage: Default::default(),
         }
     }
 

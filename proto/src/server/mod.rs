@@ -40,6 +40,7 @@ mod relay_path;
 mod requests;
 mod respond;
 pub(crate) mod source_limit;
+pub mod usage;
 
 use crate::auth::{Credentials, NonceIssuer};
 use crate::policy::PeerPolicy;
