@@ -331,4 +331,22 @@ fn a_ca_certificate_served_as_the_leaf_is_explained_in_one_line() {
     let cause = tls["cause"].as_str().unwrap_or_default();
     assert!(cause.contains(turnd::certs::CA_AS_LEAF), "{tls:#}");
     assert_eq!(cause.lines().count(), 1, "{cause}");
+
+    // The operator who never runs the self-test reads the same line in turnd's log at start.
+    let served = common::process::Served::start(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        dir.path().join("cert.pem").to_str().unwrap(),
+        "--tls-key",
+        dir.path().join("key.pem").to_str().unwrap(),
+    ]);
+    served.wait_for_log(turnd::certs::CA_AS_LEAF);
+    let line = served
+        .log()
+        .lines()
+        .find(|l| l.contains(turnd::certs::CA_AS_LEAF))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("cert.pem"), "names the file: {line}");
 }
