@@ -352,6 +352,8 @@ pub fn start(config: &Config) -> Result<Running> {
             seed: rand::rngs::OsRng.next_u64(),
             error_rate_per_source: config.error_rate_per_source,
             ipv6_source_prefix: config.ipv6_source_prefix,
+            stun_alternate: None,
+            udp_listeners: udp.clone(),
         };
         let server = Server::new(server_config, ledger.clone());
         let streams = StreamSetup {
