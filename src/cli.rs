@@ -385,6 +385,11 @@ pub fn configured_listeners(config: &Config) -> Listeners {
         tcp: udp.clone(),
         udp,
         tls,
+        // A port of 0 is only known once bound.
+        stun_alternate: config
+            .stun_alternate
+            .filter(|a| config.stun_alternate_url && a.alternate.port() != 0)
+            .map(|a| a.alternate),
     }
 }
 

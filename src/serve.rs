@@ -464,6 +464,10 @@ pub fn start(config: &Config) -> Result<Running> {
         udp: ports(&udp),
         tcp: ports(&udp),
         tls: ports(&tls),
+        stun_alternate: alternate
+            .as_ref()
+            .filter(|_| config.stun_alternate_url)
+            .map(|a| a.proto.alternate),
     };
     let live = crate::reload::Live::new(crate::reload::LiveSettings::from_config(config));
     let (http, http_state) = match config.http_listen {

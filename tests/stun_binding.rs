@@ -48,9 +48,17 @@ fn address(msg: &Message<'_>, typ: u16) -> Option<SocketAddr> {
 fn rfc5780_answers_come_from_the_socket_change_request_asks_for() {
     let mut s = settings();
     s.stun_alternate = Some("127.0.0.2:0".into());
+    s.stun_alternate_url = Some(true);
     let turnd = start(s);
     let alt = turnd.running.stun_alternate.expect("RFC 5780 on");
     assert_eq!(alt.primary, turnd.addr);
+    // `stun_alternate_url`: the credential endpoints hand out the alternate STUN URL too.
+    let url = format!("stun:127.0.0.2:{}", alt.alternate.port());
+    for target in ["/api/v1/credentials", "/api/v1/ice-servers"] {
+        let r = common::get(turnd.http(), target);
+        assert_eq!(r.status, 200, "{target}");
+        assert!(r.body.contains(&url), "{target}: {}", r.body);
+    }
     let [p, alt_ip, alt_port, both] = alt.addresses();
     let sock = udp();
     let me = sock.local_addr().unwrap();
@@ -154,6 +162,8 @@ fn tcp_ask(to: SocketAddr, req: &[u8]) -> Vec<u8> {
 fn without_an_alternate_change_is_420_and_old_clients_are_answered() {
     let turnd = start(settings());
     assert!(turnd.running.stun_alternate.is_none());
+    let r = common::get(turnd.http(), "/api/v1/ice-servers");
+    assert!(!r.body.contains("127.0.0.2"), "{}", r.body);
     let sock = udp();
     let me = sock.local_addr().unwrap();
     // stuntman's basic test: CHANGE-REQUEST with no flags.
