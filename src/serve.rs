@@ -230,7 +230,12 @@ fn bind_listeners(
         anyhow::bail!("listen: no listener could be bound");
     }
     let alternate = match config.stun_alternate {
-        Some(a) => Some(bind_alternate(a, &udp, &mut per_worker)?),
+        Some(a) => Some(bind_alternate(
+            a,
+            &udp,
+            &config.relay_ports,
+            &mut per_worker,
+        )?),
         None => None,
     };
     let mut tls = Vec::new();
@@ -262,6 +267,7 @@ fn bind_listeners(
 fn bind_alternate(
     alt: crate::config::StunAlternate,
     udp: &[SocketAddr],
+    relay_ports: &std::ops::RangeInclusive<u16>,
     per_worker: &mut [WorkerSockets],
 ) -> Result<Alternate> {
     // The primary as bound (a listen port of 0 was resolved).
@@ -281,7 +287,8 @@ fn bind_alternate(
             .iter()
             .all(|ip| ensure_free("stun_alternate", SocketAddr::new(*ip, picked), false).is_ok());
         attempts += 1;
-        if free && picked != primary.port() {
+        // A picked port stays out of the relay range, where a relay socket would want it.
+        if free && picked != primary.port() && !relay_ports.contains(&picked) {
             port = picked;
         } else if attempts > 32 {
             anyhow::bail!(
