@@ -263,7 +263,7 @@ fn rfc5780_and_rfc3489_answers_stay_within_four_times_the_request() {
         ("bare binding", bind(&[])),
         ("change ip and port", bind(&[change(6)])),
         ("change port", bind(&[change(2)])),
-        ("response port", bind(&[port.clone()])),
+        ("response port", bind(std::slice::from_ref(&port))),
         ("everything", bind(&[change(6), port, pad(0)])),
         ("empty padding", bind(&[pad(0)])),
         ("padding", bind(&[pad(400)])),
