@@ -1,4 +1,4 @@
-//! The command line: `turnd serve | credentials | check-config`.
+//! The command line: `turnd serve | credentials | selftest | nat | check-config`.
 
 use crate::config::{Config, Settings};
 use crate::uris::{self, Listeners};
@@ -46,6 +46,10 @@ pub enum Cmd {
     /// Prove relay-only connectivity end to end with two TURN client peers, and name the
     /// cause when it fails (exit 0 when every transport passed).
     Selftest(crate::selftest::cli::SelftestArgs),
+    /// What the network between here and a STUN server allows (RFC 5780 NAT behaviour
+    /// discovery): UDP reachability, mapping, filtering, hairpinning, and what that means for
+    /// WebRTC. Exit 0 when UDP reaches the server, 1 when it does not, 2 for bad arguments.
+    Nat(crate::nat::NatArgs),
     /// Exit 0 when the local turnd answers /readyz with 200 (for Docker's HEALTHCHECK: no curl
     /// needed in the image).
     Healthcheck {
@@ -134,6 +138,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 std::process::exit(1);
             }
             Ok(())
+        }
+        Cmd::Nat(args) => {
+            let code = crate::nat::run(args)?;
+            std::process::exit(code)
         }
         Cmd::Selftest(args) => {
             let code = crate::selftest::cli::run(args)?;
@@ -385,6 +393,11 @@ pub fn configured_listeners(config: &Config) -> Listeners {
         tcp: udp.clone(),
         udp,
         tls,
+        // A port of 0 is only known once bound.
+        stun_alternate: config
+            .stun_alternate
+            .filter(|a| config.stun_alternate_url && a.alternate.port() != 0)
+            .map(|a| a.alternate),
     }
 }
 

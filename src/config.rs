@@ -122,6 +122,18 @@ pub struct Settings {
     #[arg(long, env = "TURND_LEGACY_CHANNEL_NUMBERS", num_args = 0..=1, default_missing_value = "true")]
     pub legacy_channel_numbers: Option<bool>,
 
+    /// RFC 5780 NAT behaviour discovery: a second IP of this host and a second port
+    /// (IP:PORT; port 0 picks one). Binding over UDP is then answered from four sockets
+    /// (either IP × either port) as CHANGE-REQUEST asks; needs a `listen` address of the same
+    /// family on a specific IP, the primary [default: off].
+    #[arg(long, env = "TURND_STUN_ALTERNATE", value_name = "IP:PORT")]
+    pub stun_alternate: Option<String>,
+
+    /// Also list the alternate STUN address (`stun_alternate`) in the credential endpoint's
+    /// `uris` and `iceServers` [default: false].
+    #[arg(long, env = "TURND_STUN_ALTERNATE_URL", num_args = 0..=1, default_missing_value = "true")]
+    pub stun_alternate_url: Option<bool>,
+
     /// Relay worker threads [default: one per core].
     #[arg(long, env = "TURND_WORKERS")]
     pub workers: Option<usize>,
@@ -452,6 +464,10 @@ pub struct Config {
     pub max_permissions: usize,
     pub max_channels: usize,
     pub legacy_channel_numbers: bool,
+    /// RFC 5780: the primary (a listen address) and alternate STUN addresses.
+    pub stun_alternate: Option<StunAlternate>,
+    /// Hand out the alternate STUN address with credentials.
+    pub stun_alternate_url: bool,
     pub workers: usize,
     pub log_format: LogFormat,
     pub public_hosts: Vec<String>,
@@ -666,7 +682,10 @@ impl Config {
             http_max_connections,
         } = http_edge(s)?;
         let acme = crate::acme::settings::acme(s, &tls_listen, tls_files.is_some(), http_listen)?;
+        let (stun_alternate, stun_alternate_url) = stun_alternate(s, &listen, &relay_ports)?;
         Ok(Config {
+            stun_alternate,
+            stun_alternate_url,
             acme,
             max_allocations_per_address,
             http_header_timeout,
@@ -1018,6 +1037,63 @@ fn ipv6_source_prefix(s: &Settings) -> Result<u8> {
     Ok(ipv6_source_prefix)
 }
 
+/// RFC 5780's two addresses: the primary and alternate IP and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StunAlternate {
+    /// The first `listen` address of the alternate's family on a specific IP.
+    pub primary: SocketAddr,
+    /// Another IP of this host and another port (0: picked at start-up).
+    pub alternate: SocketAddr,
+}
+
+/// `stun_alternate` and `stun_alternate_url`. RFC 5780 §6.1 answers CHANGE-REQUEST from the
+/// other IP and/or port, so the two addresses must differ in both, and the server must know
+/// which of its IPs is the primary: a wildcard listener cannot say.
+fn stun_alternate(
+    s: &Settings,
+    listen: &[SocketAddr],
+    relay_ports: &RangeInclusive<u16>,
+) -> Result<(Option<StunAlternate>, bool)> {
+    let url = s.stun_alternate_url.unwrap_or(false);
+    let Some(raw) = s.stun_alternate.as_deref().filter(|v| !v.is_empty()) else {
+        if url {
+            bail!("stun_alternate_url: needs stun_alternate");
+        }
+        return Ok((None, false));
+    };
+    let alternate: SocketAddr = raw.parse().map_err(|_| {
+        anyhow::anyhow!("stun_alternate: {raw:?} is not an IP:PORT (IPv6 in brackets)")
+    })?;
+    if alternate.ip().is_unspecified() {
+        bail!("stun_alternate: {alternate} is a wildcard; give the host's second IP");
+    }
+    let Some(primary) = listen
+        .iter()
+        .find(|l| l.is_ipv4() == alternate.is_ipv4() && !l.ip().is_unspecified())
+        .copied()
+    else {
+        bail!(
+            "stun_alternate: needs a listen address of the same family on a specific IP (not \
+             0.0.0.0 or [::]): RFC 5780 answers from that IP and {}",
+            alternate.ip()
+        );
+    };
+    if primary.ip() == alternate.ip() {
+        bail!(
+            "stun_alternate: {} is the listen address's IP; RFC 5780 needs a second IP",
+            alternate.ip()
+        );
+    }
+    if alternate.port() != 0 && alternate.port() == primary.port() {
+        bail!(
+            "stun_alternate: port {} is the listen port; RFC 5780 needs a second port",
+            alternate.port()
+        );
+    }
+    outside_relay_ports("stun_alternate port", &[alternate], relay_ports)?;
+    Ok((Some(StunAlternate { primary, alternate }), url))
+}
+
 fn max_allocations_per_address(s: &Settings) -> Result<u32> {
     let max = s
         .max_allocations_per_address
@@ -1229,6 +1305,30 @@ mod tests {
         assert!(
             err("listen = [\"127.0.0.1:3478\"]\nmax_allocations_per_address = 2000000")
                 .starts_with("max_allocations_per_address:")
+        );
+        let alt = |a: &str| err(&format!("listen = [\"127.0.0.1:3478\"]\n{a}"));
+        for bad in [
+            "stun_alternate = \"nonsense\"",
+            "stun_alternate = \"0.0.0.0:3479\"",
+            "stun_alternate = \"127.0.0.1:3479\"",
+            "stun_alternate = \"127.0.0.2:3478\"",
+            "stun_alternate = \"[::2]:3479\"",
+        ] {
+            assert!(
+                alt(bad).starts_with("stun_alternate:"),
+                "{bad}: {}",
+                alt(bad)
+            );
+        }
+        assert!(alt("stun_alternate_url = true").starts_with("stun_alternate_url:"));
+        assert!(err("stun_alternate = \"127.0.0.2:3479\"").starts_with("stun_alternate:"));
+        let ok = Config::from_settings(&settings(
+            "listen = [\"127.0.0.1:3478\"]\nstun_alternate = \"127.0.0.2:0\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.stun_alternate.map(|a| a.primary),
+            Some("127.0.0.1:3478".parse().unwrap())
         );
         for key in [
             "http_header_timeout",

@@ -13,6 +13,7 @@ pub mod fdlimit;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod nat;
 pub mod netif;
 pub mod relay;
 pub mod reload;

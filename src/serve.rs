@@ -27,6 +27,8 @@ pub struct Running {
     pub udp: Vec<SocketAddr>,
     /// TLS listen addresses, as bound.
     pub tls: Vec<SocketAddr>,
+    /// RFC 5780's primary and alternate addresses as bound (`stun_alternate`).
+    pub stun_alternate: Option<turnd_proto::server::StunAlternate>,
     pub ledger: Arc<Ledger>,
     pub connections: Arc<ConnLimits>,
     /// The HTTP service, when enabled.
@@ -152,9 +154,15 @@ fn ensure_free(key: &str, addr: SocketAddr, tcp: bool) -> Result<()> {
 /// Binds, for every worker, a UDP and a TCP socket on each listen address and a TCP socket on
 /// each TLS address (SO_REUSEPORT). Port 0 is resolved by the first bind and reused by the
 /// others, and by TCP on the same address.
+#[allow(clippy::type_complexity)]
 fn bind_listeners(
     config: &Config,
-) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>, Vec<WorkerSockets>)> {
+) -> Result<(
+    Vec<SocketAddr>,
+    Vec<SocketAddr>,
+    Vec<WorkerSockets>,
+    Option<Alternate>,
+)> {
     let mut per_worker: Vec<WorkerSockets> = (0..config.workers)
         .map(|_| WorkerSockets::default())
         .collect();
@@ -221,6 +229,15 @@ fn bind_listeners(
     if udp.is_empty() {
         anyhow::bail!("listen: no listener could be bound");
     }
+    let alternate = match config.stun_alternate {
+        Some(a) => Some(bind_alternate(
+            a,
+            &udp,
+            &config.relay_ports,
+            &mut per_worker,
+        )?),
+        None => None,
+    };
     let mut tls = Vec::new();
     for addr in &config.tls_listen {
         ensure_free("tls_listen", *addr, true)?;
@@ -241,7 +258,67 @@ fn bind_listeners(
         }
         tls.push(actual);
     }
-    Ok((udp, tls, per_worker))
+    Ok((udp, tls, per_worker, alternate))
+}
+
+/// RFC 5780's other three UDP sockets for every worker (the alternate IP on the primary port,
+/// the alternate port on both IPs), after the listen sockets in each worker's list. An
+/// alternate port of 0 is picked free on both IPs. Returns the addresses, in that order.
+fn bind_alternate(
+    alt: crate::config::StunAlternate,
+    udp: &[SocketAddr],
+    relay_ports: &std::ops::RangeInclusive<u16>,
+    per_worker: &mut [WorkerSockets],
+) -> Result<Alternate> {
+    // The primary as bound (a listen port of 0 was resolved).
+    let primary = udp
+        .iter()
+        .find(|a| a.ip() == alt.primary.ip() && (alt.primary.port() == 0 || **a == alt.primary))
+        .copied()
+        .context("stun_alternate: the primary listen address was not bound")?;
+    let mut port = alt.alternate.port();
+    let mut attempts = 0;
+    while port == 0 || port == primary.port() {
+        let picked = socket::bind_listener(SocketAddr::new(alt.alternate.ip(), 0), false)
+            .and_then(|p| p.local_addr())
+            .with_context(|| format!("stun_alternate: cannot bind {}", alt.alternate.ip()))?
+            .port();
+        let free = [alt.alternate.ip(), primary.ip()]
+            .iter()
+            .all(|ip| ensure_free("stun_alternate", SocketAddr::new(*ip, picked), false).is_ok());
+        attempts += 1;
+        // A picked port stays out of the relay range, where a relay socket would want it.
+        if free && picked != primary.port() && !relay_ports.contains(&picked) {
+            port = picked;
+        } else if attempts > 32 {
+            anyhow::bail!(
+                "stun_alternate: no port free on both {} and {}",
+                primary.ip(),
+                alt.alternate.ip()
+            );
+        }
+    }
+    let alternate = SocketAddr::new(alt.alternate.ip(), port);
+    let proto = turnd_proto::server::StunAlternate { primary, alternate };
+    let extra = proto.addresses()[1..].to_vec();
+    for addr in &extra {
+        ensure_free("stun_alternate", *addr, false)?;
+    }
+    for w in per_worker.iter_mut() {
+        for addr in &extra {
+            let u = socket::bind_listener(*addr, true)
+                .with_context(|| format!("stun_alternate: cannot bind {addr}"))?;
+            w.udp.push(u);
+        }
+    }
+    Ok(Alternate { proto, extra })
+}
+
+/// The RFC 5780 addresses as bound.
+struct Alternate {
+    proto: turnd_proto::server::StunAlternate,
+    /// The sockets bound besides the listen ones, in each worker's order.
+    extra: Vec<SocketAddr>,
 }
 
 /// Raises the open-file limit and fits the connection caps into it ([`crate::fdlimit`]),
@@ -312,7 +389,12 @@ pub fn start(config: &Config) -> Result<Running> {
     };
     let tls_config = certs.clone().map(crate::tls::server_config).transpose()?;
     let fds = fit_fd_limit(config);
-    let (udp, tls, sockets) = bind_listeners(config)?;
+    let (udp, tls, sockets, alternate) = bind_listeners(config)?;
+    let mut udp_listeners = udp.clone();
+    if let Some(a) = &alternate {
+        udp_listeners.extend(&a.extra);
+        tracing::info!(primary = %a.proto.primary, alternate = %a.proto.alternate, "RFC 5780 NAT behaviour discovery on (stun_alternate)");
+    }
     let ledger = Arc::new(
         Ledger::new(config.user_quota, config.max_allocations)
             .with_address_quota(config.max_allocations_per_address),
@@ -352,6 +434,8 @@ pub fn start(config: &Config) -> Result<Running> {
             seed: rand::rngs::OsRng.next_u64(),
             error_rate_per_source: config.error_rate_per_source,
             ipv6_source_prefix: config.ipv6_source_prefix,
+            stun_alternate: alternate.as_ref().map(|a| a.proto),
+            udp_listeners: udp_listeners.clone(),
         };
         let server = Server::new(server_config, ledger.clone());
         let streams = StreamSetup {
@@ -387,6 +471,10 @@ pub fn start(config: &Config) -> Result<Running> {
         udp: ports(&udp),
         tcp: ports(&udp),
         tls: ports(&tls),
+        stun_alternate: alternate
+            .as_ref()
+            .filter(|_| config.stun_alternate_url)
+            .map(|a| a.proto.alternate),
     };
     let live = crate::reload::Live::new(crate::reload::LiveSettings::from_config(config));
     let (http, http_state) = match config.http_listen {
@@ -461,6 +549,7 @@ pub fn start(config: &Config) -> Result<Running> {
     }
     Ok(Running {
         acme,
+        stun_alternate: alternate.as_ref().map(|a| a.proto),
         udp,
         tls,
         ledger,

@@ -44,6 +44,10 @@ pub struct Listeners {
     pub udp: Vec<u16>,
     pub tcp: Vec<u16>,
     pub tls: Vec<u16>,
+    /// RFC 5780's alternate STUN address, handed out when `stun_alternate_url` is on: the
+    /// browser page gathers a server-reflexive candidate against each address to tell
+    /// endpoint-dependent mapping from independent.
+    pub stun_alternate: Option<std::net::SocketAddr>,
 }
 
 /// The `stun:` URLs: one per host and UDP port.
@@ -54,7 +58,18 @@ pub fn stun_urls(hosts: &[String], l: &Listeners) -> Vec<String> {
             out.push(format!("stun:{}:{p}", url_host(h)));
         }
     }
+    out.extend(alternate_stun_url(l));
     out
+}
+
+/// `stun:` on the alternate address, when it is handed out.
+pub fn alternate_stun_url(l: &Listeners) -> Option<String> {
+    let a = l.stun_alternate?;
+    Some(format!(
+        "stun:{}:{}",
+        url_host(&a.ip().to_string()),
+        a.port()
+    ))
 }
 
 /// The `turn:` and `turns:` URLs: per host, UDP then TCP then TLS, skipping ports browsers
@@ -102,6 +117,7 @@ mod tests {
             udp: vec![3478, 3478, 478],
             tcp: vec![3478],
             tls: vec![443],
+            stun_alternate: None,
         };
         let hosts = vec!["relay.example.com".to_string(), "2001:db8::1".to_string()];
         let stun = stun_urls(&hosts[..1], &l);
@@ -114,6 +130,20 @@ mod tests {
             !turn.iter().any(|u| u.contains(":478")),
             "port 478 is refused by browsers"
         );
+    }
+
+    #[test]
+    fn the_alternate_stun_url_is_listed_once_when_handed_out() {
+        let mut l = Listeners {
+            udp: vec![3478],
+            ..Default::default()
+        };
+        let hosts = vec!["a.example".to_string(), "b.example".to_string()];
+        assert_eq!(stun_urls(&hosts, &l).len(), 2);
+        l.stun_alternate = Some("[2001:db8::2]:3479".parse().unwrap());
+        let stun = stun_urls(&hosts, &l);
+        assert_eq!(stun.len(), 3);
+        assert_eq!(stun[2], "stun:[2001:db8::2]:3479");
     }
 
     #[test]

@@ -56,6 +56,30 @@ fn bad_settings_name_the_key_and_exit_nonzero_before_binding() {
             vec!["serve", "--listen", "127.0.0.1:1", "--max-ttl", "0"],
             "max_ttl",
         ),
+        (
+            vec![
+                "serve",
+                "--listen",
+                "127.0.0.1:1",
+                "--stun-alternate",
+                "127.0.0.1:2",
+            ],
+            "stun_alternate",
+        ),
+        (
+            vec![
+                "serve",
+                "--listen",
+                "0.0.0.0:1",
+                "--stun-alternate",
+                "127.0.0.2:2",
+            ],
+            "stun_alternate",
+        ),
+        (
+            vec!["serve", "--listen", "127.0.0.1:1", "--stun-alternate-url"],
+            "stun_alternate_url",
+        ),
     ] {
         let (code, _, err) = turnd(&args);
         assert_eq!(code, 2, "{args:?}: {err}");
@@ -189,6 +213,25 @@ fn check_config_catches_acme_mistakes() {
     let (code, out, err) = turnd(&["check-config", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ok"), "{out}");
+}
+
+/// `turnd nat`: a server that cannot be resolved or a bad --bind is exit 2 naming the flag; a
+/// server nobody answers on is exit 1 with "nothing reaches the server".
+#[test]
+fn nat_exit_codes() {
+    let (code, _, err) = turnd(&["nat", "--server", "no-such-host.invalid:3478"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("server:"), "{err}");
+    let (code, _, err) = turnd(&["nat", "--server", "127.0.0.1:3478", "--bind", "x"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bind:"), "{err}");
+    // A port nobody listens on, UDP or TCP: the run says so and exits 1.
+    let port = free_port().to_string();
+    let server = format!("127.0.0.1:{port}");
+    let (code, out, err) = turnd(&["nat", "--server", &server, "--timeout-ms", "300"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("udp: no") && out.contains("tcp: no"), "{out}");
+    assert!(out.contains("meaning: nothing reaches the server"), "{out}");
 }
 
 /// SIGTERM and SIGINT stop `turnd serve` cleanly: exit status 0, promptly.

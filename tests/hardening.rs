@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use turnd_proto::client::{self, Attr, ClientAuth};
-use turnd_proto::wire::{Method, TransactionId};
+use turnd_proto::wire::{attr, Method, TransactionId};
 
 /// The relay's own listener, HTTP and metrics ports, and relay ports not in use, are refused
 /// as peers even though they sit on the relay's IP; another client's relayed address is not.
@@ -106,6 +106,24 @@ fn seeds(server: SocketAddr) -> Vec<Vec<u8>> {
         ),
         client::send_indication(tid, peer, &[0xAB; 100]),
         client::channel_data(0x4000, &[0xCD; 100], false),
+        // RFC 5780 (the server runs with stun_alternate) and RFC 3489 Bindings.
+        client::request(
+            Method::BINDING,
+            tid,
+            &[
+                Attr::Raw(attr::CHANGE_REQUEST, vec![0, 0, 0, 6]),
+                Attr::Raw(attr::RESPONSE_PORT, vec![0x30, 0x39, 0, 0]),
+                Attr::Raw(attr::PADDING, vec![0; 64]),
+            ],
+            None,
+            true,
+        ),
+        {
+            let mut classic = vec![0x00, 0x01, 0x00, 0x08];
+            classic.extend_from_slice(&[9; 16]);
+            classic.extend_from_slice(&[0x00, 0x03, 0x00, 0x04, 0, 0, 0, 2]);
+            classic
+        },
     ]
 }
 
@@ -170,6 +188,10 @@ fn spawn() -> Served {
         "0",
         "--log-format",
         "json",
+        // RFC 5780 on: the hostile batch reaches the Binding paths that answer from the
+        // alternate sockets too.
+        "--stun-alternate",
+        "127.0.0.2:0",
     ])
 }
 

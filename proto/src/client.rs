@@ -2,6 +2,7 @@
 //! engine), for tests and for turnd's self-test peers: build authenticated requests, read the
 //! answers, and drive one request to its answer with a sans-IO [`Transaction`].
 
+pub mod nat;
 mod transaction;
 
 pub use transaction::{

@@ -236,6 +236,63 @@ fn unauthenticated_answers_stay_within_four_times_the_request() {
     assert!(h.server.stats().error_responses_suppressed >= 1);
 }
 
+/// The RFC 5780 answers (OTHER-ADDRESS, RESPONSE-ORIGIN, CHANGE-REQUEST sent from another
+/// socket, RESPONSE-PORT, PADDING) and RFC 3489 answers stay within four times the request,
+/// wherever they go; the smallest request of each kind is measured.
+#[test]
+fn rfc5780_and_rfc3489_answers_stay_within_four_times_the_request() {
+    let mut cfg = config();
+    let alt = turnd_proto::server::StunAlternate {
+        primary: "192.0.2.1:3478".parse().unwrap(),
+        alternate: "192.0.2.2:3479".parse().unwrap(),
+    };
+    cfg.udp_listeners = alt.addresses().to_vec();
+    cfg.stun_alternate = Some(alt);
+    let mut h = Harness::new(cfg);
+    let tid = TransactionId([4; 12]);
+    let change = |f: u8| Attr::Raw(turnd_proto::wire::attr::CHANGE_REQUEST, vec![0, 0, 0, f]);
+    let port = Attr::Raw(
+        turnd_proto::wire::attr::RESPONSE_PORT,
+        vec![0x30, 0x39, 0, 0],
+    );
+    let pad = |n: usize| Attr::Raw(turnd_proto::wire::attr::PADDING, vec![0; n]);
+    let bind = |attrs: &[Attr]| client::request(Method::BINDING, tid, attrs, None, false);
+    let mut classic = vec![0x00, 0x01, 0x00, 0x00];
+    classic.extend_from_slice(&[7; 16]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("bare binding", bind(&[])),
+        ("change ip and port", bind(&[change(6)])),
+        ("change port", bind(&[change(2)])),
+        ("response port", bind(std::slice::from_ref(&port))),
+        ("everything", bind(&[change(6), port, pad(0)])),
+        ("empty padding", bind(&[pad(0)])),
+        ("padding", bind(&[pad(400)])),
+        ("padding over the MTU", bind(&[pad(1480)])),
+        ("malformed change", bind(&[Attr::Raw(0x0003, vec![])])),
+        ("rfc 3489", classic),
+    ];
+    for (n, (what, req)) in cases.iter().enumerate() {
+        let c = client(200 + n as u16);
+        let before = h.sent.len();
+        h.server.handle_client_datagram(h.now, c, req);
+        h.drain();
+        let out: Vec<_> = h.sent.drain(before..).collect();
+        assert_eq!(out.len(), 1, "{what}: one answer");
+        let resp = &out[0].1;
+        println!(
+            "{what:24} request {:4} B  answer {:4} B",
+            req.len(),
+            resp.len()
+        );
+        assert!(
+            resp.len() <= 4 * req.len(),
+            "{what}: {} B answer to {} B",
+            resp.len(),
+            req.len()
+        );
+    }
+}
+
 /// 401s (and other unauthenticated errors) to one source address are capped; other sources
 /// are still challenged, and an authenticated client keeps working.
 #[test]

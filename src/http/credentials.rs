@@ -162,11 +162,13 @@ pub async fn rest(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let (_, cred) = mint(&state, peer, &headers, query.as_deref(), b"")?;
+    let mut uris = state.turn_urls();
+    uris.extend(crate::uris::alternate_stun_url(&state.listeners));
     Ok(Json(json!({
         "username": cred.username,
         "password": cred.password,
         "ttl": cred.ttl,
-        "uris": state.turn_urls(),
+        "uris": uris,
     })))
 }
 

@@ -48,7 +48,7 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (ERROR_RESPONSES_TOTAL, "counter", "STUN error responses sent, by `code` (400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508)."),
     (AUTH_FAILURES_TOTAL, "counter", "Failed authentications, by `reason` (unknown_user, expired, ttl_too_long, bad_integrity, stale_nonce, missing_attributes, wrong_credentials, revoked, expired_on_allocation)."),
     (PEER_DENIED_TOTAL, "counter", "Peer addresses refused by policy (403 on CreatePermission/ChannelBind, Send dropped)."),
-    (ERROR_RESPONSES_SUPPRESSED_TOTAL, "counter", "Unauthenticated error responses (401, 438, 400) not sent because their source address was over `error_rate_per_source`, or because they were too large for the request (amplification cap): a sign of reflection attempts."),
+    (ERROR_RESPONSES_SUPPRESSED_TOTAL, "counter", "Unauthenticated error responses (401, 438, 400), and Binding answers sent elsewhere or padded (RFC 5780) or to RFC 3489 requests, not sent because their source address was over `error_rate_per_source`, or because they were too large for the request (amplification cap): a sign of reflection attempts."),
     (RELAYED_PACKETS_TOTAL, "counter", "Packets relayed, by `direction` (to_peer, to_client)."),
     (RELAYED_BYTES_TOTAL, "counter", "Application bytes relayed (no TURN framing), by `direction`."),
     (DROPPED_PACKETS_TOTAL, "counter", "Packets dropped: not STUN/TURN, no allocation, no permission, unknown channel."),

@@ -52,9 +52,10 @@ def wait_for(what, f, seconds):
     raise TimeoutError(what)
 
 
-def run_page(transport, http=HTTP, flags=FLAGS, env=None):
+def run_page(transport, http=HTTP, flags=FLAGS, env=None, query="", expression="window.turndResult"):
+    """Opens the page on `transport` (plus `query`) and waits for `expression` to be set."""
     profile = tempfile.mkdtemp(prefix="turnd-chromium-")
-    url = f"http://{http}/?autorun&transport={transport}"
+    url = f"http://{http}/?autorun&transport={transport}{query}"
     browser = subprocess.Popen(
         ["chromium", *flags, f"--user-data-dir={profile}", url],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
@@ -68,7 +69,7 @@ def run_page(transport, http=HTTP, flags=FLAGS, env=None):
 
         def result():
             ws.send(json.dumps({"id": 1, "method": "Runtime.evaluate",
-                                "params": {"expression": "JSON.stringify(window.turndResult || null)", "returnByValue": True}}))
+                                "params": {"expression": f"JSON.stringify({expression} || null)", "returnByValue": True}}))
             while True:
                 msg = json.loads(ws.recv())
                 if msg.get("id") == 1:

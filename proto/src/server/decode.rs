@@ -29,11 +29,20 @@ pub(super) struct UnknownAttributes {
 impl UnknownAttributes {
     /// The unknown comprehension-required attributes of `msg`; None when there are none.
     pub fn of(msg: &Message<'_>) -> Option<UnknownAttributes> {
+        Self::of_except(msg, &[])
+    }
+
+    /// Like [`UnknownAttributes::of`], with `known` understood too (the RFC 5780 attributes,
+    /// which only Binding understands).
+    pub fn of_except(msg: &Message<'_>, known: &[u16]) -> Option<UnknownAttributes> {
         let mut u = UnknownAttributes {
             types: [AttrType(0); MAX_UNKNOWN],
             len: 0,
         };
-        for a in msg.attributes().filter(|a| !a.typ.is_understood()) {
+        let unknown = |a: &crate::wire::message::RawAttribute<'_>| {
+            !a.typ.is_understood() && !known.contains(&a.typ.0)
+        };
+        for a in msg.attributes().filter(unknown) {
             if u.len == MAX_UNKNOWN {
                 break;
             }
@@ -45,6 +54,7 @@ impl UnknownAttributes {
         (u.len > 0).then_some(u)
     }
 
+    /// The types, in order.
     pub fn types(&self) -> &[AttrType] {
         &self.types[..self.len]
     }

@@ -29,6 +29,7 @@ mod allocate;
 pub(crate) mod allocation;
 mod allocations;
 mod authenticate;
+pub mod binding;
 mod credential_check;
 mod decode;
 pub mod ledger;
@@ -57,6 +58,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use binding::{StunAlternate, MAX_PADDED_RESPONSE};
 pub use credential_check::EndReason;
 pub use relay_path::{FromClient, ToClient, PEER_HEADROOM, PEER_TAILROOM};
 pub use respond::{answer_budget, CHALLENGE_FLOOR, MAX_AMPLIFICATION, MIN_CHALLENGED_REQUEST};
@@ -223,6 +225,12 @@ pub struct ServerConfig {
     pub error_rate_per_source: u32,
     /// IPv6 clients are counted by this prefix in every per-address limit (`source_key`).
     pub ipv6_source_prefix: u8,
+    /// RFC 5780 NAT behaviour discovery: the primary and alternate addresses; `None` (the
+    /// default) answers CHANGE-REQUEST that asks for a change with 420 (`binding.rs`).
+    pub stun_alternate: Option<StunAlternate>,
+    /// The address each UDP listener index is bound to (the shell's order). Binding answers
+    /// with CHANGE-REQUEST leave through the listener bound to the address they must come from.
+    pub udp_listeners: Vec<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -252,6 +260,8 @@ impl ServerConfig {
             seed,
             error_rate_per_source: 0,
             ipv6_source_prefix: crate::source_key::DEFAULT_IPV6_PREFIX,
+            stun_alternate: None,
+            udp_listeners: Vec::new(),
         }
     }
 }

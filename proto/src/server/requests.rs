@@ -1,4 +1,4 @@
-//! STUN requests: parsing, Binding (RFC 8489 §6.3), and the steps every TURN request takes
+//! STUN requests: parsing, dispatch (Binding is in `binding.rs`), and the steps every TURN request takes
 //! (RFC 8656 §5): authentication, unknown attributes, the allocation's owner. Each method's
 //! attributes are decoded into a typed request (`decode.rs`) before any state changes; its
 //! handler (`allocate.rs`, `peers.rs`, Refresh here) only decides.
@@ -34,6 +34,7 @@ impl Server {
                 }
                 return;
             }
+            Err(DecodeError::NotStun) if self.classic_binding(now, client, packet) => return,
             Err(_) => {
                 self.stats.dropped_packets += 1;
                 return;
@@ -61,18 +62,6 @@ impl Server {
             | Method::CHANNEL_BIND => self.turn_request(now, &req, &msg),
             _ => self.reject(&req, Reject::BadRequest, None, now),
         }
-    }
-
-    /// RFC 8489 §6.3.1: Binding answers the client's reflexive address.
-    fn binding(&mut self, now: Now, req: &Request, msg: &Message<'_>) {
-        self.stats.binding_requests += 1;
-        if let Some(unknown) = UnknownAttributes::of(msg) {
-            return self.reject_with(req, Reject::UnknownAttribute, None, now, unknown.types());
-        }
-        let mapped = req.client.remote;
-        self.respond(req, Class::Success, None, false, |enc| {
-            enc.xor_address(attr::XOR_MAPPED_ADDRESS, mapped);
-        });
     }
 
     /// Authentication, then the method's own rules.

@@ -73,7 +73,7 @@ impl Server {
         kept
     }
 
-    fn encode(
+    pub(super) fn encode(
         req: &Request,
         class: Class,
         auth: Option<&Authed>,

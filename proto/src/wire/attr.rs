@@ -7,6 +7,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 // Comprehension-required (0x0000..=0x7FFF).
 /// MAPPED-ADDRESS (RFC 8489 §14.1).
 pub const MAPPED_ADDRESS: u16 = 0x0001;
+/// CHANGE-REQUEST (RFC 5780 §7.2): answer from the other IP and/or port.
+pub const CHANGE_REQUEST: u16 = 0x0003;
+/// SOURCE-ADDRESS (RFC 3489 §11.2.5): where an RFC 3489 response was sent from.
+pub const SOURCE_ADDRESS: u16 = 0x0004;
+/// CHANGED-ADDRESS (RFC 3489 §11.2.3): the RFC 3489 forerunner of OTHER-ADDRESS.
+pub const CHANGED_ADDRESS: u16 = 0x0005;
 /// USERNAME (RFC 8489 §14.3).
 pub const USERNAME: u16 = 0x0006;
 /// MESSAGE-INTEGRITY, HMAC-SHA1 (RFC 8489 §14.5).
@@ -45,6 +51,10 @@ pub const PASSWORD_ALGORITHM: u16 = 0x001D;
 pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
 /// RESERVATION-TOKEN (RFC 8656 §18).
 pub const RESERVATION_TOKEN: u16 = 0x0022;
+/// PADDING (RFC 5780 §7.6): pads a Binding request and its response.
+pub const PADDING: u16 = 0x0026;
+/// RESPONSE-PORT (RFC 5780 §7.5): send the response to this port of the client's address.
+pub const RESPONSE_PORT: u16 = 0x0027;
 
 // Comprehension-optional (0x8000..=0xFFFF).
 /// ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18).
@@ -55,6 +65,15 @@ pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
 pub const SOFTWARE: u16 = 0x8022;
 /// FINGERPRINT (RFC 8489 §14.7).
 pub const FINGERPRINT: u16 = 0x8028;
+/// RESPONSE-ORIGIN (RFC 5780 §7.3): the address a Binding response was sent from.
+pub const RESPONSE_ORIGIN: u16 = 0x802B;
+/// OTHER-ADDRESS (RFC 5780 §7.4): the server's address with the other IP and the other port.
+pub const OTHER_ADDRESS: u16 = 0x802C;
+
+/// CHANGE-REQUEST's "change IP" flag (RFC 5780 §7.2).
+pub const CHANGE_IP: u8 = 0x04;
+/// CHANGE-REQUEST's "change port" flag (RFC 5780 §7.2).
+pub const CHANGE_PORT: u8 = 0x02;
 
 /// EVEN-PORT's R bit: reserve the next port too (RFC 8656 §18.3).
 pub const EVEN_PORT_RESERVE: u8 = 0x80;
@@ -174,6 +193,47 @@ pub fn read_xor_address(value: &[u8], tid: &TransactionId) -> Option<SocketAddr>
     }
 }
 
+/// Length of a (non-XOR) address value (MAPPED-ADDRESS, OTHER-ADDRESS, RESPONSE-ORIGIN).
+pub fn address_len(addr: &SocketAddr) -> usize {
+    xor_address_len(addr)
+}
+
+/// Writes a plain address value (RFC 8489 §14.1; RFC 5780 §7.1 uses it for OTHER-ADDRESS and
+/// RESPONSE-ORIGIN) into `out`, which must be exactly [`address_len`] bytes.
+pub fn write_address(out: &mut [u8], addr: &SocketAddr) {
+    out[0] = 0;
+    out[2..4].copy_from_slice(&addr.port().to_be_bytes());
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out[1] = FAMILY_IPV4;
+            out[4..8].copy_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out[1] = FAMILY_IPV6;
+            out[4..20].copy_from_slice(&ip.octets());
+        }
+    }
+}
+
+/// Reads a plain address value; None if the family or length is wrong.
+pub fn read_address(value: &[u8]) -> Option<SocketAddr> {
+    if value.len() < 4 {
+        return None;
+    }
+    let port = u16::from_be_bytes([value[2], value[3]]);
+    match (value[1], value.len()) {
+        (FAMILY_IPV4, 8) => {
+            let o: [u8; 4] = value[4..8].try_into().ok()?;
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(o)), port))
+        }
+        (FAMILY_IPV6, 20) => {
+            let o: [u8; 16] = value[4..20].try_into().ok()?;
+            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port))
+        }
+        _ => None,
+    }
+}
+
 /// Reads a 32-bit attribute value (LIFETIME).
 pub fn read_u32(value: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(value.try_into().ok()?))
@@ -240,5 +300,19 @@ mod tests {
         }
         assert_eq!(read_xor_address(&[0, 1, 0, 0, 0, 0], &tid), None);
         assert_eq!(read_xor_address(&[0, 3, 0, 0, 0, 0, 0, 0], &tid), None);
+    }
+
+    #[test]
+    fn plain_address_round_trips_v4_and_v6() {
+        for addr in [
+            "192.0.2.1:3479".parse::<SocketAddr>().unwrap(),
+            "[2001:db8::7]:3479".parse().unwrap(),
+        ] {
+            let mut buf = vec![0u8; address_len(&addr)];
+            write_address(&mut buf, &addr);
+            assert_eq!(buf[2..4], 3479u16.to_be_bytes());
+            assert_eq!(read_address(&buf), Some(addr));
+        }
+        assert_eq!(read_address(&[0, 1, 0, 0, 0, 0]), None);
     }
 }

@@ -77,6 +77,13 @@ impl<'b> MessageEncoder<'b> {
         });
     }
 
+    /// Appends a plain address attribute (MAPPED-ADDRESS, OTHER-ADDRESS, RESPONSE-ORIGIN).
+    pub fn address(&mut self, typ: u16, addr: SocketAddr) {
+        self.attr_with(typ, attr::address_len(&addr), |out| {
+            attr::write_address(out, &addr)
+        });
+    }
+
     /// Appends ERROR-CODE (RFC 8489 §14.8), or ADDRESS-ERROR-CODE with `family` set.
     pub fn error_code(&mut self, typ: u16, family: u8, code: u16, reason: &str) {
         self.attr_with(typ, 4 + reason.len(), |out| {
