@@ -278,7 +278,8 @@ fn change_request_and_response_port_over_streams_are_400() {
     }
 }
 
-/// Every RFC 5780 attribute malformed, one at a time and all together: 400.
+/// Every RFC 5780 attribute malformed, one at a time and all together, and RESPONSE-PORT with
+/// PADDING: 400.
 #[test]
 fn malformed_rfc5780_attributes_are_400() {
     let mut h = rfc5780();
@@ -293,6 +294,11 @@ fn malformed_rfc5780_attributes_are_400() {
         vec![all[1].clone()],
         vec![Attr::Raw(attr::RESPONSE_PORT, vec![1, 2, 3, 4, 5, 6, 7, 8])],
         vec![all[2].clone(), all[3].clone()],
+        // RFC 5780 §7.5: RESPONSE-PORT and PADDING together are not processed.
+        vec![
+            Attr::Raw(attr::RESPONSE_PORT, vec![0x30, 0x39, 0, 0]),
+            Attr::Raw(attr::PADDING, vec![0; 8]),
+        ],
         all.clone(),
     ] {
         let req = binding(&mut h, &attrs);

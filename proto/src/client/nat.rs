@@ -2,7 +2,8 @@
 //! clock, passes datagrams and time in, and sends what [`Discovery::poll_transmit`] hands out.
 //! Each probe is a Binding [`Transaction`] (retransmitted on the schedule it is given).
 //!
-//! The order matters. Filtering is tested before mapping (RFC 5780 §4.5): the mapping tests
+//! The order matters. Filtering is tested before mapping (RFC 5780 §4.5 warns that tests are
+//! sensitive to the state earlier tests left in the NAT): the mapping tests
 //! send to the alternate address, which would open an address-dependent filter to it and make
 //! the filtering tests that follow see answers they should not.
 //!
@@ -13,7 +14,7 @@
 //! 3. Mapping (§4.3): a Binding to the alternate IP (primary port); the same mapped address as
 //!    test I → endpoint-independent mapping; else one to the alternate IP and port: the same
 //!    as the last → address-dependent, else address-and-port-dependent.
-//! 4. Hairpinning (§4.5 mentions it; RFC 4787 §6 defines it): a Binding request to our own
+//! 4. Hairpinning (RFC 4787 §6 defines it): a Binding request to our own
 //!    mapped address; it arriving back on the socket means the NAT hairpins.
 
 use super::{request, Attr, ClientAuth, Timing, Transaction, TransactionIds};

@@ -133,6 +133,11 @@ impl Asks {
                 _ => {}
             }
         }
+        // RFC 5780 §7.5: "The server MUST NOT process a request containing a RESPONSE-PORT
+        // and a PADDING attribute" (a padded answer aimed at another port is an amplifier).
+        if asks.response_port.is_some() && asks.padding.is_some() {
+            return Err(Reject::BadRequest);
+        }
         Ok(asks)
     }
 }
