@@ -7,12 +7,9 @@
 # Loopback only; every load is bounded in time. Needs two CPUs (server on 0, load on 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v turnserver >/dev/null 2>&1; then
-  echo "bench: installing Debian's coturn"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null
-fi
-command -v taskset >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux >/dev/null; }
+source tests/interop/lib.sh
+need_debian coturn turnserver
+need_debian util-linux taskset
 if [ "$(nproc)" -lt 2 ]; then
   echo "bench: needs at least two CPUs (the server on one, the load generator on the other)"; exit 1
 fi

@@ -13,7 +13,8 @@ if ! command -v chromium >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 python3 -c "import websocket" 2>/dev/null || pip install -q websocket-client
-command -v iptables >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null; }
+source tests/interop/lib.sh
+need_debian iptables iptables
 cargo build -q --bin turnd
 TURND=$PWD/target/debug/turnd
 KEY="browser-nat-api-key-$RANDOM$RANDOM"

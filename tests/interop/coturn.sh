@@ -5,14 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-if ! command -v turnutils_uclient >/dev/null 2>&1; then
-  echo "interop: installing Debian's coturn for turnutils_uclient/turnutils_peer"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null
-fi
-
-cargo build -q --bin turnd
 source tests/interop/lib.sh
+need_debian coturn turnutils_uclient turnutils_peer
+cargo build -q --bin turnd
 TURND=target/debug/turnd
 SECRET="interop-shared-secret"
 PORT=${TURND_INTEROP_PORT:-$(free_port)}
@@ -27,7 +22,7 @@ cleanup() {
 trap cleanup EXIT
 
 # A self-signed certificate for the TLS listener.
-command -v openssl >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
+need_debian openssl openssl
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
   -keyout "$work/key.pem" -out "$work/cert.pem" >/dev/null 2>&1
 # The echo peer lives on loopback, which the default policy refuses: allow it explicitly.

@@ -3,12 +3,9 @@
 # REST-secret mode, over UDP and TCP. Loopback only; bounded. Installs coturn if missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if ! command -v turnserver >/dev/null 2>&1; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null
-fi
-cargo build -q --bin turnd
 source tests/interop/lib.sh
+need_debian coturn turnserver
+cargo build -q --bin turnd
 PORT=$(free_port)
 SECRET="coturn-rest-secret"
 work=$(mktemp -d); pids=()

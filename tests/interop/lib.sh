@@ -32,3 +32,17 @@ else:
     sys.exit("no free port in range")
 PY
 }
+
+# Installs Debian package PACKAGE unless every command after it is already on PATH, so each
+# script brings its own tools on a fresh machine:  need_debian coturn turnserver turnutils_peer
+need_debian() {
+  local package=$1; shift
+  local cmd
+  for cmd in "$@"; do
+    command -v "$cmd" >/dev/null 2>&1 && continue
+    echo "installing Debian's $package (for $cmd)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+    return
+  done
+}

@@ -10,14 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-if ! command -v turnutils_natdiscovery >/dev/null 2>&1 || ! command -v turnserver >/dev/null 2>&1; then
-  echo "interop: installing Debian's coturn for turnutils_natdiscovery and turnserver"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null
-fi
-
-cargo build -q --bin turnd
 source tests/interop/lib.sh
+need_debian coturn turnutils_natdiscovery turnserver
+cargo build -q --bin turnd
 TURND=target/debug/turnd
 work=$(mktemp -d)
 pids=()
