@@ -55,7 +55,7 @@ fn run_in(ns: &NetNs, program: &str, args: &[&str]) {
 
 /// Client, router and server namespaces, the router's NAT set up by `rules` (iptables
 /// argument lists), and turnd serving in the server namespace with RFC 5780 on.
-fn rig(tag: &str, rules: &[&[&str]]) -> Option<Rig> {
+fn rig(tag: &str, rules: &[&str]) -> Option<Rig> {
     let client = NetNs::create(&format!("{tag}c"))?;
     let router = NetNs::create(&format!("{tag}r"))?;
     let server = NetNs::create(&format!("{tag}s"))?;
@@ -69,7 +69,11 @@ fn rig(tag: &str, rules: &[&[&str]]) -> Option<Rig> {
     server.ip(&["addr", "add", "10.99.2.1/24", "dev", "srv0"]);
     server.ip(&["addr", "add", "10.99.2.2/24", "dev", "srv0"]);
     for r in rules {
-        run_in(&router, "iptables", r);
+        run_in(
+            &router,
+            "iptables",
+            &r.split_whitespace().collect::<Vec<_>>(),
+        );
     }
     let turnd = server
         .command(env!("CARGO_BIN_EXE_turnd"))
@@ -164,56 +168,23 @@ fn iptables_works() -> bool {
 
 struct Case {
     tag: &'static str,
-    rules: &'static [&'static [&'static str]],
+    /// iptables rules for the router, one per string, split on whitespace.
+    rules: &'static [&'static str],
     mapping: Option<&'static str>,
     filtering: Option<&'static str>,
     verdict: &'static str,
     exit: i32,
 }
 
-const MASQUERADE: &[&str] = &[
-    "-t",
-    "nat",
-    "-A",
-    "POSTROUTING",
-    "-o",
-    "nat1",
-    "-j",
-    "MASQUERADE",
-];
+const MASQUERADE: &str = "-t nat -A POSTROUTING -o nat1 -j MASQUERADE";
 
 const CASES: &[Case] = &[
     Case {
+        // A full-cone NAT: one static mapping both ways, so anyone may send in.
         tag: "cone",
         rules: &[
-            &[
-                "-t",
-                "nat",
-                "-A",
-                "POSTROUTING",
-                "-o",
-                "nat1",
-                "-s",
-                "10.99.1.2",
-                "-j",
-                "SNAT",
-                "--to-source",
-                "10.99.2.254",
-            ],
-            &[
-                "-t",
-                "nat",
-                "-A",
-                "PREROUTING",
-                "-i",
-                "nat1",
-                "-d",
-                "10.99.2.254",
-                "-j",
-                "DNAT",
-                "--to-destination",
-                "10.99.1.2",
-            ],
+            "-t nat -A POSTROUTING -o nat1 -s 10.99.1.2 -j SNAT --to-source 10.99.2.254",
+            "-t nat -A PREROUTING -i nat1 -d 10.99.2.254 -j DNAT --to-destination 10.99.1.2",
         ],
         mapping: Some("endpoint-independent"),
         filtering: Some("endpoint-independent"),
@@ -230,17 +201,7 @@ const CASES: &[Case] = &[
     },
     Case {
         tag: "rand",
-        rules: &[&[
-            "-t",
-            "nat",
-            "-A",
-            "POSTROUTING",
-            "-o",
-            "nat1",
-            "-j",
-            "MASQUERADE",
-            "--random-fully",
-        ]],
+        rules: &["-t nat -A POSTROUTING -o nat1 -j MASQUERADE --random-fully"],
         mapping: Some("address-and-port-dependent"),
         filtering: Some("address-and-port-dependent"),
         verdict: "relay",
@@ -248,7 +209,7 @@ const CASES: &[Case] = &[
     },
     Case {
         tag: "noudp",
-        rules: &[MASQUERADE, &["-A", "FORWARD", "-p", "udp", "-j", "DROP"]],
+        rules: &[MASQUERADE, "-A FORWARD -p udp -j DROP"],
         mapping: None,
         filtering: None,
         verdict: "tcp-only",

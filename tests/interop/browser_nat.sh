@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Headless Chromium behind Linux NATs: turnd's test page's "your network" section must give the
-# same verdict as `turnd nat` (tests/nat_behaviour.rs) for MASQUERADE (direct), MASQUERADE
-# --random-fully (relay) and a router that drops UDP (tcp-only). Chromium runs only inside the
+# same verdict as `turnd nat` (tests/nat_behaviour.rs) for a full-cone SNAT+DNAT (direct),
+# MASQUERADE (direct), MASQUERADE --random-fully (relay) and a router that drops UDP (tcp-only). Chromium runs only inside the
 # client namespace, whose one route leads to the router namespace and on to the server
 # namespace: nothing here reaches another host. Bounded: < 60 s.
 set -euo pipefail
@@ -58,6 +58,8 @@ run_case() { # NAME EXPECTED IPTABLES-RULES...
   case "$nat_json" in *"\"verdict\":\"$expected\""*) ;; *) echo "FAIL: turnd nat disagrees ($name)"; exit 1;; esac
 }
 
+run_case cone direct "-t nat -A POSTROUTING -o nat1 -s 10.99.1.2 -j SNAT --to-source 10.99.2.254" \
+  "-t nat -A PREROUTING -i nat1 -d 10.99.2.254 -j DNAT --to-destination 10.99.1.2"
 run_case masq direct "-t nat -A POSTROUTING -o nat1 -j MASQUERADE"
 run_case random relay "-t nat -A POSTROUTING -o nat1 -j MASQUERADE --random-fully"
 run_case noudp tcp-only "-t nat -A POSTROUTING -o nat1 -j MASQUERADE" "-A FORWARD -p udp -j DROP"
