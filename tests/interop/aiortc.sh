@@ -7,9 +7,7 @@ python3 -c "import aiortc" 2>/dev/null || pip install -q aiortc
 cargo build -q --bin turnd
 source tests/interop/lib.sh
 PORT=$(free_port); HTTP=$(free_port)
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+scratch
 
 # Default peer policy: the two relayed addresses are turnd's own, so they are allowed.
 target/debug/turnd serve --listen "127.0.0.1:$PORT" --relay-ip 127.0.0.1 --relay-ports 22000-22999 \

@@ -12,14 +12,7 @@ TURND=target/debug/turnd
 SECRET="interop-shared-secret"
 PORT=${TURND_INTEROP_PORT:-$(free_port)}
 PEER_PORT=$(free_port)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch
 
 # A self-signed certificate for the TLS listener.
 need_debian openssl openssl

@@ -8,9 +8,7 @@ need_debian coturn turnserver
 cargo build -q --bin turnd
 PORT=$(free_port)
 SECRET="coturn-rest-secret"
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+scratch
 
 # coturn refuses loopback peers unless told; its relays are on loopback here.
 turnserver -n --no-cli --no-tls --no-dtls --listening-ip 127.0.0.1 --listening-port "$PORT" \

@@ -46,3 +46,11 @@ need_debian() {
     return
   done
 }
+
+# A scratch directory ($work) and a list for background processes ($pids): the processes are
+# stopped and the directory removed when the script exits, however it exits.
+scratch() {
+  work=$(mktemp -d)
+  pids=()
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+}

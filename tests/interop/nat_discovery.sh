@@ -14,14 +14,7 @@ source tests/interop/lib.sh
 need_debian coturn turnutils_natdiscovery turnserver
 cargo build -q --bin turnd
 TURND=target/debug/turnd
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch
 
 # Ports outside both servers' relay ranges; the alternate port is the next one (coturn's rule,
 # which turnd's stun_alternate follows here for symmetry).

@@ -19,9 +19,7 @@ cargo build -q --bin turnd
 source tests/interop/lib.sh
 PORT=${TURND_METRICS_TEST_PORT:-$(free_port)}
 METRICS=$(free_port); PROM=$(free_port)
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+scratch
 
 fetch() { python3 -c 'import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1"; }
 
