@@ -558,6 +558,83 @@ fn renews_short_lived_certificates_while_a_tls_client_relays() {
     assert!(pebble.orders() >= 3);
 }
 
+/// The CA goes away after issuing: the renewal fails and is logged, counted and shown in
+/// /readyz, while the certificate already issued keeps being served to new connections and a
+/// TURN-over-TLS client keeps relaying on it.
+#[test]
+fn ca_down_at_renewal_keeps_the_old_certificate_and_the_relay() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !have_pebble() {
+        return;
+    }
+    // 45 s certificates: renewal is due with a third left, at about 30 s.
+    let Rig {
+        tls,
+        http,
+        metrics,
+        pebble,
+        cache,
+        flags: _flags,
+        turnd,
+    } = rig(45, &[], "tls-alpn-01");
+    let success = "turnd_acme_renewals_total{result=\"success\"}";
+    let failure = "turnd_acme_renewals_total{result=\"failure\"}";
+    within(60, "the first certificate", || {
+        metric(&turnd, metrics, success) >= 1.0
+    });
+    // The issuing root outlives pebble's directory.
+    let root = cache.path().join("issuing-root.pem");
+    std::fs::copy(pebble.issuing_root(), &root).unwrap();
+    let first = served_serial(tls, &root);
+
+    let (peer, echo, stop) = echo_peer();
+    let (user, pass) = rest("ca-gone");
+    let stream = tls_to(tls, DOMAIN, &root).unwrap();
+    let mut c = common::StreamTurnClient::new(stream, &user, &pass);
+    c.allocate();
+    let r = c.request(
+        Method::CHANNEL_BIND,
+        &[Attr::Peer(peer), Attr::Channel(0x4002)],
+    );
+    let m = turnd_proto::wire::Message::parse(&r).unwrap();
+    assert_eq!(turnd_proto::client::error_code(&m), None, "ChannelBind");
+
+    drop(pebble);
+    let mut sent = 0u64;
+    within(40, "a failed renewal", || {
+        sent += 1;
+        c.send(&turnd_proto::client::channel_data(
+            0x4002,
+            &sent.to_be_bytes(),
+            true,
+        ));
+        let f = c.recv_frame().expect("the TLS connection stays up");
+        let cd = channel_data::parse(&f).expect("ChannelData back");
+        assert_eq!(cd.data, sent.to_be_bytes(), "in order, none lost");
+        metric(&turnd, metrics, failure) >= 1.0
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    echo.join().unwrap();
+    assert!(sent >= 2, "relayed {sent} while the renewal failed");
+    assert_eq!(
+        metric(&turnd, metrics, success),
+        1.0,
+        "no renewal without a CA"
+    );
+    assert!(turnd.log().contains("ACME order failed"), "{}", turnd.log());
+    assert_eq!(
+        served_serial(tls, &root),
+        first,
+        "new connections still get the issued certificate"
+    );
+    let (status, ready) = http_get(http, "/readyz");
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["acme"]["certificate"], true, "{ready}");
+    assert!(ready["acme"]["last_error"].as_str().is_some(), "{ready}");
+    assert!(metric(&turnd, metrics, "turnd_tls_certificate_expiry_seconds") > 0.0);
+}
+
 /// With the CA down, turnd relays over UDP and TCP from the start, refuses TLS handshakes
 /// cleanly, reports the failure in its log, metrics and /readyz, and gets its certificate
 /// by itself once the CA is back.
