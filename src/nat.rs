@@ -46,9 +46,20 @@ pub fn run(args: NatArgs) -> Result<i32> {
     let server = args
         .server
         .to_socket_addrs()
-        .with_context(|| format!("server: cannot resolve {:?} (HOST:PORT)", args.server))?
+        .with_context(|| {
+            format!(
+                "server: cannot resolve {:?} (want HOST:PORT, e.g. turn.example.com:3478)",
+                args.server
+            )
+        })?
         .next()
         .with_context(|| format!("server: {:?} has no address", args.server))?;
+    if server.port() == 0 {
+        anyhow::bail!(
+            "server: {:?} has port 0; give the STUN port (HOST:PORT)",
+            args.server
+        );
+    }
     let bind: SocketAddr = match &args.bind {
         Some(b) => b
             .parse()
@@ -56,6 +67,11 @@ pub fn run(args: NatArgs) -> Result<i32> {
         None if server.is_ipv4() => "0.0.0.0:0".parse()?,
         None => "[::]:0".parse()?,
     };
+    // A socket of the other family cannot reach the server at all: that is a bad argument,
+    // not a finding that "UDP does not get out".
+    if bind.is_ipv4() != server.is_ipv4() {
+        anyhow::bail!("bind: {bind} and server {server} are of different address families");
+    }
     let sock = UdpSocket::bind(bind).with_context(|| format!("bind: cannot bind {bind}"))?;
     let timeout = Duration::from_millis(args.timeout_ms);
     let f = discover(&sock, server, timeout)?;
@@ -146,10 +162,14 @@ fn or_unknown<T: std::fmt::Display>(v: Option<T>, why: &str) -> String {
 /// One line each: reachability, NAT, mapping, filtering, hairpinning, meaning.
 pub fn to_text(f: &Findings) -> String {
     let r = &f.report;
-    let no5780 = if r.udp && r.other.is_none() {
-        "the server does not do RFC 5780: no OTHER-ADDRESS"
-    } else {
-        "UDP does not reach the server"
+    let silent;
+    let no5780 = match (r.udp, r.other) {
+        (false, _) => "UDP does not reach the server",
+        (true, None) => "the server does not do RFC 5780: no OTHER-ADDRESS",
+        (true, Some(other)) => {
+            silent = format!("the server's alternate address {other} did not answer");
+            &silent
+        }
     };
     let mut out = String::new();
     let udp = match (r.udp, r.mapped) {

@@ -394,6 +394,15 @@ pub fn start(config: &Config) -> Result<Running> {
     if let Some(a) = &alternate {
         udp_listeners.extend(&a.extra);
         tracing::info!(primary = %a.proto.primary, alternate = %a.proto.alternate, "RFC 5780 NAT behaviour discovery on (stun_alternate)");
+        // OTHER-ADDRESS and the alternate STUN URL carry the host's own addresses: behind a 1:1
+        // NAT (external_ip, a cloud VM) clients would be sent to a private address.
+        let behind_nat = [config.relay_v4, config.relay_v6]
+            .iter()
+            .flatten()
+            .any(|r| r.bind != r.advertised);
+        if behind_nat {
+            tracing::warn!(alternate = %a.proto.alternate, "stun_alternate with external_ip: OTHER-ADDRESS and the alternate STUN URL name this host's own address, which clients behind the 1:1 NAT cannot reach; RFC 5780 discovery needs two addresses the clients reach directly");
+        }
     }
     let ledger = Arc::new(
         Ledger::new(config.user_quota, config.max_allocations)

@@ -215,7 +215,8 @@ fn check_config_catches_acme_mistakes() {
     assert!(out.contains("ok"), "{out}");
 }
 
-/// `turnd nat`: a server that cannot be resolved or a bad --bind is exit 2 naming the flag; a
+/// `turnd nat`: a server that cannot be resolved, port 0, a bad --bind or one of the other
+/// address family is exit 2 naming the flag; a
 /// server nobody answers on is exit 1 with "nothing reaches the server".
 #[test]
 fn nat_exit_codes() {
@@ -225,6 +226,13 @@ fn nat_exit_codes() {
     let (code, _, err) = turnd(&["nat", "--server", "127.0.0.1:3478", "--bind", "x"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("bind:"), "{err}");
+    // A socket of the other family, or port 0: bad arguments, not "UDP does not get out".
+    let (code, _, err) = turnd(&["nat", "--server", "127.0.0.1:3478", "--bind", "[::1]:0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bind:") && err.contains("families"), "{err}");
+    let (code, _, err) = turnd(&["nat", "--server", "127.0.0.1:0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("server:") && err.contains("port 0"), "{err}");
     // A port nobody listens on, UDP or TCP: the run says so and exits 1.
     let port = free_port().to_string();
     let server = format!("127.0.0.1:{port}");

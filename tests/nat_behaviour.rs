@@ -208,6 +208,16 @@ const CASES: &[Case] = &[
         exit: 0,
     },
     Case {
+        // The server's firewall opens the primary address only: the alternate is silent, so
+        // the mapping is unknown and the verdict says why (not "no RFC 5780").
+        tag: "alt",
+        rules: &[MASQUERADE, "-A FORWARD -p udp -d 10.99.2.2 -j DROP"],
+        mapping: None,
+        filtering: Some("address-and-port-dependent"),
+        verdict: "alternate-silent",
+        exit: 0,
+    },
+    Case {
         tag: "noudp",
         rules: &[MASQUERADE, "-A FORWARD -p udp -j DROP"],
         mapping: None,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Headless Chromium behind Linux NATs: turnd's test page's "your network" section must give the
 # same verdict as `turnd nat` (tests/nat_behaviour.rs) for a full-cone SNAT+DNAT (direct),
-# MASQUERADE (direct), MASQUERADE --random-fully (relay) and a router that drops UDP (tcp-only). Chromium runs only inside the
+# MASQUERADE (direct), MASQUERADE --random-fully (relay), a router that drops UDP to the
+# alternate address (alternate-silent) and one that drops all UDP (tcp-only). Chromium runs only inside the
 # client namespace, whose one route leads to the router namespace and on to the server
 # namespace: nothing here reaches another host. Bounded: < 60 s.
 set -euo pipefail
@@ -62,5 +63,6 @@ run_case cone direct "-t nat -A POSTROUTING -o nat1 -s 10.99.1.2 -j SNAT --to-so
   "-t nat -A PREROUTING -i nat1 -d 10.99.2.254 -j DNAT --to-destination 10.99.1.2"
 run_case masq direct "-t nat -A POSTROUTING -o nat1 -j MASQUERADE"
 run_case random relay "-t nat -A POSTROUTING -o nat1 -j MASQUERADE --random-fully"
+run_case alt alternate-silent "-t nat -A POSTROUTING -o nat1 -j MASQUERADE" "-A FORWARD -p udp -d 10.99.2.2 -j DROP"
 run_case noudp tcp-only "-t nat -A POSTROUTING -o nat1 -j MASQUERADE" "-A FORWARD -p udp -j DROP"
 echo "browser_nat: the page and turnd nat agree for every NAT"

@@ -78,6 +78,10 @@ pub enum Verdict {
     Blocked,
     /// UDP works but the server cannot tell the mapping (no RFC 5780).
     Unknown,
+    /// UDP works and the server does RFC 5780, but its alternate address (OTHER-ADDRESS) did
+    /// not answer, so the mapping could not be measured: usually a firewall in front of the
+    /// server that opens the primary address only.
+    AlternateSilent,
 }
 
 impl Verdict {
@@ -93,11 +97,13 @@ impl Verdict {
         match report.mapping {
             Some(Behaviour::EndpointIndependent) => Verdict::Direct,
             Some(_) => Verdict::NeedsRelay,
+            None if report.other.is_some() => Verdict::AlternateSilent,
             None => Verdict::Unknown,
         }
     }
 
-    /// A stable key for JSON ("direct", "relay", "tcp-only", "blocked", "unknown").
+    /// A stable key for JSON ("direct", "relay", "tcp-only", "blocked", "unknown",
+    /// "alternate-silent").
     pub fn key(self) -> &'static str {
         match self {
             Verdict::Direct => "direct",
@@ -105,6 +111,7 @@ impl Verdict {
             Verdict::TcpOnly => "tcp-only",
             Verdict::Blocked => "blocked",
             Verdict::Unknown => "unknown",
+            Verdict::AlternateSilent => "alternate-silent",
         }
     }
 
@@ -117,6 +124,10 @@ impl Verdict {
             Verdict::Blocked => "nothing reaches the server: no STUN or TURN gets out",
             Verdict::Unknown => {
                 "UDP gets out; the server cannot tell the NAT's mapping (no RFC 5780 support)"
+            }
+            Verdict::AlternateSilent => {
+                "UDP gets out; the server's alternate address did not answer, so the NAT's \
+                 mapping is unknown (is the alternate IP and port open in the server's firewall?)"
             }
         }
     }
@@ -359,5 +370,9 @@ mod tests {
             Verdict::of(&r, None).meaning(),
             "peers behind this NAT need a relay"
         );
+        // An RFC 5780 server whose alternate address is silent is not "no RFC 5780".
+        r.mapping = None;
+        r.other = Some("192.0.2.2:3479".parse().unwrap());
+        assert_eq!(Verdict::of(&r, None), Verdict::AlternateSilent);
     }
 }
