@@ -197,17 +197,13 @@ fn reload(
             return None;
         }
     };
-    let next = crate::reload::reloaded(current, &new);
+    let crate::reload::Plan { next, restart } = crate::reload::plan(current, &new);
     if let Err(e) = running.reload(&next) {
         refused(e);
         return None;
     }
-    let restart = crate::reload::restart_only_changes(current, &new);
-    if !restart.is_empty() {
-        tracing::warn!(
-            keys = %restart.join(", "),
-            "SIGHUP: these settings changed but need a restart; they keep their running values"
-        );
+    for key in &restart {
+        tracing::warn!(key, "SIGHUP: {key} changed; needs a restart");
     }
     tracing::info!(
         secrets = next.secrets.len(),

@@ -217,6 +217,12 @@ pub struct Settings {
     #[serde(default, deserialize_with = "one_or_many")]
     pub api_key: Option<Vec<String>>,
 
+    /// Key for the admin API on the metrics listener (`/admin/v1/...`, `turnd sessions`), sent
+    /// as `Authorization: Bearer KEY`; at least 16 printable characters. Required for the
+    /// admin API when metrics_listen is beyond loopback (reloaded on SIGHUP) [default: none].
+    #[arg(long, env = "TURND_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+
     /// Browser origin allowed to call the credential endpoints directly, repeatable.
     #[arg(
         long,
@@ -486,6 +492,8 @@ pub struct Config {
     pub selftest_interval: Option<std::time::Duration>,
     pub drain_timeout: std::time::Duration,
     pub api_keys: Vec<String>,
+    /// The admin API's key (`Authorization: Bearer`), if configured.
+    pub admin_key: Option<String>,
     pub cors_origins: Vec<String>,
     pub http_rate_limit: u32,
     pub default_ttl: u64,
@@ -708,6 +716,7 @@ impl Config {
             http_listen,
             metrics_listen,
             api_keys,
+            admin_key: admin_key(s)?,
             cors_origins,
             http_rate_limit: s.http_rate_limit.unwrap_or(60),
             revoked,
@@ -974,6 +983,18 @@ fn http(s: &Settings) -> Result<Http> {
         cors_origins,
         default_ttl,
     })
+}
+
+/// The admin API's key: long and printable, so it can travel in a header and resists guessing.
+fn admin_key(s: &Settings) -> Result<Option<String>> {
+    let Some(key) = s.admin_key.as_deref().filter(|k| !k.is_empty()) else {
+        return Ok(None);
+    };
+    if key.len() < 16 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("admin_key: must be at least 16 printable ASCII characters (try `openssl rand -hex 24`)");
+    }
+    refuse_placeholder("admin_key", &[key.to_owned()], "openssl rand -hex 24")?;
+    Ok(Some(key.to_owned()))
 }
 
 /// TLS listeners and their certificate files: both files or neither, and no listener inside

@@ -92,7 +92,12 @@ impl Running {
             store.reload(cert, key)?;
         }
         for w in &self.workers {
-            w.policy.offer(credentials(new), policy(new));
+            w.policy.offer(crate::reload::WorkerSettings {
+                credentials: credentials(new),
+                policy: policy(new),
+                idle_timeout: new.tcp_idle_timeout,
+                handshake_timeout: new.tls_handshake_timeout,
+            });
             let _ = w.waker.wake();
         }
         self.live.set(crate::reload::LiveSettings::from_config(new));
@@ -500,7 +505,9 @@ pub fn start(config: &Config) -> Result<Running> {
             (Some(server), Some(state))
         }
     };
-    if let Some(interval) = config.selftest_interval {
+    // Always started: it reads `selftest_interval` from `live` (a reload may turn it on,
+    // off, or change it) and idles while it is off.
+    {
         let plan = crate::selftest::probe::ProbePlan {
             udp: udp.first().copied(),
             tls: tls.first().copied(),
@@ -510,7 +517,6 @@ pub fn start(config: &Config) -> Result<Running> {
         threads.push(crate::selftest::probe::spawn(
             plan,
             probe.clone(),
-            interval,
             shutdown.clone(),
         )?);
     }

@@ -42,55 +42,86 @@ pub struct Sources {
 
 impl Sources {
     /// The workers' counters, summed.
-    fn total(&self) -> Stats {
-        let mut t = Stats::default();
-        for w in &self.workers {
-            let s = w.lock().map(|s| s.clone()).unwrap_or_default();
-            add(&mut t, &s);
-        }
-        t
+    pub fn total(&self) -> Stats {
+        total(
+            self.workers
+                .iter()
+                .map(|w| w.lock().map(|s| s.clone()).unwrap_or_default()),
+        )
     }
 }
 
-fn add(t: &mut Stats, s: &Stats) {
-    t.binding_requests += s.binding_requests;
-    t.allocations_created += s.allocations_created;
-    t.allocations_expired += s.allocations_expired;
-    t.allocations_deleted += s.allocations_deleted;
-    t.allocations_refused += s.allocations_refused;
-    t.allocations_revoked += s.allocations_revoked;
-    t.allocations_credential_removed += s.allocations_credential_removed;
-    for (a, b) in t
-        .allocations_active
-        .iter_mut()
-        .flatten()
-        .zip(s.allocations_active.iter().flatten())
-    {
-        *a += b;
+/// Per-worker counters, summed.
+pub fn total(workers: impl IntoIterator<Item = Stats>) -> Stats {
+    let mut t = Stats::default();
+    for s in workers {
+        add(&mut t, &s);
     }
-    t.permissions_active += s.permissions_active;
-    t.channels_active += s.channels_active;
-    t.relay_ports_free += s.relay_ports_free;
-    t.relay_ports_total += s.relay_ports_total;
-    for (a, b) in t.error_responses.iter_mut().zip(s.error_responses) {
-        *a += b;
+    t
+}
+
+/// Adds one worker's counters into the total. `from` is destructured without `..`: a field
+/// added to [`Stats`] does not compile until it is summed here.
+fn add(into: &mut Stats, from: &Stats) {
+    fn sum<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
+        for (a, b) in a.iter_mut().zip(b) {
+            *a += b;
+        }
     }
-    for (a, b) in t.auth_failures.iter_mut().zip(s.auth_failures) {
-        *a += b;
+    let Stats {
+        binding_requests,
+        allocations_created,
+        allocations_expired,
+        allocations_deleted,
+        allocations_refused,
+        allocations_active,
+        permissions_active,
+        channels_active,
+        relay_ports_free,
+        relay_ports_total,
+        error_responses,
+        error_responses_suppressed,
+        auth_failures,
+        peer_denied,
+        packets_to_peer,
+        bytes_to_peer,
+        packets_to_client,
+        bytes_to_client,
+        dropped_packets,
+        relay_bind_failures,
+        lifetime_buckets,
+        lifetime_sum_secs,
+        lifetime_count,
+        allocations_revoked,
+        allocations_credential_removed,
+    } = from;
+    into.binding_requests += binding_requests;
+    into.allocations_created += allocations_created;
+    into.allocations_expired += allocations_expired;
+    into.allocations_deleted += allocations_deleted;
+    into.allocations_refused += allocations_refused;
+    for (a, b) in into.allocations_active.iter_mut().zip(allocations_active) {
+        sum(a, b);
     }
-    t.peer_denied += s.peer_denied;
-    t.error_responses_suppressed += s.error_responses_suppressed;
-    t.packets_to_peer += s.packets_to_peer;
-    t.bytes_to_peer += s.bytes_to_peer;
-    t.packets_to_client += s.packets_to_client;
-    t.bytes_to_client += s.bytes_to_client;
-    t.dropped_packets += s.dropped_packets;
-    t.relay_bind_failures += s.relay_bind_failures;
-    for (a, b) in t.lifetime_buckets.iter_mut().zip(s.lifetime_buckets) {
-        *a += b;
-    }
-    t.lifetime_sum_secs += s.lifetime_sum_secs;
-    t.lifetime_count += s.lifetime_count;
+    into.permissions_active += permissions_active;
+    into.channels_active += channels_active;
+    into.relay_ports_free += relay_ports_free;
+    into.relay_ports_total += relay_ports_total;
+    sum(&mut into.error_responses, error_responses);
+    into.error_responses_suppressed += error_responses_suppressed;
+    sum(&mut into.auth_failures, auth_failures);
+    into.peer_denied += peer_denied;
+    into.packets_to_peer += packets_to_peer;
+    into.bytes_to_peer += bytes_to_peer;
+    into.packets_to_client += packets_to_client;
+    into.bytes_to_client += bytes_to_client;
+    into.dropped_packets += dropped_packets;
+    into.relay_bind_failures += relay_bind_failures;
+    sum(&mut into.lifetime_buckets, lifetime_buckets);
+    into.lifetime_sum_secs += lifetime_sum_secs;
+    into.lifetime_count += lifetime_count;
+    into.allocations_revoked += allocations_revoked;
+    into.allocations_credential_removed += allocations_credential_removed;
 }
 
 /// Counter families are registered without `_total`; OpenMetrics adds it to the sample.

@@ -201,8 +201,10 @@ impl Worker {
                 }
             }
             let now = clock::now();
-            if let Some((credentials, policy)) = self.policy.take() {
-                self.reload_policy(credentials, policy, now);
+            if let Some(settings) = self.policy.take() {
+                self.streams.idle_timeout = settings.idle_timeout;
+                self.streams.handshake_timeout = settings.handshake_timeout;
+                self.reload_policy(settings.credentials, settings.policy, now);
             }
             self.timers.set(Timer::Server, self.server.poll_timeout());
             for timer in Timer::ALL {
