@@ -25,6 +25,7 @@
 //! allocation's permissions and channels; `relay_bind.rs` its relay sockets and ports
 //! (`ports.rs`, shared through `ledger.rs`). `relay_path.rs` is the per-packet path.
 
+mod admin;
 mod allocate;
 pub(crate) mod allocation;
 mod allocations;
@@ -58,6 +59,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use admin::SessionInfo;
 pub use binding::{StunAlternate, MAX_PADDED_RESPONSE};
 pub use credential_check::EndReason;
 pub use relay_path::{FromClient, ToClient, PEER_HEADROOM, PEER_TAILROOM};
