@@ -291,7 +291,10 @@ fn announce(config: &Config, running: &crate::serve::Running) {
         }
     }
     if let Some(m) = &running.metrics {
-        tracing::info!(addr = %m.addr, "Prometheus metrics at /metrics");
+        tracing::info!(addr = %m.addr, "Prometheus metrics at /metrics, admin API at /admin/v1/");
+        if !m.addr.ip().is_loopback() && config.admin_key.is_none() {
+            tracing::warn!(addr = %m.addr, "metrics_listen is beyond loopback and no admin_key is configured: the admin API answers 403 until one is set");
+        }
     }
     for host in config
         .public_hosts

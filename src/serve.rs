@@ -533,10 +533,25 @@ pub fn start(config: &Config) -> Result<Running> {
                 certs: certs.clone(),
                 acme: acme.clone(),
             });
+            let admin = Arc::new(crate::http::admin::AdminState {
+                workers: workers
+                    .iter()
+                    .map(|w| crate::http::admin::WorkerLink {
+                        slot: w.admin.clone(),
+                        waker: w.waker.clone(),
+                    })
+                    .collect(),
+                live: live.clone(),
+                beyond_loopback: !addr.ip().is_loopback(),
+                sources: sources.clone(),
+            });
             let registry = crate::metrics::exposition::registry(sources);
+            // The admin API lives here, never on http_listen (the public port).
+            let app = crate::metrics::exposition::router(registry)
+                .merge(crate::http::admin::router(admin));
             Some(crate::http::serve_router(
                 addr,
-                crate::metrics::exposition::router(registry),
+                app,
                 "metrics_listen",
                 edge_limits,
                 edge_stats.clone(),

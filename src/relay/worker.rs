@@ -48,6 +48,8 @@ pub struct WorkerHandle {
     pub stats: Arc<Mutex<Stats>>,
     /// Credentials and peer policy from a configuration reload, picked up between batches.
     pub policy: Arc<PolicySlot>,
+    /// Admin API requests, answered between batches (`admin.rs`).
+    pub admin: Arc<super::admin::AdminSlot>,
 }
 
 /// TCP and TLS: the listeners this worker accepts on, and the rules for connections.
@@ -75,6 +77,7 @@ pub struct Worker {
     shutdown: Arc<AtomicBool>,
     stats: Arc<Mutex<Stats>>,
     policy: Arc<PolicySlot>,
+    pub(super) admin: Arc<super::admin::AdminSlot>,
     batch: RecvBatch,
     /// Sockets (and connections) not drained in their last turn, read again before sleeping.
     pub(super) backlog: Vec<Source>,
@@ -126,6 +129,7 @@ impl Worker {
         }
         let stats = Arc::new(Mutex::new(server.stats().clone()));
         let policy = Arc::new(PolicySlot::default());
+        let admin = Arc::new(super::admin::AdminSlot::default());
         let worker = Worker {
             server,
             poll,
@@ -139,6 +143,7 @@ impl Worker {
             shutdown,
             stats: stats.clone(),
             policy: policy.clone(),
+            admin: admin.clone(),
             batch: RecvBatch::new(),
             backlog: Vec::new(),
             turn: 0,
@@ -155,6 +160,7 @@ impl Worker {
                 waker,
                 stats,
                 policy,
+                admin,
             },
         ))
     }
@@ -206,6 +212,7 @@ impl Worker {
                 self.streams.handshake_timeout = settings.handshake_timeout;
                 self.reload_policy(settings.credentials, settings.policy, now);
             }
+            self.serve_admin(now);
             self.timers.set(Timer::Server, self.server.poll_timeout());
             for timer in Timer::ALL {
                 if self.timers.fire(timer, now.mono) {
