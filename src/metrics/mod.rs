@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use turnd_proto::auth::AuthFailure;
 use turnd_proto::server::reject::Reject;
+use turnd_proto::server::EndReason;
 use turnd_proto::stats::{Stats, LIFETIME_BUCKETS};
 use turnd_proto::Transport;
 
@@ -55,11 +56,10 @@ impl Sources {
 fn add(t: &mut Stats, s: &Stats) {
     t.binding_requests += s.binding_requests;
     t.allocations_created += s.allocations_created;
-    t.allocations_expired += s.allocations_expired;
-    t.allocations_deleted += s.allocations_deleted;
+    for (a, b) in t.allocations_ended.iter_mut().zip(s.allocations_ended) {
+        *a += b;
+    }
     t.allocations_refused += s.allocations_refused;
-    t.allocations_revoked += s.allocations_revoked;
-    t.allocations_credential_removed += s.allocations_credential_removed;
     for (a, b) in t
         .allocations_active
         .iter_mut()
@@ -91,6 +91,7 @@ fn add(t: &mut Stats, s: &Stats) {
     }
     t.lifetime_sum_secs += s.lifetime_sum_secs;
     t.lifetime_count += s.lifetime_count;
+    t.events_dropped += s.events_dropped;
 }
 
 /// Counter families are registered without `_total`; OpenMetrics adds it to the sample.
@@ -161,17 +162,11 @@ impl Collector for Sources {
             }
         }
         counter(e, ALLOCATIONS_TOTAL, s.allocations_created)?;
-        counters(
-            e,
-            ALLOCATIONS_ENDED_TOTAL,
-            "reason",
-            &[
-                ("expired", s.allocations_expired),
-                ("deleted", s.allocations_deleted),
-                ("revoked", s.allocations_revoked),
-                ("credential_removed", s.allocations_credential_removed),
-            ],
-        )?;
+        let ended: Vec<(&str, u64)> = EndReason::ALL
+            .iter()
+            .map(|r| (r.label(), s.ended_count(*r)))
+            .collect();
+        counters(e, ALLOCATIONS_ENDED_TOTAL, "reason", &ended)?;
         counter(e, ALLOCATIONS_REFUSED_TOTAL, s.allocations_refused)?;
 
         let mut buckets: Vec<(f64, u64)> = LIFETIME_BUCKETS
