@@ -7,6 +7,7 @@ use harness::*;
 use std::net::SocketAddr;
 use std::time::Duration;
 use turnd_proto::client::Attr;
+use turnd_proto::server::EndReason;
 use turnd_proto::wire::Method;
 use turnd_proto::{ClientId, Transport};
 
@@ -36,6 +37,16 @@ fn sessions_list_every_allocation_with_its_user_addresses_age_and_counts() {
         &mut alice,
     );
     assert_eq!(Harness::code(&r), None);
+    // Two datagrams from the peer reach alice: her usage counts them.
+    let relay = *h.bound.keys().next().expect("alice's relay");
+    for _ in 0..2 {
+        let mut buf = vec![0u8; 48 + 5 + 4];
+        buf[48..53].copy_from_slice(b"hello");
+        assert!(h
+            .server
+            .handle_peer_datagram(h.now, relay, PEER.parse().unwrap(), &mut buf, 48..53)
+            .is_some());
+    }
     h.advance(Duration::from_secs(30));
 
     let all = h.server.sessions(None, h.now);
@@ -53,6 +64,11 @@ fn sessions_list_every_allocation_with_its_user_addresses_age_and_counts() {
     assert_eq!(s.remaining, Duration::from_secs(870));
     assert!(s.ready);
     assert_eq!((s.permissions, s.channels), (1, 0));
+    assert_eq!(
+        (s.usage.to_client.packets, s.usage.to_client.bytes),
+        (2, 10)
+    );
+    assert_eq!(s.usage.to_peer.packets, 0);
     // By full username too.
     let full = s.username.clone();
     assert_eq!(h.server.sessions(Some(&full), h.now).len(), 1);

@@ -230,17 +230,16 @@ async fn stats(State(state): State<Arc<AdminState>>) -> Json<Value> {
             (t.label().to_owned(), json!(v4 + v6))
         })
         .collect();
+    let ended: serde_json::Map<String, Value> = turnd_proto::server::EndReason::ALL
+        .iter()
+        .map(|r| (r.label().to_owned(), json!(s.ended_count(*r))))
+        .collect();
     Json(json!({
         "workers": sources.workers.len(),
         "workers_running": sources.workers_running.load(std::sync::atomic::Ordering::Relaxed),
         "allocations_active": active,
         "allocations_created": s.allocations_created,
-        "allocations_ended": {
-            "expired": s.allocations_expired,
-            "deleted": s.allocations_deleted,
-            "revoked": s.allocations_revoked,
-            "credential_removed": s.allocations_credential_removed,
-        },
+        "allocations_ended": ended,
         "allocations_refused": s.allocations_refused,
         "permissions_active": s.permissions_active,
         "channels_active": s.channels_active,

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use turnd_proto::auth::AuthFailure;
 use turnd_proto::server::reject::Reject;
+use turnd_proto::server::EndReason;
 use turnd_proto::stats::{Stats, LIFETIME_BUCKETS};
 use turnd_proto::Transport;
 
@@ -71,8 +72,7 @@ fn add(into: &mut Stats, from: &Stats) {
     let Stats {
         binding_requests,
         allocations_created,
-        allocations_expired,
-        allocations_deleted,
+        allocations_ended,
         allocations_refused,
         allocations_active,
         permissions_active,
@@ -92,13 +92,11 @@ fn add(into: &mut Stats, from: &Stats) {
         lifetime_buckets,
         lifetime_sum_secs,
         lifetime_count,
-        allocations_revoked,
-        allocations_credential_removed,
+        events_dropped,
     } = from;
     into.binding_requests += binding_requests;
     into.allocations_created += allocations_created;
-    into.allocations_expired += allocations_expired;
-    into.allocations_deleted += allocations_deleted;
+    sum(&mut into.allocations_ended, allocations_ended);
     into.allocations_refused += allocations_refused;
     for (a, b) in into.allocations_active.iter_mut().zip(allocations_active) {
         sum(a, b);
@@ -120,8 +118,7 @@ fn add(into: &mut Stats, from: &Stats) {
     sum(&mut into.lifetime_buckets, lifetime_buckets);
     into.lifetime_sum_secs += lifetime_sum_secs;
     into.lifetime_count += lifetime_count;
-    into.allocations_revoked += allocations_revoked;
-    into.allocations_credential_removed += allocations_credential_removed;
+    into.events_dropped += events_dropped;
 }
 
 /// Counter families are registered without `_total`; OpenMetrics adds it to the sample.
@@ -192,17 +189,11 @@ impl Collector for Sources {
             }
         }
         counter(e, ALLOCATIONS_TOTAL, s.allocations_created)?;
-        counters(
-            e,
-            ALLOCATIONS_ENDED_TOTAL,
-            "reason",
-            &[
-                ("expired", s.allocations_expired),
-                ("deleted", s.allocations_deleted),
-                ("revoked", s.allocations_revoked),
-                ("credential_removed", s.allocations_credential_removed),
-            ],
-        )?;
+        let ended: Vec<(&str, u64)> = EndReason::ALL
+            .iter()
+            .map(|r| (r.label(), s.ended_count(*r)))
+            .collect();
+        counters(e, ALLOCATIONS_ENDED_TOTAL, "reason", &ended)?;
         counter(e, ALLOCATIONS_REFUSED_TOTAL, s.allocations_refused)?;
 
         let mut buckets: Vec<(f64, u64)> = LIFETIME_BUCKETS

@@ -41,7 +41,7 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (WORKERS_RUNNING, "gauge", "Relay worker threads running their loop."),
     (ALLOCATIONS_ACTIVE, "gauge", "Allocations now, by `transport` (udp, tcp, tls) and `family` (ipv4, ipv6)."),
     (ALLOCATIONS_TOTAL, "counter", "Allocations created."),
-    (ALLOCATIONS_ENDED_TOTAL, "counter", "Allocations ended, by `reason` (expired, deleted, revoked, credential_removed: the last two by a SIGHUP reload)."),
+    (ALLOCATIONS_ENDED_TOTAL, "counter", "Allocations ended, by `reason`: expired, deleted (Refresh with LIFETIME 0), connection_closed, revoked and credential_removed (by a SIGHUP reload), drained (the SIGTERM drain timed out), shutdown, admin."),
     (ALLOCATIONS_REFUSED_TOTAL, "counter", "Allocate requests refused after the 401 challenge (quota, capacity, bad request, auth)."),
     (ALLOCATION_LIFETIME_SECONDS, "histogram", "How long ended allocations lived."),
     (STUN_BINDING_REQUESTS_TOTAL, "counter", "STUN Binding requests answered."),

@@ -220,6 +220,15 @@ impl Worker {
                 }
             }
         }
+        // What is still live ends here, counted (and reported) as drained when the drain
+        // timed out, as shut down otherwise.
+        let reason = if self.server.ledger().is_draining() {
+            turnd_proto::EndReason::Drained
+        } else {
+            turnd_proto::EndReason::Shutdown
+        };
+        self.server.end_all(reason, clock::now());
+        self.run_commands();
         self.publish();
         if self.timers.fire(Timer::LogSuppressed, Instant::now()) {
             self.log_suppressed();

@@ -9,7 +9,7 @@
 //! whose connection the shell must close. To keep the user out afterwards, combine with
 //! `revoke` (a credential is not invalidated by ending its allocations).
 
-use super::{ClientId, Now, Server, Transport};
+use super::{ClientId, EndReason, Now, Server, Transport};
 use crate::server::usage::Usage;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -88,8 +88,7 @@ impl Server {
             .map(|(slot, a)| (slot, a.client))
             .collect();
         for (slot, _) in &ended {
-            self.stats.allocations_deleted += 1;
-            self.remove_allocation(*slot, now);
+            self.end_allocation(*slot, EndReason::Admin, now);
         }
         ended.into_iter().map(|(_, c)| c).collect()
     }

@@ -98,7 +98,6 @@ pub struct Allocation {
     /// RESERVATION-TOKEN for the port reserved next to this allocation's (EVEN-PORT R bit).
     pub reservation: Option<[u8; 8]>,
     /// What it has relayed so far, both ways.
-    #[allow(dead_code)] // counted and read by the issue 16 work; remove this line then
     pub usage: super::usage::Usage,
 }
 

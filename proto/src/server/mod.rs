@@ -33,6 +33,7 @@ mod authenticate;
 pub mod binding;
 mod credential_check;
 mod decode;
+pub mod events;
 pub mod ledger;
 mod peers;
 pub mod ports;
@@ -61,7 +62,7 @@ use std::time::{Duration, Instant};
 
 pub use admin::SessionInfo;
 pub use binding::{StunAlternate, MAX_PADDED_RESPONSE};
-pub use credential_check::EndReason;
+pub use events::EndReason;
 pub use relay_path::{FromClient, ToClient, PEER_HEADROOM, PEER_TAILROOM};
 pub use respond::{answer_budget, CHALLENGE_FLOOR, MAX_AMPLIFICATION, MIN_CHALLENGED_REQUEST};
 
@@ -398,8 +399,7 @@ impl Server {
             channels += c as u64;
         }
         for slot in expired {
-            self.stats.allocations_expired += 1;
-            self.remove_allocation(slot, now);
+            self.end_allocation(slot, EndReason::Expired, now);
         }
         for r in self.ledger.take_expired(now.mono) {
             self.give_back_port(r.family, r.port);
@@ -466,9 +466,32 @@ impl Server {
     /// A stream client's connection closed: its allocation ends with it (RFC 8656 §3.1).
     pub fn handle_client_closed(&mut self, client: &ClientId, now: Now) {
         if let Some(slot) = self.allocations.slot_of(client) {
-            self.stats.allocations_deleted += 1;
-            self.remove_allocation(slot, now);
+            self.end_allocation(slot, EndReason::ConnectionClosed, now);
         }
+    }
+
+    /// Ends every allocation (pending ones included) for `reason`: the drain timed out, the
+    /// process is stopping, or an operator asked. Returns the clients whose allocations ended,
+    /// so the shell can close stream connections.
+    pub fn end_all(&mut self, reason: EndReason, now: Now) -> Vec<ClientId> {
+        let slots: Vec<(Slot, ClientId)> = self
+            .allocations
+            .iter()
+            .map(|(s, a)| (s, a.client))
+            .collect();
+        for (slot, _) in &slots {
+            self.end_allocation(*slot, reason, now);
+        }
+        slots.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// Ends an allocation for `reason`: counted by reason, then removed.
+    fn end_allocation(&mut self, slot: Slot, reason: EndReason, now: Now) {
+        if self.allocations.get(slot).is_none() {
+            return;
+        }
+        self.stats.ended(reason);
+        self.remove_allocation(slot, now);
     }
 
     /// The relay address configured for a family, if relaying in it is enabled.

@@ -133,8 +133,7 @@ impl Server {
             self.respond(req, Class::Success, Some(auth), false, |enc| {
                 enc.u32_attr(attr::LIFETIME, 0);
             });
-            self.stats.allocations_deleted += 1;
-            self.remove_allocation(slot, now);
+            self.end_allocation(slot, super::EndReason::Deleted, now);
             return Ok(());
         }
         a.expires = now.mono + lifetime;
