@@ -107,6 +107,7 @@ fn ending_a_user_releases_its_udp_and_tcp_allocations_and_nobody_elses() {
         free + 2,
         "ports returned"
     );
+    assert_eq!(h.server.stats().ended_count(EndReason::Admin), 2);
     // RFC 8656 §7.3: a Refresh for an allocation that no longer exists is 437.
     let r = h.request(a_udp, Method::REFRESH, &[Attr::Lifetime(600)], &mut alice1);
     assert_eq!(Harness::code(&r), Some(437));
