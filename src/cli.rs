@@ -1,4 +1,4 @@
-//! The command line: `turnd serve | credentials | selftest | nat | check-config`.
+//! The command line: `turnd serve | credentials | selftest | nat | sessions | check-config`.
 
 use crate::config::{Config, Settings};
 use crate::uris::{self, Listeners};
@@ -62,6 +62,10 @@ pub enum Cmd {
     /// Certificates for TURN over TLS.
     #[command(subcommand)]
     Cert(CertCmd),
+    /// Live sessions through the admin API of a running turnd (on its metrics listener):
+    /// `list` them, or `kill` a user's.
+    #[command(subcommand)]
+    Sessions(crate::sessions::SessionsCmd),
     /// Validate a configuration file and exit (0 when valid).
     CheckConfig {
         /// The TOML file.
@@ -145,6 +149,10 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Selftest(args) => {
             let code = crate::selftest::cli::run(args)?;
+            std::process::exit(code)
+        }
+        Cmd::Sessions(cmd) => {
+            let code = crate::sessions::run(cmd)?;
             std::process::exit(code)
         }
     }

@@ -19,5 +19,6 @@ pub mod relay;
 pub mod reload;
 pub mod selftest;
 pub mod serve;
+pub mod sessions;
 pub mod tls;
 pub mod uris;
