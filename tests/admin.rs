@@ -188,6 +188,9 @@ fn killing_alice_ends_her_udp_and_tcp_allocations_within_a_second_while_bob_rela
     );
 }
 
+/// A request (method, path, headers) and the status it must get.
+type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u16);
+
 #[test]
 fn the_admin_api_lives_on_the_metrics_listener_only_and_answers_json_errors() {
     let metrics = free_port();
@@ -203,7 +206,7 @@ fn the_admin_api_lives_on_the_metrics_listener_only_and_answers_json_errors() {
         assert_eq!(r.status, 404, "{path} on http_listen: {}", r.body);
         assert!(r.json()["error"].is_string());
     }
-    let cases: &[(&str, &str, &[(&str, &str)], u16)] = &[
+    let cases: &[Case] = &[
         ("GET", "/admin/v1/allocations", &with_key, 200),
         ("GET", "/admin/v1/stats", &with_key, 200),
         ("GET", "/admin/v1/allocations?user=nobody", &with_key, 200),
