@@ -267,6 +267,113 @@ mod tests {
         assert_eq!(plan(&old, &moved).restart, ["listen", "relay_ports"]);
     }
 
+    /// Every restart-only key, changed alone, is named (once) and keeps its running value;
+    /// every reloadable key, changed alone, is taken and named nowhere.
+    #[test]
+    fn every_key_is_either_reloaded_or_named_as_needing_a_restart() {
+        let base = "listen = [\"127.0.0.1:3478\"]\nsecret = [\"0123456789abcdef\"]\n";
+        let old = config(base);
+        let restart_only: &[(&str, &str)] = &[
+            ("realm", "realm = \"other\""),
+            ("listen", "listen = [\"127.0.0.1:3479\"]"),
+            ("relay_ip/external_ip", "relay_ip = [\"127.0.0.2\"]"),
+            ("relay_ports", "relay_ports = \"40000-40100\""),
+            ("user_quota", "user_quota = 3"),
+            ("max_allocations", "max_allocations = 3"),
+            ("max_permissions", "max_permissions = 3"),
+            ("max_channels", "max_channels = 3"),
+            ("legacy_channel_numbers", "legacy_channel_numbers = true"),
+            ("stun_alternate", "stun_alternate = \"127.0.0.2:3479\""),
+            ("workers", "workers = 3"),
+            ("log_format", "log_format = \"json\""),
+            ("public_host", "public_host = [\"turn.example.net\"]"),
+            ("http_listen", "http_listen = \"127.0.0.1:8081\""),
+            ("metrics_listen", "metrics_listen = \"127.0.0.1:9642\""),
+            ("max_connections", "max_connections = 3"),
+            ("max_connections_per_ip", "max_connections_per_ip = 3"),
+            ("http_rate_limit", "http_rate_limit = 3"),
+            ("error_rate_per_source", "error_rate_per_source = 3"),
+            ("ipv6_source_prefix", "ipv6_source_prefix = 56"),
+            (
+                "max_allocations_per_address",
+                "max_allocations_per_address = 3",
+            ),
+            ("http_header_timeout", "http_header_timeout = 3"),
+            ("http_body_timeout", "http_body_timeout = 3"),
+            ("http_idle_timeout", "http_idle_timeout = 3"),
+            ("http_max_connections", "http_max_connections = 3"),
+            (
+                "http_max_connections_per_ip",
+                "http_max_connections_per_ip = 3",
+            ),
+        ];
+        for (key, line) in restart_only {
+            // The line replaces the base's key of the same name (TOML keys are unique).
+            let name = line.split(' ').next().unwrap();
+            let kept: String = base
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{name} ")))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let new = config(&format!("{kept}{line}\n"));
+            let p = plan(&old, &new);
+            assert_eq!(p.restart, [*key], "{line}");
+            assert_eq!(p.next.listen, old.listen);
+            assert_eq!(p.next.realm, old.realm);
+            assert_eq!(p.next.workers, old.workers);
+        }
+        // TLS: moving the listener needs a restart; turning TLS on too; the files reload.
+        let tls = "tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n";
+        let with_tls = config(&format!("{base}{tls}tls_listen = [\"127.0.0.1:5349\"]\n"));
+        let moved = config(&format!("{base}{tls}tls_listen = [\"127.0.0.1:5350\"]\n"));
+        assert_eq!(plan(&with_tls, &moved).restart, ["tls_listen"]);
+        assert_eq!(
+            plan(&old, &with_tls).restart,
+            ["tls_cert/tls_key", "tls_listen"]
+        );
+        let other_files = config(&format!(
+            "{base}tls_cert = \"/c2.pem\"\ntls_key = \"/k2.pem\"\ntls_listen = [\"127.0.0.1:5349\"]\n"
+        ));
+        let p = plan(&with_tls, &other_files);
+        assert!(p.restart.is_empty());
+        assert_eq!(p.next.tls_files, other_files.tls_files);
+        // stun_alternate_url needs stun_alternate: both change, both are named.
+        let alt = "stun_alternate = \"127.0.0.2:3479\"\n";
+        let with_alt = config(&format!("{base}{alt}"));
+        let url = config(&format!("{base}{alt}stun_alternate_url = true\n"));
+        assert_eq!(plan(&with_alt, &url).restart, ["stun_alternate_url"]);
+        let reloadable: &[&str] = &[
+            "secret = [\"fedcba9876543210\"]",
+            "user = [\"alice:a-password\"]",
+            "allow_peer = [\"10.0.0.0/8\"]",
+            "deny_peer = [\"192.0.2.0/24\"]",
+            "max_ttl = 600",
+            "default_ttl = 60",
+            "revoke = [\"mallory\"]",
+            "strict_expiry = true",
+            "api_key = [\"0123456789abcdef0123\"]",
+            "admin_key = \"0123456789abcdef0123\"",
+            "cors_origin = [\"https://app.example.com\"]",
+            "tcp_idle_timeout = 5",
+            "tls_handshake_timeout = 5",
+            "selftest_interval = 0",
+            "drain_timeout = 1",
+        ];
+        for line in reloadable {
+            let name = line.split(' ').next().unwrap();
+            let kept: String = base
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{name} ")))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let new = config(&format!("{kept}{line}\n"));
+            let p = plan(&old, &new);
+            assert!(p.restart.is_empty(), "{line}: {:?}", p.restart);
+            // Taken from the new file: the whole configuration is the new one.
+            assert_eq!(format!("{:?}", p.next), format!("{new:?}"), "{line}");
+        }
+    }
+
     #[test]
     fn a_slot_hands_over_once() {
         let slot = PolicySlot::default();
