@@ -332,3 +332,86 @@ fn a_short_admin_key_is_refused_at_start_up() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// docs/admin-openapi.json describes what the server really answers: every documented
+/// operation is called with and without its key, with and without a user (alice has an
+/// allocation, so lists are not empty), and each answer's status and body must be documented.
+#[test]
+fn admin_openapi_description_matches_the_server() {
+    use common::openapi::{conforms, resolve};
+    let spec: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/admin-openapi.json")).unwrap();
+    let mut s = common::settings();
+    s.admin_key = Some(ADMIN_KEY.into());
+    let turnd = common::start(s);
+    let admin = turnd.running.metrics.as_ref().unwrap().addr;
+    let (user, pass) = common::rest("alice", 600);
+    let mut alice = UdpTurnClient::new(turnd.addr, &user, &pass);
+    alice.allocate();
+    let auth = format!("Bearer {ADMIN_KEY}");
+    let key = [("Authorization", auth.as_str())];
+    let wrong = [("Authorization", "Bearer another-key-entirely")];
+    let mut statuses = std::collections::BTreeSet::new();
+    let mut checked = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        // GET before DELETE: the lists must see alice's allocation before it is ended.
+        let mut ops: Vec<_> = item.as_object().unwrap().iter().collect();
+        ops.sort_by_key(|(method, _)| *method != "get");
+        for (method, op) in ops {
+            let m = method.to_uppercase();
+            // DELETE last for alice: the lists before it see her allocation.
+            let cases: [(String, &[(&str, &str)]); 6] = [
+                (format!("{path}?user=alice"), &key),
+                (format!("{path}?user=nobody"), &key),
+                (path.clone(), &key),
+                (format!("{path}?user="), &key),
+                (format!("{path}?user=alice"), &[]),
+                (format!("{path}?user=alice"), &wrong),
+            ];
+            for (target, headers) in cases {
+                let r = http_request(admin, &m, &target, headers, "");
+                let documented = &op["responses"][r.status.to_string()];
+                assert!(
+                    !documented.is_null(),
+                    "{m} {target} answered {} which the spec does not list: {}",
+                    r.status,
+                    r.body
+                );
+                let schema = &resolve(&spec, documented)["content"]["application/json"]["schema"];
+                conforms(&spec, schema, &r.json()).unwrap_or_else(|e| panic!("{m} {target}: {e}"));
+                if m == "GET"
+                    && path.ends_with("allocations")
+                    && r.status == 200
+                    && target.contains("alice")
+                {
+                    assert_eq!(
+                        r.json()["count"],
+                        1,
+                        "alice's allocation is listed and checked"
+                    );
+                }
+                statuses.insert((m.clone(), r.status));
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 6, "every documented operation was exercised");
+    for want in [
+        ("DELETE", 200),
+        ("DELETE", 400),
+        ("GET", 200),
+        ("GET", 400),
+        ("GET", 401),
+        ("GET", 403),
+    ] {
+        assert!(
+            statuses.contains(&(want.0.to_owned(), want.1)),
+            "{want:?} never seen: {statuses:?}"
+        );
+    }
+    assert_eq!(
+        turnd.running.ledger.total(),
+        0,
+        "DELETE ended alice's allocation"
+    );
+}
