@@ -120,6 +120,22 @@ fn killing_alice_ends_her_udp_and_tcp_allocations_within_a_second_while_bob_rela
     assert_eq!(alice_udp["permissions"], 1);
     assert_eq!(alice_udp["to_peer"]["packets"], 5);
     assert_eq!(alice_udp["to_peer"]["bytes"], 35);
+    let alice_tcp = alice["allocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["transport"] == "tcp")
+        .expect("alice's TCP allocation");
+    assert_eq!(
+        alice_tcp["client"],
+        tcp.stream.local_addr().unwrap().to_string()
+    );
+    assert_eq!(
+        alice_tcp["server"],
+        turnd.addr().to_string(),
+        "the connection's local end"
+    );
+    assert_eq!(alice_udp["server"], turnd.addr().to_string());
     let bob = list(admin, Some("bob"));
     for a in bob["allocations"].as_array().unwrap() {
         assert!(a["to_peer"]["packets"].as_u64().unwrap() > 0, "{a}");
@@ -303,6 +319,56 @@ fn beyond_loopback_the_admin_api_refuses_callers_without_its_key() {
             Some(_) => assert_eq!(statuses, (401, 403, 200, 200)),
         }
     }
+    // `turnd serve` says so at start-up when the admin API is closed that way.
+    let mut child = ns
+        .command(env!("CARGO_BIN_EXE_turnd"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--relay-ip",
+            "127.0.0.1",
+            "--http-listen",
+            "off",
+        ])
+        .args([
+            "--metrics-listen",
+            "10.77.0.1:0",
+            "--selftest-interval",
+            "0",
+            "--secret",
+            "a-secret-0123456789",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.contains("turnd ready") && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            log.push_str(&line);
+            log.push('\n');
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        log.contains("beyond loopback and no admin_key is configured"),
+        "{log}"
+    );
 }
 
 /// admin_key is validated before anything is bound: too short is exit 2 naming the key.

@@ -91,9 +91,9 @@ impl Worker {
                 // The core does not know a connection's local port; the socket does.
                 let local = self
                     .conns
-                    .iter()
-                    .flatten()
-                    .find(|c| c.client.remote == s.client && c.client.transport == s.transport)
+                    .get(s.id.local as usize)
+                    .and_then(Option::as_ref)
+                    .filter(|c| c.client == s.id)
                     .and_then(|c| c.stream.local_addr().ok());
                 if let Some(local) = local {
                     s.server = local;

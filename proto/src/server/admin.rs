@@ -23,6 +23,8 @@ pub struct SessionInfo {
     pub username: String,
     /// The realm it authenticated in.
     pub realm: String,
+    /// The client's 5-tuple as the shell names it (its `local` finds a stream connection).
+    pub id: ClientId,
     /// The transport between client and server.
     pub transport: Transport,
     /// The client's address and port.
@@ -58,6 +60,7 @@ impl Server {
                 user_id: a.user_id.clone(),
                 username: a.username.clone(),
                 realm: self.config.realm.clone(),
+                id: a.client,
                 transport: a.client.transport,
                 client: a.client.remote,
                 server: SocketAddr::new(a.client.local_ip, self.server_port(&a.client)),
