@@ -93,6 +93,8 @@ pub struct Worker {
     timers: Timers,
     /// Suppressed error responses already logged.
     suppressed_logged: u64,
+    /// Logs the server's events and writes usage records (`crate::events`).
+    events: crate::events::EventSink,
 }
 
 impl Worker {
@@ -102,6 +104,7 @@ impl Worker {
         listeners: Vec<std::net::UdpSocket>,
         mut streams: StreamSetup,
         shutdown: Arc<AtomicBool>,
+        events: crate::events::EventSink,
     ) -> io::Result<(Worker, WorkerHandle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), Source::Wake.token())?);
@@ -148,6 +151,7 @@ impl Worker {
             replies: Vec::with_capacity(BATCH),
             timers: Timers::default(),
             suppressed_logged: 0,
+            events,
         };
         Ok((
             worker,
@@ -220,6 +224,7 @@ impl Worker {
         };
         self.server.end_all(reason, clock::now());
         self.run_commands();
+        self.events.finish();
         self.publish();
         if self.timers.fire(Timer::LogSuppressed, Instant::now()) {
             self.log_suppressed();
@@ -235,6 +240,7 @@ impl Worker {
                 self.server.poll_timeout()
             }
             Timer::Publish => {
+                self.events.tick(now.mono);
                 self.publish();
                 Some(Instant::now() + PUBLISH_EVERY)
             }
@@ -468,6 +474,8 @@ impl Worker {
             }
         }
         self.send_replies();
+        // After each batch's commands, off the per-packet path: what happened is logged.
+        self.events.drain(&mut self.server);
         self.flush_dirty_conns();
     }
 
