@@ -168,6 +168,8 @@ fn serve(settings: Settings) -> Result<()> {
     announce(&config, &running);
     for sig in signals.forever() {
         if sig == signal_hook::consts::SIGHUP {
+            // logrotate renamed the usage log: new records go to a new file of that name.
+            running.reopen_usage_log();
             if let Some(next) = reload(&settings, &config, &running) {
                 config = next;
             }

@@ -202,6 +202,11 @@ pub struct Settings {
     #[arg(long, env = "TURND_SELFTEST_INTERVAL")]
     pub selftest_interval: Option<u64>,
 
+    /// Usage records: one JSON line per ended allocation appended to this file ("-" for
+    /// standard output), reopened on SIGHUP [default: off].
+    #[arg(long, env = "TURND_USAGE_LOG", value_name = "FILE")]
+    pub usage_log: Option<String>,
+
     /// Prometheus metrics listen address ("off" disables it) [default: 127.0.0.1:9641].
     #[arg(long, env = "TURND_METRICS_LISTEN", value_name = "ADDR:PORT")]
     pub metrics_listen: Option<String>,
@@ -476,6 +481,8 @@ pub struct Config {
     pub stun_alternate_url: bool,
     pub workers: usize,
     pub log_format: LogFormat,
+    /// Where usage records go; None when off.
+    pub usage_log: Option<crate::events::usage_log::UsageTarget>,
     pub public_hosts: Vec<String>,
     /// None when the HTTP service is off.
     pub http_listen: Option<SocketAddr>,
@@ -666,6 +673,7 @@ impl Config {
         let max_ttl = max_ttl(s)?;
         let workers = workers(s, &relay_ports)?;
         let log_format = log_format(s)?;
+        let usage_log = usage_log(s)?;
         let (max_permissions, max_channels) = per_allocation_limits(s)?;
         let public_hosts = public_hosts(s)?;
         let Http {
@@ -745,6 +753,7 @@ impl Config {
             legacy_channel_numbers: s.legacy_channel_numbers.unwrap_or(false),
             workers,
             log_format,
+            usage_log,
             public_hosts,
         })
     }
@@ -907,6 +916,33 @@ fn workers(s: &Settings, relay_ports: &RangeInclusive<u16>) -> Result<usize> {
         );
     }
     Ok(workers)
+}
+
+/// `usage_log`: "-" is standard output; otherwise a file whose directory exists (the file
+/// itself is created at start-up, before anything is bound).
+fn usage_log(s: &Settings) -> Result<Option<crate::events::usage_log::UsageTarget>> {
+    use crate::events::usage_log::UsageTarget;
+    let Some(v) = s.usage_log.as_deref() else {
+        return Ok(None);
+    };
+    if v == "-" {
+        return Ok(Some(UsageTarget::Stdout));
+    }
+    if v.trim().is_empty() {
+        bail!("usage_log: empty; give a file path, or `-` for standard output");
+    }
+    let path = PathBuf::from(v);
+    if path.is_dir() {
+        bail!("usage_log: `{v}` is a directory; give a file path");
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        bail!("usage_log: the directory of `{v}` does not exist");
+    }
+    Ok(Some(UsageTarget::File(path)))
 }
 
 fn log_format(s: &Settings) -> Result<LogFormat> {

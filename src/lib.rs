@@ -9,6 +9,7 @@ pub mod certs;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod fdlimit;
 pub mod http;
 pub mod logging;

@@ -168,6 +168,7 @@ pub fn plan(current: &Config, new: &Config) -> Plan {
         http_max_connections,
         http_max_connections_per_ip,
         acme,
+        usage_log,
     } = new;
     let mut next = current.clone();
     let mut restart = Vec::new();
@@ -238,7 +239,10 @@ pub fn plan(current: &Config, new: &Config) -> Plan {
         "http_idle_timeout": http_idle_timeout,
         "http_max_connections": http_max_connections,
         "http_max_connections_per_ip": http_max_connections_per_ip,
-        "acme_*": acme
+        "acme_*": acme,
+        // The writer thread opens the configured path at start-up; SIGHUP reopens that same
+        // path (logrotate), so a new path or turning it on or off needs a restart.
+        "usage_log": usage_log
     );
     restart.dedup();
     Plan { next, restart }

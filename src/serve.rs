@@ -50,6 +50,8 @@ pub struct Running {
     workers: Vec<WorkerHandle>,
     threads: Vec<JoinHandle<()>>,
     shutdown: Arc<AtomicBool>,
+    /// The usage-record writer, when `usage_log` is set.
+    usage_log: Option<crate::events::usage_log::UsageLog>,
 }
 
 impl Running {
@@ -73,6 +75,22 @@ impl Running {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // After the workers: they ended what was left and sent its records.
+        if let Some(u) = self.usage_log.take() {
+            u.close();
+        }
+    }
+
+    /// SIGHUP: reopen the usage log (logrotate renamed it).
+    pub fn reopen_usage_log(&self) {
+        if let Some(u) = &self.usage_log {
+            u.reopen();
+        }
+    }
+
+    /// The usage log's counters, when it is on.
+    pub fn usage_counters(&self) -> Option<Arc<crate::events::usage_log::UsageCounters>> {
+        self.usage_log.as_ref().map(|u| u.counters.clone())
     }
 
     /// Counters per worker, as last published (at most ~250 ms old).
@@ -373,6 +391,12 @@ fn fit_fd_limit(config: &Config) -> crate::fdlimit::Plan {
 
 /// Binds and starts the relay.
 pub fn start(config: &Config) -> Result<Running> {
+    // Opened first: a usage log that cannot be written fails start-up before anything binds.
+    let usage_log = config
+        .usage_log
+        .clone()
+        .map(crate::events::usage_log::UsageLog::start)
+        .transpose()?;
     // Certificates are read before anything is bound: a bad file fails start-up cleanly.
     let acme = config.acme.as_ref().map(|c| {
         let challenges = Arc::new(crate::acme::challenges::Challenges::default());
@@ -450,7 +474,12 @@ pub fn start(config: &Config) -> Result<Running> {
             idle_timeout: config.tcp_idle_timeout,
             handshake_timeout: config.tls_handshake_timeout,
         };
-        let (worker, handle) = Worker::new(server, sockets.udp, streams, shutdown.clone())?;
+        let events = crate::events::EventSink::new(
+            i,
+            &config.realm,
+            usage_log.as_ref().and_then(|u| u.sender()),
+        );
+        let (worker, handle) = Worker::new(server, sockets.udp, streams, shutdown.clone(), events)?;
         workers.push(handle);
         let running = workers_running.clone();
         running.fetch_add(1, Ordering::Relaxed);
@@ -532,6 +561,7 @@ pub fn start(config: &Config) -> Result<Running> {
                 http_edge: edge_stats.clone(),
                 certs: certs.clone(),
                 acme: acme.clone(),
+                usage: usage_log.as_ref().map(|u| u.counters.clone()),
             });
             let admin = Arc::new(crate::http::admin::AdminState {
                 workers: workers
@@ -585,6 +615,7 @@ pub fn start(config: &Config) -> Result<Running> {
         workers,
         threads,
         shutdown,
+        usage_log,
     })
 }
 

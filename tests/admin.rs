@@ -181,6 +181,15 @@ fn killing_alice_ends_her_udp_and_tcp_allocations_within_a_second_while_bob_rela
     assert_eq!(list(admin, Some("alice"))["count"], 0);
     assert_eq!(list(admin, Some("bob"))["count"], 2);
     turnd.wait_for_log("admin: allocation ended");
+    // The session events say why, with what alice's UDP allocation relayed.
+    turnd.wait_for_log("allocation ended");
+    let ended: Vec<String> = turnd
+        .log()
+        .lines()
+        .filter(|l| l.contains("allocation ended") && l.contains("reason=\"admin\""))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ended.len(), 2, "{}", turnd.log());
 
     // Bob kept relaying throughout.
     std::thread::sleep(Duration::from_millis(500));

@@ -39,6 +39,8 @@ pub struct Sources {
     pub certs: Option<Arc<crate::tls::CertStore>>,
     /// Built-in ACME, for its renewals.
     pub acme: Option<Arc<crate::acme::Acme>>,
+    /// The usage log's counters, when `usage_log` is set.
+    pub usage: Option<Arc<crate::events::usage_log::UsageCounters>>,
 }
 
 impl Sources {
@@ -233,6 +235,15 @@ impl Collector for Sources {
             .collect();
         counters(e, AUTH_FAILURES_TOTAL, "reason", &rows)?;
         counter(e, PEER_DENIED_TOTAL, s.peer_denied)?;
+        counter(e, EVENTS_DROPPED_TOTAL, s.events_dropped)?;
+        let (written, dropped) = self.usage.as_ref().map_or((0, 0), |u| {
+            (
+                u.written.load(Ordering::Relaxed),
+                u.dropped.load(Ordering::Relaxed),
+            )
+        });
+        counter(e, USAGE_RECORDS_TOTAL, written)?;
+        counter(e, USAGE_RECORDS_DROPPED_TOTAL, dropped)?;
         counter(
             e,
             ERROR_RESPONSES_SUPPRESSED_TOTAL,

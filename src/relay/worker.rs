@@ -96,6 +96,8 @@ pub struct Worker {
     timers: Timers,
     /// Suppressed error responses already logged.
     suppressed_logged: u64,
+    /// Logs the server's events and writes usage records (`crate::events`).
+    events: crate::events::EventSink,
 }
 
 impl Worker {
@@ -105,6 +107,7 @@ impl Worker {
         listeners: Vec<std::net::UdpSocket>,
         mut streams: StreamSetup,
         shutdown: Arc<AtomicBool>,
+        events: crate::events::EventSink,
     ) -> io::Result<(Worker, WorkerHandle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), Source::Wake.token())?);
@@ -153,6 +156,7 @@ impl Worker {
             replies: Vec::with_capacity(BATCH),
             timers: Timers::default(),
             suppressed_logged: 0,
+            events,
         };
         Ok((
             worker,
@@ -229,6 +233,7 @@ impl Worker {
         };
         self.server.end_all(reason, clock::now());
         self.run_commands();
+        self.events.finish();
         self.publish();
         if self.timers.fire(Timer::LogSuppressed, Instant::now()) {
             self.log_suppressed();
@@ -244,6 +249,7 @@ impl Worker {
                 self.server.poll_timeout()
             }
             Timer::Publish => {
+                self.events.tick(now.mono);
                 self.publish();
                 Some(Instant::now() + PUBLISH_EVERY)
             }
@@ -477,6 +483,8 @@ impl Worker {
             }
         }
         self.send_replies();
+        // After each batch's commands, off the per-packet path: what happened is logged.
+        self.events.drain(&mut self.server);
         self.flush_dirty_conns();
     }
 

@@ -122,17 +122,29 @@ impl Server {
         let relay = a.relay_for(peer.ip())?.id;
         let Some(perm) = a.permission(peer.ip(), now.mono) else {
             if !self.config.policy.allows(peer.ip()) && !self.is_own_relay(peer) {
-                self.stats.peer_denied += 1;
+                self.send_denied(client, peer);
             }
             return None;
         };
         if perm.hairpin_only && !self.is_own_relay(peer) {
-            self.stats.peer_denied += 1;
+            self.send_denied(client, peer);
             return None;
         }
         // `data` borrows `packet`: its offset in the packet is the payload range.
         let start = data.as_ptr() as usize - packet.as_ptr() as usize;
         Some((slot, relay, peer, start..start + data.len()))
+    }
+
+    /// A Send indication to a peer the policy refuses: counted and reported (the event holds
+    /// no heap data, so this allocates nothing once the queue has grown).
+    #[cold]
+    fn send_denied(&mut self, client: &ClientId, peer: SocketAddr) {
+        self.stats.peer_denied += 1;
+        self.emit(super::Event::PeerDenied {
+            client: *client,
+            peer,
+            method: Method::SEND,
+        });
     }
 
     /// A datagram from `peer` on relay socket `relay`, with its payload at `buf[payload]`.
