@@ -174,6 +174,8 @@ fn killing_alice_ends_her_udp_and_tcp_allocations_within_a_second_while_bob_rela
     };
     let closed = closed.expect("alice's TCP connection closed");
     assert!(closed < Duration::from_secs(1), "closed after {closed:?}");
+    // Measured: the CLI's process start, HTTP round trip and both workers' turn included.
+    eprintln!("alice's TCP connection closed {closed:?} after `turnd sessions kill` started");
     // RFC 8656 §7.3: no allocation for this 5-tuple any more: 437.
     let r = udp.request(Method::REFRESH, &[Attr::Lifetime(600)]);
     assert_eq!(UdpTurnClient::code(&r), Some(437));
