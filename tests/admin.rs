@@ -1,6 +1,6 @@
 //! The admin API and `turnd sessions` (issue 16), against real sockets: `turnd sessions kill
-//! --user alice` ends alice's UDP and TCP allocations within a second (her TCP connection
-//! closes, her UDP refresh gets 437) while bob's flows relay on; `turnd sessions list` shows
+//! --user alice` ends alice's UDP, TCP and TLS allocations within a second (her TCP and TLS
+//! connections close, her UDP refresh gets 437) while bob's flows relay on; `turnd sessions list` shows
 //! every allocation with its counters; the API refuses callers without its key when its
 //! listener is beyond loopback (in a network namespace); it is never served on the public
 //! HTTP port; bad requests get JSON errors with the right status.
@@ -51,11 +51,23 @@ fn list(admin: SocketAddr, user: Option<&str>) -> serde_json::Value {
 }
 
 #[test]
-fn killing_alice_ends_her_udp_and_tcp_allocations_within_a_second_while_bob_relays_on() {
+fn killing_alice_ends_her_udp_tcp_and_tls_allocations_within_a_second_while_bob_relays_on() {
     let _cpu = common::cpu::whole();
     let metrics = free_port();
     let metrics_arg = format!("127.0.0.1:{metrics}");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, der) = common::self_signed();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    let tls_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let turnd = Served::start(&[
+        "--tls-listen",
+        &tls_addr.to_string(),
+        "--tls-cert",
+        cert_file.to_str().unwrap(),
+        "--tls-key",
+        key_file.to_str().unwrap(),
         "--metrics-listen",
         &metrics_arg,
         "--admin-key",
@@ -87,6 +99,8 @@ fn killing_alice_ends_her_udp_and_tcp_allocations_within_a_second_while_bob_rela
     tcp.allocate();
     let r = tcp.request(Method::CREATE_PERMISSION, &[Attr::Peer(peer_addr)]);
     assert_eq!(UdpTurnClient::code(&r), None);
+    let mut tls = StreamTurnClient::new(common::tls(tls_addr, &der).unwrap(), &user, &pass);
+    tls.allocate();
     for i in 0..5u8 {
         let tid = turnd_proto::wire::TransactionId([i; 12]);
         let ind = turnd_proto::client::send_indication(tid, peer_addr, b"u-alice");
@@ -101,9 +115,9 @@ fn killing_alice_ends_her_udp_and_tcp_allocations_within_a_second_while_bob_rela
 
     // The list: alice's two allocations and bob's two, with addresses and counters.
     let all = list(admin, None);
-    assert_eq!(all["count"], 4, "{all}");
+    assert_eq!(all["count"], 5, "{all}");
     let alice = list(admin, Some("alice"));
-    assert_eq!(alice["count"], 2, "{alice}");
+    assert_eq!(alice["count"], 3, "{alice}");
     let alice_udp = alice["allocations"]
         .as_array()
         .unwrap()
@@ -155,7 +169,7 @@ fn killing_alice_ends_her_udp_and_tcp_allocations_within_a_second_while_bob_rela
     let t0 = Instant::now();
     let (code, out, err) = sessions(admin, &["kill", "--user", "alice"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ended 2 allocation"), "{out}");
+    assert!(out.contains("ended 3 allocation"), "{out}");
     let closed = loop {
         let mut b = [0u8; 512];
         match reader.read(&mut b) {
@@ -173,6 +187,33 @@ fn killing_alice_ends_her_udp_and_tcp_allocations_within_a_second_while_bob_rela
         }
     };
     let closed = closed.expect("alice's TCP connection closed");
+    // Her TLS connection too (close_notify, or the socket closing under it).
+    tls.stream
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let tls_closed = loop {
+        let mut b = [0u8; 512];
+        match tls.stream.read(&mut b) {
+            Ok(0) => break Some(t0.elapsed()),
+            Ok(_) => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                if t0.elapsed() > Duration::from_secs(3) {
+                    break None;
+                }
+            }
+            Err(_) => break Some(t0.elapsed()),
+        }
+    };
+    let tls_closed = tls_closed.expect("alice's TLS connection closed");
+    eprintln!("alice's TLS connection closed {tls_closed:?} after `turnd sessions kill` started");
+    assert!(
+        tls_closed < Duration::from_secs(1),
+        "TLS closed after {tls_closed:?}"
+    );
     assert!(closed < Duration::from_secs(1), "closed after {closed:?}");
     // Measured: the CLI's process start, HTTP round trip and both workers' turn included.
     eprintln!("alice's TCP connection closed {closed:?} after `turnd sessions kill` started");
@@ -191,7 +232,7 @@ fn killing_alice_ends_her_udp_and_tcp_allocations_within_a_second_while_bob_rela
         .filter(|l| l.contains("allocation ended") && l.contains("reason=\"admin\""))
         .map(str::to_owned)
         .collect();
-    assert_eq!(ended.len(), 2, "{}", turnd.log());
+    assert_eq!(ended.len(), 3, "{}", turnd.log());
 
     // Bob kept relaying throughout.
     std::thread::sleep(Duration::from_millis(500));
@@ -209,7 +250,7 @@ fn killing_alice_ends_her_udp_and_tcp_allocations_within_a_second_while_bob_rela
     assert_eq!(stats.status, 200);
     assert_eq!(
         stats.json()["allocations_ended"]["admin"],
-        2,
+        3,
         "{}",
         stats.body
     );
