@@ -120,7 +120,7 @@ fn user_param(query: Option<&str>) -> Result<Option<String>, ApiError> {
 
 /// Sends `request` to every worker and collects their answers, in worker order.
 async fn ask_workers(
-    state: &AdminState,
+    workers: &[WorkerLink],
     request: AdminRequest,
 ) -> Result<Vec<AdminReply>, ApiError> {
     let busy = || {
@@ -129,8 +129,8 @@ async fn ask_workers(
             "a relay worker is busy; try again",
         )
     };
-    let mut waiting = Vec::with_capacity(state.workers.len());
-    for w in &state.workers {
+    let mut waiting = Vec::with_capacity(workers.len());
+    for w in workers {
         let (tx, rx) = tokio::sync::oneshot::channel();
         w.slot.offer(request.clone(), tx).map_err(|_| busy())?;
         let _ = w.waker.wake();
@@ -196,7 +196,7 @@ async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let user = user_param(query.as_deref())?;
-    let replies = ask_workers(&state, AdminRequest::List { user }).await?;
+    let replies = ask_workers(&state.workers, AdminRequest::List { user }).await?;
     let allocations = sessions_json(replies);
     Ok(Json(
         json!({ "count": allocations.len(), "allocations": allocations }),
@@ -212,7 +212,7 @@ async fn end_user(
             "user: required (DELETE /admin/v1/allocations?user=ID ends that user's allocations)",
         ));
     };
-    let replies = ask_workers(&state, AdminRequest::EndUser { user: user.clone() }).await?;
+    let replies = ask_workers(&state.workers, AdminRequest::EndUser { user: user.clone() }).await?;
     let ended = sessions_json(replies);
     tracing::info!(user, ended = ended.len(), "admin: user's allocations ended");
     Ok(Json(
@@ -254,6 +254,39 @@ async fn stats(State(state): State<Arc<AdminState>>) -> Json<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker that never answers (wedged, or gone) costs the caller 2 s and a 503, not a
+    /// hung request; a full queue is a 503 at once.
+    #[tokio::test]
+    async fn a_worker_that_does_not_answer_is_a_503_after_two_seconds() {
+        let poll = mio::Poll::new().unwrap();
+        let link = WorkerLink {
+            slot: Arc::new(AdminSlot::default()),
+            waker: Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap()),
+        };
+        let workers = [link];
+        let t0 = tokio::time::Instant::now();
+        let e = ask_workers(&workers, AdminRequest::List { user: None })
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        let waited = t0.elapsed();
+        assert!(waited >= WORKER_TIMEOUT && waited < WORKER_TIMEOUT + Duration::from_secs(1));
+        for _ in 1..crate::relay::admin::MAX_QUEUED {
+            let (tx, _rx) = tokio::sync::oneshot::channel();
+            workers[0]
+                .slot
+                .offer(AdminRequest::List { user: None }, tx)
+                .unwrap();
+        }
+        let t0 = tokio::time::Instant::now();
+        let e = ask_workers(&workers, AdminRequest::List { user: None })
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.message.contains("busy"), "{}", e.message);
+        assert!(t0.elapsed() < Duration::from_millis(500), "refused at once");
+    }
 
     #[test]
     fn the_user_parameter_is_optional_but_never_empty_or_repeated() {
