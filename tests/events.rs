@@ -473,4 +473,13 @@ fn a_usage_log_that_cannot_be_written_names_the_key_and_exits_2() {
         assert!(err.contains("usage_log"), "{bad:?}: {err}");
         assert!(!err.contains("listening"), "nothing was bound: {err}");
     }
+    // The same key as an environment variable (config key = flag = TURND_* variable).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnd"))
+        .args(["serve", "--listen", "127.0.0.1:1"])
+        .env("TURND_USAGE_LOG", "/nonexistent-dir-for-turnd/u.log")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("usage_log"), "{err}");
 }
