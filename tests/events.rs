@@ -327,7 +327,7 @@ fn every_event_is_logged_with_its_fields_and_ended_allocations_carry_exact_usage
 #[test]
 fn a_flood_of_bad_credentials_logs_a_bounded_number_of_lines_and_a_summary() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut s, _) = start(&dir.path().join("usage.log"), &[]);
+    let (mut s, metrics) = start(&dir.path().join("usage.log"), &[]);
     let (user, _) = rest("mallory");
     // One round trip for a nonce, then 100,000 Allocates with a wrong password on it.
     let mut c = UdpTurnClient::new(s.addr(), &user, "wrong");
@@ -355,7 +355,19 @@ fn a_flood_of_bad_credentials_logs_a_bounded_number_of_lines_and_a_summary() {
             "bounded in time"
         );
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // Every failure the server counted is accounted for below: logged, summarised, or
+    // dropped from a full queue. Wait until the published count stops moving.
+    let failures = "turnd_auth_failures_total{reason=\"bad_integrity\"}";
+    let mut counted = metric(metrics, failures);
+    loop {
+        std::thread::sleep(Duration::from_millis(400));
+        let now = metric(metrics, failures);
+        if now == counted {
+            break;
+        }
+        counted = now;
+    }
+    let dropped = metric(metrics, "turnd_events_dropped_total");
     s.signal(libc::SIGINT);
     let deadline = Instant::now() + Duration::from_secs(10);
     while s.is_running() {
@@ -379,9 +391,11 @@ fn a_flood_of_bad_credentials_logs_a_bounded_number_of_lines_and_a_summary() {
         "{} log lines",
         log.lines().count()
     );
-    assert!(
-        summary > 10_000,
-        "the suppression summary counts the rest: {summary}"
+    assert!(counted > 1000.0, "the flood reached the server: {counted}");
+    assert_eq!(
+        failed as f64 + summary as f64 + dropped,
+        counted,
+        "logged {failed} + suppressed {summary} + dropped {dropped} = counted"
     );
 }
 
@@ -459,4 +473,13 @@ fn a_usage_log_that_cannot_be_written_names_the_key_and_exits_2() {
         assert!(err.contains("usage_log"), "{bad:?}: {err}");
         assert!(!err.contains("listening"), "nothing was bound: {err}");
     }
+    // The same key as an environment variable (config key = flag = TURND_* variable).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnd"))
+        .args(["serve", "--listen", "127.0.0.1:1"])
+        .env("TURND_USAGE_LOG", "/nonexistent-dir-for-turnd/u.log")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("usage_log"), "{err}");
 }

@@ -621,6 +621,17 @@ impl Driver {
         assert_eq!(s.relay_ports_free, s.relay_ports_total, "relay ports lost");
         let gauges: u64 = s.allocations_active.iter().flatten().sum();
         assert_eq!(gauges, 0, "allocation gauges drifted");
+        // Every allocation reported created was reported ended, with its reason counted.
+        self.take_events();
+        let s = self.server.stats();
+        let ended: u64 = s.allocations_ended.iter().sum();
+        assert!(ended >= self.events_ended, "ended events without a count");
+        if s.events_dropped == 0 {
+            assert_eq!(
+                self.events_created, self.events_ended,
+                "an end not reported"
+            );
+        }
     }
 }
 
@@ -759,5 +770,22 @@ mod tests {
         d.step(&seqs[2][7]);
         assert_eq!(d.server.allocation_count(), 0, "the secret removed");
         d.finish();
+    }
+
+    /// The checked-in server corpus replays clean on a stable toolchain too (as libFuzzer
+    /// decodes its inputs), with the event checks of `take_events` and `finish`.
+    #[test]
+    fn the_server_corpus_replays_clean() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/server");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let u = arbitrary::Unstructured::new(&bytes);
+            if let Ok(ops) = <Vec<Op> as Arbitrary>::arbitrary_take_rest(u) {
+                run(&ops);
+                n += 1;
+            }
+        }
+        assert!(n > 100, "only {n} corpus inputs decoded");
     }
 }

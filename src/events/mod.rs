@@ -32,6 +32,8 @@ pub struct EventSink {
     realm: Arc<str>,
     limiter: Limiter,
     usage: Option<UsageSender>,
+    /// The worker is stopping: records wait for room instead of being dropped.
+    closing: bool,
 }
 
 impl EventSink {
@@ -41,6 +43,7 @@ impl EventSink {
             realm: realm.into(),
             limiter: Limiter::new(Instant::now()),
             usage,
+            closing: false,
         }
     }
 
@@ -61,6 +64,13 @@ impl EventSink {
         if let Some(count) = self.limiter.roll(now) {
             self.suppressed(count);
         }
+    }
+
+    /// The worker is stopping: from now on a usage record waits for the writer rather than
+    /// being dropped (a worker with thousands of allocations left must not lose their records
+    /// to a full channel at SIGTERM).
+    pub fn closing(&mut self) {
+        self.closing = true;
     }
 
     /// At shutdown: the summary for the window in progress.
@@ -274,7 +284,11 @@ impl EventSink {
                 "reason": reason.label(),
                 "worker": self.worker,
             });
-            u.send(record.to_string());
+            if self.closing {
+                u.send_waiting(record.to_string());
+            } else {
+                u.send(record.to_string());
+            }
         }
     }
 }

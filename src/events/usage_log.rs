@@ -54,6 +54,14 @@ pub struct UsageSender {
 }
 
 impl UsageSender {
+    /// Queues one record, waiting for room: at shutdown, when nothing is relayed any more
+    /// and every live allocation's record must reach the file.
+    pub fn send_waiting(&self, line: String) {
+        if self.tx.send(Msg::Record(line)).is_err() {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Queues one record (a JSON object without its newline); never blocks.
     pub fn send(&self, line: String) {
         match self.tx.try_send(Msg::Record(line)) {

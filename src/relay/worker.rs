@@ -231,6 +231,7 @@ impl Worker {
         } else {
             turnd_proto::EndReason::Shutdown
         };
+        self.events.closing();
         self.server.end_all(reason, clock::now());
         self.run_commands();
         self.events.finish();
