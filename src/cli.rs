@@ -1,4 +1,4 @@
-//! The command line: `turnd serve | credentials | selftest | nat | check-config`.
+//! The command line: `turnd serve | credentials | selftest | nat | sessions | check-config`.
 
 use crate::config::{Config, Settings};
 use crate::uris::{self, Listeners};
@@ -62,6 +62,10 @@ pub enum Cmd {
     /// Certificates for TURN over TLS.
     #[command(subcommand)]
     Cert(CertCmd),
+    /// Live sessions through the admin API of a running turnd (on its metrics listener):
+    /// `list` them, or `kill` a user's.
+    #[command(subcommand)]
+    Sessions(crate::sessions::SessionsCmd),
     /// Validate a configuration file and exit (0 when valid).
     CheckConfig {
         /// The TOML file.
@@ -147,6 +151,10 @@ pub fn run(cli: Cli) -> Result<()> {
             let code = crate::selftest::cli::run(args)?;
             std::process::exit(code)
         }
+        Cmd::Sessions(cmd) => {
+            let code = crate::sessions::run(cmd)?;
+            std::process::exit(code)
+        }
     }
 }
 
@@ -160,6 +168,8 @@ fn serve(settings: Settings) -> Result<()> {
     announce(&config, &running);
     for sig in signals.forever() {
         if sig == signal_hook::consts::SIGHUP {
+            // logrotate renamed the usage log: new records go to a new file of that name.
+            running.reopen_usage_log();
             if let Some(next) = reload(&settings, &config, &running) {
                 config = next;
             }
@@ -197,17 +207,13 @@ fn reload(
             return None;
         }
     };
-    let next = crate::reload::reloaded(current, &new);
+    let crate::reload::Plan { next, restart } = crate::reload::plan(current, &new);
     if let Err(e) = running.reload(&next) {
         refused(e);
         return None;
     }
-    let restart = crate::reload::restart_only_changes(current, &new);
-    if !restart.is_empty() {
-        tracing::warn!(
-            keys = %restart.join(", "),
-            "SIGHUP: these settings changed but need a restart; they keep their running values"
-        );
+    for key in &restart {
+        tracing::warn!(key, "SIGHUP: {key} changed; needs a restart");
     }
     tracing::info!(
         secrets = next.secrets.len(),
@@ -295,7 +301,10 @@ fn announce(config: &Config, running: &crate::serve::Running) {
         }
     }
     if let Some(m) = &running.metrics {
-        tracing::info!(addr = %m.addr, "Prometheus metrics at /metrics");
+        tracing::info!(addr = %m.addr, "Prometheus metrics at /metrics, admin API at /admin/v1/");
+        if !m.addr.ip().is_loopback() && config.admin_key.is_none() {
+            tracing::warn!(addr = %m.addr, "metrics_listen is beyond loopback and no admin_key is configured: the admin API answers 403 until one is set");
+        }
     }
     for host in config
         .public_hosts

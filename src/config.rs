@@ -202,6 +202,11 @@ pub struct Settings {
     #[arg(long, env = "TURND_SELFTEST_INTERVAL")]
     pub selftest_interval: Option<u64>,
 
+    /// Usage records: one JSON line per ended allocation appended to this file ("-" for
+    /// standard output), reopened on SIGHUP [default: off].
+    #[arg(long, env = "TURND_USAGE_LOG", value_name = "FILE")]
+    pub usage_log: Option<String>,
+
     /// Prometheus metrics listen address ("off" disables it) [default: 127.0.0.1:9641].
     #[arg(long, env = "TURND_METRICS_LISTEN", value_name = "ADDR:PORT")]
     pub metrics_listen: Option<String>,
@@ -216,6 +221,12 @@ pub struct Settings {
     )]
     #[serde(default, deserialize_with = "one_or_many")]
     pub api_key: Option<Vec<String>>,
+
+    /// Key for the admin API on the metrics listener (`/admin/v1/...`, `turnd sessions`), sent
+    /// as `Authorization: Bearer KEY`; at least 16 printable characters. Required for the
+    /// admin API when metrics_listen is beyond loopback (reloaded on SIGHUP) [default: none].
+    #[arg(long, env = "TURND_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
 
     /// Browser origin allowed to call the credential endpoints directly, repeatable.
     #[arg(
@@ -470,6 +481,8 @@ pub struct Config {
     pub stun_alternate_url: bool,
     pub workers: usize,
     pub log_format: LogFormat,
+    /// Where usage records go; None when off.
+    pub usage_log: Option<crate::events::usage_log::UsageTarget>,
     pub public_hosts: Vec<String>,
     /// None when the HTTP service is off.
     pub http_listen: Option<SocketAddr>,
@@ -486,6 +499,8 @@ pub struct Config {
     pub selftest_interval: Option<std::time::Duration>,
     pub drain_timeout: std::time::Duration,
     pub api_keys: Vec<String>,
+    /// The admin API's key (`Authorization: Bearer`), if configured.
+    pub admin_key: Option<String>,
     pub cors_origins: Vec<String>,
     pub http_rate_limit: u32,
     pub default_ttl: u64,
@@ -658,6 +673,7 @@ impl Config {
         let max_ttl = max_ttl(s)?;
         let workers = workers(s, &relay_ports)?;
         let log_format = log_format(s)?;
+        let usage_log = usage_log(s)?;
         let (max_permissions, max_channels) = per_allocation_limits(s)?;
         let public_hosts = public_hosts(s)?;
         let Http {
@@ -708,6 +724,7 @@ impl Config {
             http_listen,
             metrics_listen,
             api_keys,
+            admin_key: admin_key(s)?,
             cors_origins,
             http_rate_limit: s.http_rate_limit.unwrap_or(60),
             revoked,
@@ -736,6 +753,7 @@ impl Config {
             legacy_channel_numbers: s.legacy_channel_numbers.unwrap_or(false),
             workers,
             log_format,
+            usage_log,
             public_hosts,
         })
     }
@@ -900,6 +918,33 @@ fn workers(s: &Settings, relay_ports: &RangeInclusive<u16>) -> Result<usize> {
     Ok(workers)
 }
 
+/// `usage_log`: "-" is standard output; otherwise a file whose directory exists (the file
+/// itself is created at start-up, before anything is bound).
+fn usage_log(s: &Settings) -> Result<Option<crate::events::usage_log::UsageTarget>> {
+    use crate::events::usage_log::UsageTarget;
+    let Some(v) = s.usage_log.as_deref() else {
+        return Ok(None);
+    };
+    if v == "-" {
+        return Ok(Some(UsageTarget::Stdout));
+    }
+    if v.trim().is_empty() {
+        bail!("usage_log: empty; give a file path, or `-` for standard output");
+    }
+    let path = PathBuf::from(v);
+    if path.is_dir() {
+        bail!("usage_log: `{v}` is a directory; give a file path");
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        bail!("usage_log: the directory of `{v}` does not exist");
+    }
+    Ok(Some(UsageTarget::File(path)))
+}
+
 fn log_format(s: &Settings) -> Result<LogFormat> {
     Ok(match s.log_format.as_deref().unwrap_or("text") {
         "text" => LogFormat::Text,
@@ -974,6 +1019,18 @@ fn http(s: &Settings) -> Result<Http> {
         cors_origins,
         default_ttl,
     })
+}
+
+/// The admin API's key: long and printable, so it can travel in a header and resists guessing.
+fn admin_key(s: &Settings) -> Result<Option<String>> {
+    let Some(key) = s.admin_key.as_deref().filter(|k| !k.is_empty()) else {
+        return Ok(None);
+    };
+    if key.len() < 16 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("admin_key: must be at least 16 printable ASCII characters (try `openssl rand -hex 24`)");
+    }
+    refuse_placeholder("admin_key", &[key.to_owned()], "openssl rand -hex 24")?;
+    Ok(Some(key.to_owned()))
 }
 
 /// TLS listeners and their certificate files: both files or neither, and no listener inside

@@ -1,12 +1,15 @@
 //! Configuration reload (SIGHUP): which settings change in place, how they reach the threads
 //! that use them, and which need a restart.
 //!
-//! * Relay workers get new credentials (secrets, users, revocations, strict expiry, max TTL)
-//!   and a new peer policy through a [`PolicySlot`]: the signal thread fills it and wakes the
+//! * Relay workers get new credentials (secrets, users, revocations, strict expiry, max TTL),
+//!   a new peer policy and the stream timeouts through a [`PolicySlot`]: the signal thread fills it and wakes the
 //!   worker, which swaps them into its `proto::Server` between batches. The packet path never
 //!   looks at the slot, so it stays lock-free.
-//! * The HTTP service and the self-probe read [`Live`] (the minting secret, API keys, CORS
-//!   origins, TTLs) once per request.
+//! * The HTTP service, the admin API and the self-probe read [`Live`] (the minting secret,
+//!   API keys, the admin key, CORS origins, TTLs, the probe interval) once per request.
+//! * `drain_timeout` is read by the signal loop from the configuration in force.
+//! * Which keys reload and which need a restart is decided by [`plan`], which the compiler
+//!   holds to every field of `Config`.
 //! * The TLS certificate is swapped in its `CertStore`.
 //!
 //! Everything is validated before anything is applied: an invalid file changes nothing.
@@ -22,6 +25,10 @@ use turnd_proto::policy::PeerPolicy;
 pub struct LiveSettings {
     /// The secret that mints credentials (the first configured one).
     pub mint_secret: String,
+    /// The admin API's key.
+    pub admin_key: Option<String>,
+    /// How often the self-probe runs (None: it does not).
+    pub selftest_interval: Option<std::time::Duration>,
     pub max_ttl: u64,
     pub default_ttl: u64,
     pub api_keys: Vec<String>,
@@ -32,6 +39,8 @@ impl LiveSettings {
     pub fn from_config(config: &Config) -> Self {
         LiveSettings {
             mint_secret: config.secrets[0].clone(),
+            admin_key: config.admin_key.clone(),
+            selftest_interval: config.selftest_interval,
             max_ttl: config.max_ttl,
             default_ttl: config.default_ttl,
             api_keys: config.api_keys.clone(),
@@ -59,23 +68,34 @@ impl Live {
     }
 }
 
-/// New credentials and peer policy waiting for a worker to pick them up.
+/// What a worker takes from a reload.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub credentials: Credentials,
+    pub policy: PeerPolicy,
+    /// `tcp_idle_timeout`: applies from the worker's next connection sweep.
+    pub idle_timeout: std::time::Duration,
+    /// `tls_handshake_timeout`: likewise.
+    pub handshake_timeout: std::time::Duration,
+}
+
+/// New worker settings waiting for a worker to pick them up.
 #[derive(Debug, Default)]
 pub struct PolicySlot {
     pending: AtomicBool,
-    next: Mutex<Option<(Credentials, PeerPolicy)>>,
+    next: Mutex<Option<WorkerSettings>>,
 }
 
 impl PolicySlot {
     /// Leaves a new policy for the worker (the caller then wakes it).
-    pub fn offer(&self, credentials: Credentials, policy: PeerPolicy) {
-        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = Some((credentials, policy));
+    pub fn offer(&self, settings: WorkerSettings) {
+        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = Some(settings);
         self.pending.store(true, Ordering::Release);
     }
 
     /// The new policy, if one was offered since the last call. One relaxed-cost load when
     /// there is none.
-    pub fn take(&self) -> Option<(Credentials, PeerPolicy)> {
+    pub fn take(&self) -> Option<WorkerSettings> {
         if !self.pending.swap(false, Ordering::Acquire) {
             return None;
         }
@@ -83,88 +103,149 @@ impl PolicySlot {
     }
 }
 
-/// The configuration to run with after a reload: `current` with every reloadable setting
-/// taken from `new`. A new file without a secret keeps the running ephemeral one, so a reload
-/// does not invalidate every credential minted so far.
-pub fn reloaded(current: &Config, new: &Config) -> Config {
-    let mut next = current.clone();
-    if !(new.secret_is_ephemeral && current.secret_is_ephemeral) {
-        next.secrets = new.secrets.clone();
-        next.secret_is_ephemeral = new.secret_is_ephemeral;
-    }
-    next.users = new.users.clone();
-    next.allow_peer = new.allow_peer.clone();
-    next.deny_peer = new.deny_peer.clone();
-    next.max_ttl = new.max_ttl;
-    next.default_ttl = new.default_ttl;
-    next.revoked = new.revoked.clone();
-    next.strict_expiry = new.strict_expiry;
-    next.api_keys = new.api_keys.clone();
-    next.cors_origins = new.cors_origins.clone();
-    if current.tls_files.is_some() {
-        next.tls_files = new.tls_files.clone();
-    }
-    next
+/// What a reload does: the configuration to run with, and the keys that changed but need a
+/// restart (they keep their running values).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub next: Config,
+    pub restart: Vec<&'static str>,
 }
 
-/// The settings that differ between `old` and `new` but cannot change without a restart
-/// (sockets, threads and shared tables are sized or bound from them).
-pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    let mut check = |key: &'static str, differs: bool| {
-        if differs {
-            changed.push(key);
-        }
-    };
-    check("realm", old.realm != new.realm);
-    check("acme_*", old.acme != new.acme);
-    check("listen", old.listen != new.listen);
-    check(
-        "relay_ip/external_ip",
-        old.relay_v4 != new.relay_v4 || old.relay_v6 != new.relay_v6,
+/// Decides, key by key, what a reload from `current` to `new` does. `new` is destructured
+/// without `..`: a key added to [`Config`] does not compile until it is classified here as
+/// reloadable (taken from `new`) or restart-only (compared, and named when it changed).
+///
+/// Restart-only keys size or bind something at start-up: sockets (listen addresses, relay
+/// ports, RFC 5780 addresses), worker threads and their port shards, the shared quota ledger,
+/// the HTTP listeners' edge limits, the logger, the ACME manager.
+pub fn plan(current: &Config, new: &Config) -> Plan {
+    let Config {
+        realm,
+        listen,
+        listen_is_default,
+        relay_v4,
+        relay_v6,
+        relay_ports,
+        secrets,
+        secret_is_ephemeral,
+        users,
+        allow_peer,
+        deny_peer,
+        user_quota,
+        max_allocations,
+        max_ttl,
+        max_permissions,
+        max_channels,
+        legacy_channel_numbers,
+        stun_alternate,
+        stun_alternate_url,
+        workers,
+        log_format,
+        public_hosts,
+        http_listen,
+        metrics_listen,
+        tls_listen,
+        tls_files,
+        max_connections,
+        max_connections_per_ip,
+        tcp_idle_timeout,
+        tls_handshake_timeout,
+        selftest_interval,
+        drain_timeout,
+        api_keys,
+        admin_key,
+        cors_origins,
+        http_rate_limit,
+        default_ttl,
+        revoked,
+        strict_expiry,
+        error_rate_per_source,
+        ipv6_source_prefix,
+        max_allocations_per_address,
+        http_header_timeout,
+        http_body_timeout,
+        http_idle_timeout,
+        http_max_connections,
+        http_max_connections_per_ip,
+        acme,
+        usage_log,
+    } = new;
+    let mut next = current.clone();
+    let mut restart = Vec::new();
+    macro_rules! reload {
+        ($($field:ident),*) => { $( next.$field = $field.clone(); )* };
+    }
+    macro_rules! restart {
+        ($($key:literal: $field:ident),*) => {
+            $( if current.$field != *$field { restart.push($key); } )*
+        };
+    }
+
+    // A new file without a secret keeps the running ephemeral one, so a reload does not
+    // invalidate every credential minted so far.
+    if !(*secret_is_ephemeral && current.secret_is_ephemeral) {
+        reload!(secrets, secret_is_ephemeral);
+    }
+    reload!(
+        users,
+        allow_peer,
+        deny_peer,
+        max_ttl,
+        default_ttl,
+        revoked,
+        strict_expiry,
+        api_keys,
+        admin_key,
+        cors_origins,
+        tcp_idle_timeout,
+        tls_handshake_timeout,
+        selftest_interval,
+        drain_timeout
     );
-    check("relay_ports", old.relay_ports != new.relay_ports);
-    check("workers", old.workers != new.workers);
-    check("user_quota", old.user_quota != new.user_quota);
-    check(
-        "max_allocations_per_address",
-        old.max_allocations_per_address != new.max_allocations_per_address,
+    // The certificate files are re-read; turning TLS on or off needs listeners: a restart.
+    if current.tls_files.is_some() == tls_files.is_some() {
+        reload!(tls_files);
+    } else {
+        restart.push("tls_cert/tls_key");
+    }
+    restart!(
+        "realm": realm,
+        "listen": listen,
+        "listen": listen_is_default,
+        "relay_ip/external_ip": relay_v4,
+        "relay_ip/external_ip": relay_v6,
+        "relay_ports": relay_ports,
+        "user_quota": user_quota,
+        "max_allocations": max_allocations,
+        "max_permissions": max_permissions,
+        "max_channels": max_channels,
+        "legacy_channel_numbers": legacy_channel_numbers,
+        "stun_alternate": stun_alternate,
+        "stun_alternate_url": stun_alternate_url,
+        "workers": workers,
+        "log_format": log_format,
+        "public_host": public_hosts,
+        "http_listen": http_listen,
+        "metrics_listen": metrics_listen,
+        "tls_listen": tls_listen,
+        "max_connections": max_connections,
+        "max_connections_per_ip": max_connections_per_ip,
+        "http_rate_limit": http_rate_limit,
+        "error_rate_per_source": error_rate_per_source,
+        "ipv6_source_prefix": ipv6_source_prefix,
+        "max_allocations_per_address": max_allocations_per_address,
+        "http_header_timeout": http_header_timeout,
+        "http_body_timeout": http_body_timeout,
+        "http_idle_timeout": http_idle_timeout,
+        "http_max_connections": http_max_connections,
+        "http_max_connections_per_ip": http_max_connections_per_ip,
+        "acme_*": acme,
+        // The writer thread opens the configured path at start-up; SIGHUP reopens that same
+        // path (logrotate), so a new path or turning it on or off needs a restart.
+        "usage_log": usage_log
     );
-    check(
-        "max_allocations",
-        old.max_allocations != new.max_allocations,
-    );
-    check(
-        "max_permissions",
-        old.max_permissions != new.max_permissions,
-    );
-    check("max_channels", old.max_channels != new.max_channels);
-    check(
-        "legacy_channel_numbers",
-        old.legacy_channel_numbers != new.legacy_channel_numbers,
-    );
-    check("http_listen", old.http_listen != new.http_listen);
-    check("metrics_listen", old.metrics_listen != new.metrics_listen);
-    check("tls_listen", old.tls_listen != new.tls_listen);
-    check(
-        "tls_cert/tls_key",
-        old.tls_files.is_some() != new.tls_files.is_some(),
-    );
-    check(
-        "max_connections/max_connections_per_ip",
-        old.max_connections != new.max_connections
-            || old.max_connections_per_ip != new.max_connections_per_ip,
-    );
-    check(
-        "error_rate_per_source",
-        old.error_rate_per_source != new.error_rate_per_source,
-    );
-    check("public_host", old.public_hosts != new.public_hosts);
-    check(
-        "http_rate_limit",
-        old.http_rate_limit != new.http_rate_limit,
-    );
-    changed
+    restart.dedup();
+    Plan { next, restart }
 }
 
 #[cfg(test)]
@@ -183,21 +264,130 @@ mod tests {
         let reloadable = config(&format!(
             "{base}revoke = [\"mallory\"]\nallow_peer = [\"10.0.0.0/8\"]\nstrict_expiry = true\napi_key = [\"0123456789abcdef0123\"]\n"
         ));
-        assert!(restart_only_changes(&old, &reloadable).is_empty());
+        assert!(plan(&old, &reloadable).restart.is_empty());
         let moved = config(
             "listen = [\"127.0.0.1:3479\"]\nsecret = [\"0123456789abcdef\"]\nrelay_ports = \"40000-40100\"\n",
         );
+        assert_eq!(plan(&old, &moved).restart, ["listen", "relay_ports"]);
+    }
+
+    /// Every restart-only key, changed alone, is named (once) and keeps its running value;
+    /// every reloadable key, changed alone, is taken and named nowhere.
+    #[test]
+    fn every_key_is_either_reloaded_or_named_as_needing_a_restart() {
+        let base = "listen = [\"127.0.0.1:3478\"]\nsecret = [\"0123456789abcdef\"]\n";
+        let old = config(base);
+        let restart_only: &[(&str, &str)] = &[
+            ("realm", "realm = \"other\""),
+            ("listen", "listen = [\"127.0.0.1:3479\"]"),
+            ("relay_ip/external_ip", "relay_ip = [\"127.0.0.2\"]"),
+            ("relay_ports", "relay_ports = \"40000-40100\""),
+            ("user_quota", "user_quota = 3"),
+            ("max_allocations", "max_allocations = 3"),
+            ("max_permissions", "max_permissions = 3"),
+            ("max_channels", "max_channels = 3"),
+            ("legacy_channel_numbers", "legacy_channel_numbers = true"),
+            ("stun_alternate", "stun_alternate = \"127.0.0.2:3479\""),
+            ("workers", "workers = 3"),
+            ("log_format", "log_format = \"json\""),
+            ("public_host", "public_host = [\"turn.example.net\"]"),
+            ("http_listen", "http_listen = \"127.0.0.1:8081\""),
+            ("metrics_listen", "metrics_listen = \"127.0.0.1:9642\""),
+            ("max_connections", "max_connections = 3"),
+            ("max_connections_per_ip", "max_connections_per_ip = 3"),
+            ("http_rate_limit", "http_rate_limit = 3"),
+            ("error_rate_per_source", "error_rate_per_source = 3"),
+            ("ipv6_source_prefix", "ipv6_source_prefix = 56"),
+            (
+                "max_allocations_per_address",
+                "max_allocations_per_address = 3",
+            ),
+            ("http_header_timeout", "http_header_timeout = 3"),
+            ("http_body_timeout", "http_body_timeout = 3"),
+            ("http_idle_timeout", "http_idle_timeout = 3"),
+            ("http_max_connections", "http_max_connections = 3"),
+            (
+                "http_max_connections_per_ip",
+                "http_max_connections_per_ip = 3",
+            ),
+        ];
+        for (key, line) in restart_only {
+            // The line replaces the base's key of the same name (TOML keys are unique).
+            let name = line.split(' ').next().unwrap();
+            let kept: String = base
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{name} ")))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let new = config(&format!("{kept}{line}\n"));
+            let p = plan(&old, &new);
+            assert_eq!(p.restart, [*key], "{line}");
+            assert_eq!(p.next.listen, old.listen);
+            assert_eq!(p.next.realm, old.realm);
+            assert_eq!(p.next.workers, old.workers);
+        }
+        // TLS: moving the listener needs a restart; turning TLS on too; the files reload.
+        let tls = "tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n";
+        let with_tls = config(&format!("{base}{tls}tls_listen = [\"127.0.0.1:5349\"]\n"));
+        let moved = config(&format!("{base}{tls}tls_listen = [\"127.0.0.1:5350\"]\n"));
+        assert_eq!(plan(&with_tls, &moved).restart, ["tls_listen"]);
         assert_eq!(
-            restart_only_changes(&old, &moved),
-            ["listen", "relay_ports"]
+            plan(&old, &with_tls).restart,
+            ["tls_cert/tls_key", "tls_listen"]
         );
+        let other_files = config(&format!(
+            "{base}tls_cert = \"/c2.pem\"\ntls_key = \"/k2.pem\"\ntls_listen = [\"127.0.0.1:5349\"]\n"
+        ));
+        let p = plan(&with_tls, &other_files);
+        assert!(p.restart.is_empty());
+        assert_eq!(p.next.tls_files, other_files.tls_files);
+        // stun_alternate_url needs stun_alternate: both change, both are named.
+        let alt = "stun_alternate = \"127.0.0.2:3479\"\n";
+        let with_alt = config(&format!("{base}{alt}"));
+        let url = config(&format!("{base}{alt}stun_alternate_url = true\n"));
+        assert_eq!(plan(&with_alt, &url).restart, ["stun_alternate_url"]);
+        let reloadable: &[&str] = &[
+            "secret = [\"fedcba9876543210\"]",
+            "user = [\"alice:a-password\"]",
+            "allow_peer = [\"10.0.0.0/8\"]",
+            "deny_peer = [\"192.0.2.0/24\"]",
+            "max_ttl = 600",
+            "default_ttl = 60",
+            "revoke = [\"mallory\"]",
+            "strict_expiry = true",
+            "api_key = [\"0123456789abcdef0123\"]",
+            "admin_key = \"0123456789abcdef0123\"",
+            "cors_origin = [\"https://app.example.com\"]",
+            "tcp_idle_timeout = 5",
+            "tls_handshake_timeout = 5",
+            "selftest_interval = 0",
+            "drain_timeout = 1",
+        ];
+        for line in reloadable {
+            let name = line.split(' ').next().unwrap();
+            let kept: String = base
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{name} ")))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let new = config(&format!("{kept}{line}\n"));
+            let p = plan(&old, &new);
+            assert!(p.restart.is_empty(), "{line}: {:?}", p.restart);
+            // Taken from the new file: the whole configuration is the new one.
+            assert_eq!(format!("{:?}", p.next), format!("{new:?}"), "{line}");
+        }
     }
 
     #[test]
     fn a_slot_hands_over_once() {
         let slot = PolicySlot::default();
         assert!(slot.take().is_none());
-        slot.offer(Credentials::default(), PeerPolicy::default());
+        slot.offer(WorkerSettings {
+            credentials: Credentials::default(),
+            policy: PeerPolicy::default(),
+            idle_timeout: std::time::Duration::from_secs(1),
+            handshake_timeout: std::time::Duration::from_secs(1),
+        });
         assert!(slot.take().is_some());
         assert!(slot.take().is_none());
     }

@@ -50,6 +50,8 @@ pub struct Running {
     workers: Vec<WorkerHandle>,
     threads: Vec<JoinHandle<()>>,
     shutdown: Arc<AtomicBool>,
+    /// The usage-record writer, when `usage_log` is set.
+    usage_log: Option<crate::events::usage_log::UsageLog>,
 }
 
 impl Running {
@@ -73,6 +75,22 @@ impl Running {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // After the workers: they ended what was left and sent its records.
+        if let Some(u) = self.usage_log.take() {
+            u.close();
+        }
+    }
+
+    /// SIGHUP: reopen the usage log (logrotate renamed it).
+    pub fn reopen_usage_log(&self) {
+        if let Some(u) = &self.usage_log {
+            u.reopen();
+        }
+    }
+
+    /// The usage log's counters, when it is on.
+    pub fn usage_counters(&self) -> Option<Arc<crate::events::usage_log::UsageCounters>> {
+        self.usage_log.as_ref().map(|u| u.counters.clone())
     }
 
     /// Counters per worker, as last published (at most ~250 ms old).
@@ -92,7 +110,12 @@ impl Running {
             store.reload(cert, key)?;
         }
         for w in &self.workers {
-            w.policy.offer(credentials(new), policy(new));
+            w.policy.offer(crate::reload::WorkerSettings {
+                credentials: credentials(new),
+                policy: policy(new),
+                idle_timeout: new.tcp_idle_timeout,
+                handshake_timeout: new.tls_handshake_timeout,
+            });
             let _ = w.waker.wake();
         }
         self.live.set(crate::reload::LiveSettings::from_config(new));
@@ -368,6 +391,12 @@ fn fit_fd_limit(config: &Config) -> crate::fdlimit::Plan {
 
 /// Binds and starts the relay.
 pub fn start(config: &Config) -> Result<Running> {
+    // Opened first: a usage log that cannot be written fails start-up before anything binds.
+    let usage_log = config
+        .usage_log
+        .clone()
+        .map(crate::events::usage_log::UsageLog::start)
+        .transpose()?;
     // Certificates are read before anything is bound: a bad file fails start-up cleanly.
     let acme = config.acme.as_ref().map(|c| {
         let challenges = Arc::new(crate::acme::challenges::Challenges::default());
@@ -454,7 +483,12 @@ pub fn start(config: &Config) -> Result<Running> {
             idle_timeout: config.tcp_idle_timeout,
             handshake_timeout: config.tls_handshake_timeout,
         };
-        let (worker, handle) = Worker::new(server, sockets.udp, streams, shutdown.clone())?;
+        let events = crate::events::EventSink::new(
+            i,
+            &config.realm,
+            usage_log.as_ref().and_then(|u| u.sender()),
+        );
+        let (worker, handle) = Worker::new(server, sockets.udp, streams, shutdown.clone(), events)?;
         workers.push(handle);
         let running = workers_running.clone();
         running.fetch_add(1, Ordering::Relaxed);
@@ -509,7 +543,9 @@ pub fn start(config: &Config) -> Result<Running> {
             (Some(server), Some(state))
         }
     };
-    if let Some(interval) = config.selftest_interval {
+    // Always started: it reads `selftest_interval` from `live` (a reload may turn it on,
+    // off, or change it) and idles while it is off.
+    {
         let plan = crate::selftest::probe::ProbePlan {
             udp: udp.first().copied(),
             tls: tls.first().copied(),
@@ -519,7 +555,6 @@ pub fn start(config: &Config) -> Result<Running> {
         threads.push(crate::selftest::probe::spawn(
             plan,
             probe.clone(),
-            interval,
             shutdown.clone(),
         )?);
     }
@@ -535,11 +570,27 @@ pub fn start(config: &Config) -> Result<Running> {
                 http_edge: edge_stats.clone(),
                 certs: certs.clone(),
                 acme: acme.clone(),
+                usage: usage_log.as_ref().map(|u| u.counters.clone()),
+            });
+            let admin = Arc::new(crate::http::admin::AdminState {
+                workers: workers
+                    .iter()
+                    .map(|w| crate::http::admin::WorkerLink {
+                        slot: w.admin.clone(),
+                        waker: w.waker.clone(),
+                    })
+                    .collect(),
+                live: live.clone(),
+                beyond_loopback: !addr.ip().is_loopback(),
+                sources: sources.clone(),
             });
             let registry = crate::metrics::exposition::registry(sources);
+            // The admin API lives here, never on http_listen (the public port).
+            let app = crate::metrics::exposition::router(registry)
+                .merge(crate::http::admin::router(admin));
             Some(crate::http::serve_router(
                 addr,
-                crate::metrics::exposition::router(registry),
+                app,
                 "metrics_listen",
                 edge_limits,
                 edge_stats.clone(),
@@ -573,6 +624,7 @@ pub fn start(config: &Config) -> Result<Running> {
         workers,
         threads,
         shutdown,
+        usage_log,
     })
 }
 

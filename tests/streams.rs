@@ -113,7 +113,8 @@ fn an_allocation_lives_exactly_as_long_as_its_connection() {
     });
     drop(c);
     eventually("the allocation ended with the connection", || {
-        turnd.sum(|s| s.allocations_active[1][0]) == 0 && turnd.sum(|s| s.allocations_deleted) == 1
+        turnd.sum(|s| s.allocations_active[1][0]) == 0
+            && turnd.sum(|s| s.ended_count(turnd_proto::server::EndReason::ConnectionClosed)) == 1
     });
     assert_eq!(turnd.running.ledger.total(), 0, "its quota came back");
 }

@@ -125,7 +125,18 @@ impl Settings {
         traffic: Traffic,
         peer: &std::net::UdpSocket,
     ) -> io::Result<Outcome> {
-        let server = self.start(kind, 1)?;
+        self.fixed_load_env(kind, traffic, peer, &[])
+    }
+
+    /// As [`Settings::fixed_load`], with environment variables for the server.
+    pub fn fixed_load_env(
+        &self,
+        kind: Kind,
+        traffic: Traffic,
+        peer: &std::net::UdpSocket,
+        env: &[(&str, &str)],
+    ) -> io::Result<Outcome> {
+        let server = servers::start_env(kind, 1, "0", self.peer, &self.programs, env)?;
         let (mut fleet, _) = fleet(&server, traffic, self.clients, peer)?;
         let at_peer = if traffic == Traffic::Binding {
             AtPeer::Read

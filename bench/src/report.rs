@@ -27,6 +27,8 @@ pub struct Row {
     pub values: [Option<f64>; 3],
     pub target: Target,
     pub note: String,
+    /// A comparison of two turnd runs: the other servers have no value, by design.
+    pub turnd_only: bool,
 }
 
 impl Row {
@@ -36,6 +38,7 @@ impl Row {
             values,
             target,
             note: String::new(),
+            turnd_only: false,
         }
     }
 

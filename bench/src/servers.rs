@@ -86,6 +86,18 @@ pub fn start(
     peer: SocketAddr,
     programs: &Programs,
 ) -> std::io::Result<Running> {
+    start_env(kind, workers, cpus, peer, programs, &[])
+}
+
+/// As [`start`], with environment variables for the server (`RUST_LOG` for turnd).
+pub fn start_env(
+    kind: Kind,
+    workers: usize,
+    cpus: &str,
+    peer: SocketAddr,
+    programs: &Programs,
+    env: &[(&str, &str)],
+) -> std::io::Result<Running> {
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let log = programs.logs.join(format!("{}-{workers}.log", kind.name()));
@@ -173,6 +185,7 @@ pub fn start(
             ]);
         }
     }
+    cmd.envs(env.iter().copied());
     let out = std::fs::File::create(&log)?;
     let child = cmd
         .stdin(Stdio::null())

@@ -13,7 +13,7 @@ use turnd_proto::auth::{mint_rest_credential, Credentials};
 use turnd_proto::client::{self, Attr, ClientAuth};
 use turnd_proto::server::ledger::Ledger;
 use turnd_proto::server::ports::PortShard;
-use turnd_proto::server::{answer_budget, PEER_HEADROOM, PEER_TAILROOM};
+use turnd_proto::server::{answer_budget, Event, PEER_HEADROOM, PEER_TAILROOM};
 use turnd_proto::wire::{attr, channel_data, Class, Message, Method, TransactionId};
 use turnd_proto::{
     ClientId, Command, FromClient, Now, RelayAddress, RelayId, Server, ServerConfig, Transport,
@@ -98,6 +98,9 @@ pub struct Driver {
     bound: BTreeMap<RelayId, SocketAddr>,
     fail_next_bind: bool,
     tid: u32,
+    /// Allocations reported created and ended by the server's events (`Server::poll_event`).
+    events_created: u64,
+    events_ended: u64,
 }
 
 fn relay_v4() -> RelayAddress {
@@ -235,6 +238,8 @@ impl Driver {
             bound: BTreeMap::new(),
             fail_next_bind: false,
             tid: 0,
+            events_created: 0,
+            events_ended: 0,
         }
     }
 
@@ -492,7 +497,45 @@ impl Driver {
                 }
             }
         }
+        self.take_events();
         self.check();
+    }
+
+    /// Drains the server's events like a shell after each batch. Each created allocation is
+    /// ended at most once, and what one reports relayed fits within the worker's totals.
+    fn take_events(&mut self) {
+        while let Some(e) = self.server.poll_event() {
+            match e {
+                Event::AllocationCreated { .. } => self.events_created += 1,
+                Event::AllocationEnded { usage, .. } => {
+                    self.events_ended += 1;
+                    let s = self.server.stats();
+                    assert!(
+                        usage.to_peer.bytes <= s.bytes_to_peer,
+                        "usage over the total"
+                    );
+                    assert!(
+                        usage.to_client.bytes <= s.bytes_to_client,
+                        "usage over the total"
+                    );
+                }
+                _ => {}
+            }
+        }
+        if self.server.stats().events_dropped == 0 {
+            let live: u64 = self
+                .server
+                .recount(self.now.mono)
+                .allocations_active
+                .iter()
+                .flatten()
+                .sum();
+            assert_eq!(
+                self.events_created - self.events_ended,
+                live,
+                "created and ended events out of step with the live allocations"
+            );
+        }
     }
 
     /// What holds after every step.
@@ -578,6 +621,17 @@ impl Driver {
         assert_eq!(s.relay_ports_free, s.relay_ports_total, "relay ports lost");
         let gauges: u64 = s.allocations_active.iter().flatten().sum();
         assert_eq!(gauges, 0, "allocation gauges drifted");
+        // Every allocation reported created was reported ended, with its reason counted.
+        self.take_events();
+        let s = self.server.stats();
+        let ended: u64 = s.allocations_ended.iter().sum();
+        assert!(ended >= self.events_ended, "ended events without a count");
+        if s.events_dropped == 0 {
+            assert_eq!(
+                self.events_created, self.events_ended,
+                "an end not reported"
+            );
+        }
     }
 }
 
@@ -716,5 +770,22 @@ mod tests {
         d.step(&seqs[2][7]);
         assert_eq!(d.server.allocation_count(), 0, "the secret removed");
         d.finish();
+    }
+
+    /// The checked-in server corpus replays clean on a stable toolchain too (as libFuzzer
+    /// decodes its inputs), with the event checks of `take_events` and `finish`.
+    #[test]
+    fn the_server_corpus_replays_clean() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/server");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let u = arbitrary::Unstructured::new(&bytes);
+            if let Ok(ops) = <Vec<Op> as Arbitrary>::arbitrary_take_rest(u) {
+                run(&ops);
+                n += 1;
+            }
+        }
+        assert!(n > 100, "only {n} corpus inputs decoded");
     }
 }

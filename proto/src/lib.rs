@@ -104,6 +104,6 @@ pub mod stats;
 pub mod wire;
 
 pub use server::{
-    ClientId, Command, FromClient, GaugeRecount, Now, RelayAddress, RelayId, Server, ServerConfig,
-    ToClient, Transport,
+    ClientId, Command, EndReason, FromClient, GaugeRecount, Now, RelayAddress, RelayId, Server,
+    ServerConfig, ToClient, Transport,
 };

@@ -6,6 +6,7 @@
 
 use crate::auth::AuthFailure;
 use crate::server::reject::Reject;
+use crate::server::EndReason;
 use crate::server::Transport;
 use crate::wire::Family;
 
@@ -19,10 +20,10 @@ pub struct Stats {
     pub binding_requests: u64,
     /// Allocations created.
     pub allocations_created: u64,
-    /// Allocations that ran out their lifetime.
-    pub allocations_expired: u64,
-    /// Allocations the client deleted (Refresh with LIFETIME 0, or its connection closed).
-    pub allocations_deleted: u64,
+    /// Allocations ended, by [`EndReason::index`] (expired, deleted by the client, connection
+    /// closed, revoked or credential removed by a reload, drained, shut down, ended by an
+    /// operator).
+    pub allocations_ended: [u64; EndReason::ALL.len()],
     /// Allocate requests refused (an error response to an authenticated Allocate).
     pub allocations_refused: u64,
     /// Active allocations by `[transport][family]` (family 0 = IPv4, 1 = IPv6).
@@ -61,14 +62,21 @@ pub struct Stats {
     pub lifetime_sum_secs: f64,
     /// How many allocation lifetimes were observed.
     pub lifetime_count: u64,
-    /// Allocations a reload ended: their credential was revoked, or no configured secret or
-    /// static user verifies it any more.
-    pub allocations_revoked: u64,
-    /// Allocations a reload ended because no secret or static user verifies them any more.
-    pub allocations_credential_removed: u64,
+    /// Events the core dropped because its queue was full (never an allocation's end).
+    pub events_dropped: u64,
 }
 
 impl Stats {
+    /// Counts an allocation that ended for `reason`.
+    pub fn ended(&mut self, reason: EndReason) {
+        self.allocations_ended[reason.index()] += 1;
+    }
+
+    /// Allocations that ended for `reason`.
+    pub fn ended_count(&self, reason: EndReason) -> u64 {
+        self.allocations_ended[reason.index()]
+    }
+
     pub(crate) fn observe_lifetime(&mut self, secs: f64) {
         let i = LIFETIME_BUCKETS
             .iter()

@@ -109,7 +109,7 @@ fn revoking_a_user_ends_its_udp_and_tcp_allocations_at_once() {
         free + 2,
         "ports returned"
     );
-    assert_eq!(h.server.stats().allocations_revoked, 2);
+    assert_eq!(h.server.stats().ended_count(EndReason::Revoked), 2);
     // Mallory can neither refresh nor allocate again; Alice refreshes as before.
     let r = h.request(
         udp,
@@ -157,7 +157,10 @@ fn removing_a_secret_ends_what_it_minted_and_it_cannot_refresh() {
             "strict={strict}"
         );
         assert!(h.released.contains(&r_old));
-        assert_eq!(h.server.stats().allocations_credential_removed, 1);
+        assert_eq!(
+            h.server.stats().ended_count(EndReason::CredentialRemoved),
+            1
+        );
         let r = h.request(a, Method::REFRESH, &[Attr::Lifetime(600)], &mut old_auth);
         assert_eq!(
             code(&r),

@@ -555,7 +555,12 @@ fn allocations_expire_and_ports_come_back() {
     h.advance(Duration::from_secs(2));
     assert_eq!(h.server.allocation_count(), 0);
     assert_eq!(h.server.stats().relay_ports_free, free + 1);
-    assert_eq!(h.server.stats().allocations_expired, 1);
+    assert_eq!(
+        h.server
+            .stats()
+            .ended_count(turnd_proto::server::EndReason::Expired),
+        1
+    );
     assert_eq!(h.server.stats().lifetime_count, 1);
 }
 

@@ -174,6 +174,8 @@ mod tests {
         HttpState {
             live: crate::reload::Live::new(crate::reload::LiveSettings {
                 mint_secret: "s".into(),
+                admin_key: None,
+                selftest_interval: None,
                 max_ttl: 60,
                 default_ttl: 60,
                 api_keys: keys.iter().map(|k| k.to_string()).collect(),

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod acme;
+pub mod admin;
 pub mod credentials;
 pub mod edge;
 pub mod error;

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use turnd_proto::auth::AuthFailure;
 use turnd_proto::server::reject::Reject;
+use turnd_proto::server::EndReason;
 use turnd_proto::stats::{Stats, LIFETIME_BUCKETS};
 use turnd_proto::Transport;
 
@@ -38,59 +39,88 @@ pub struct Sources {
     pub certs: Option<Arc<crate::tls::CertStore>>,
     /// Built-in ACME, for its renewals.
     pub acme: Option<Arc<crate::acme::Acme>>,
+    /// The usage log's counters, when `usage_log` is set.
+    pub usage: Option<Arc<crate::events::usage_log::UsageCounters>>,
 }
 
 impl Sources {
     /// The workers' counters, summed.
-    fn total(&self) -> Stats {
-        let mut t = Stats::default();
-        for w in &self.workers {
-            let s = w.lock().map(|s| s.clone()).unwrap_or_default();
-            add(&mut t, &s);
-        }
-        t
+    pub fn total(&self) -> Stats {
+        total(
+            self.workers
+                .iter()
+                .map(|w| w.lock().map(|s| s.clone()).unwrap_or_default()),
+        )
     }
 }
 
-fn add(t: &mut Stats, s: &Stats) {
-    t.binding_requests += s.binding_requests;
-    t.allocations_created += s.allocations_created;
-    t.allocations_expired += s.allocations_expired;
-    t.allocations_deleted += s.allocations_deleted;
-    t.allocations_refused += s.allocations_refused;
-    t.allocations_revoked += s.allocations_revoked;
-    t.allocations_credential_removed += s.allocations_credential_removed;
-    for (a, b) in t
-        .allocations_active
-        .iter_mut()
-        .flatten()
-        .zip(s.allocations_active.iter().flatten())
-    {
-        *a += b;
+/// Per-worker counters, summed.
+pub fn total(workers: impl IntoIterator<Item = Stats>) -> Stats {
+    let mut t = Stats::default();
+    for s in workers {
+        add(&mut t, &s);
     }
-    t.permissions_active += s.permissions_active;
-    t.channels_active += s.channels_active;
-    t.relay_ports_free += s.relay_ports_free;
-    t.relay_ports_total += s.relay_ports_total;
-    for (a, b) in t.error_responses.iter_mut().zip(s.error_responses) {
-        *a += b;
+    t
+}
+
+/// Adds one worker's counters into the total. `from` is destructured without `..`: a field
+/// added to [`Stats`] does not compile until it is summed here.
+fn add(into: &mut Stats, from: &Stats) {
+    fn sum<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
+        for (a, b) in a.iter_mut().zip(b) {
+            *a += b;
+        }
     }
-    for (a, b) in t.auth_failures.iter_mut().zip(s.auth_failures) {
-        *a += b;
+    let Stats {
+        binding_requests,
+        allocations_created,
+        allocations_ended,
+        allocations_refused,
+        allocations_active,
+        permissions_active,
+        channels_active,
+        relay_ports_free,
+        relay_ports_total,
+        error_responses,
+        error_responses_suppressed,
+        auth_failures,
+        peer_denied,
+        packets_to_peer,
+        bytes_to_peer,
+        packets_to_client,
+        bytes_to_client,
+        dropped_packets,
+        relay_bind_failures,
+        lifetime_buckets,
+        lifetime_sum_secs,
+        lifetime_count,
+        events_dropped,
+    } = from;
+    into.binding_requests += binding_requests;
+    into.allocations_created += allocations_created;
+    sum(&mut into.allocations_ended, allocations_ended);
+    into.allocations_refused += allocations_refused;
+    for (a, b) in into.allocations_active.iter_mut().zip(allocations_active) {
+        sum(a, b);
     }
-    t.peer_denied += s.peer_denied;
-    t.error_responses_suppressed += s.error_responses_suppressed;
-    t.packets_to_peer += s.packets_to_peer;
-    t.bytes_to_peer += s.bytes_to_peer;
-    t.packets_to_client += s.packets_to_client;
-    t.bytes_to_client += s.bytes_to_client;
-    t.dropped_packets += s.dropped_packets;
-    t.relay_bind_failures += s.relay_bind_failures;
-    for (a, b) in t.lifetime_buckets.iter_mut().zip(s.lifetime_buckets) {
-        *a += b;
-    }
-    t.lifetime_sum_secs += s.lifetime_sum_secs;
-    t.lifetime_count += s.lifetime_count;
+    into.permissions_active += permissions_active;
+    into.channels_active += channels_active;
+    into.relay_ports_free += relay_ports_free;
+    into.relay_ports_total += relay_ports_total;
+    sum(&mut into.error_responses, error_responses);
+    into.error_responses_suppressed += error_responses_suppressed;
+    sum(&mut into.auth_failures, auth_failures);
+    into.peer_denied += peer_denied;
+    into.packets_to_peer += packets_to_peer;
+    into.bytes_to_peer += bytes_to_peer;
+    into.packets_to_client += packets_to_client;
+    into.bytes_to_client += bytes_to_client;
+    into.dropped_packets += dropped_packets;
+    into.relay_bind_failures += relay_bind_failures;
+    sum(&mut into.lifetime_buckets, lifetime_buckets);
+    into.lifetime_sum_secs += lifetime_sum_secs;
+    into.lifetime_count += lifetime_count;
+    into.events_dropped += events_dropped;
 }
 
 /// Counter families are registered without `_total`; OpenMetrics adds it to the sample.
@@ -161,17 +191,11 @@ impl Collector for Sources {
             }
         }
         counter(e, ALLOCATIONS_TOTAL, s.allocations_created)?;
-        counters(
-            e,
-            ALLOCATIONS_ENDED_TOTAL,
-            "reason",
-            &[
-                ("expired", s.allocations_expired),
-                ("deleted", s.allocations_deleted),
-                ("revoked", s.allocations_revoked),
-                ("credential_removed", s.allocations_credential_removed),
-            ],
-        )?;
+        let ended: Vec<(&str, u64)> = EndReason::ALL
+            .iter()
+            .map(|r| (r.label(), s.ended_count(*r)))
+            .collect();
+        counters(e, ALLOCATIONS_ENDED_TOTAL, "reason", &ended)?;
         counter(e, ALLOCATIONS_REFUSED_TOTAL, s.allocations_refused)?;
 
         let mut buckets: Vec<(f64, u64)> = LIFETIME_BUCKETS
@@ -211,6 +235,15 @@ impl Collector for Sources {
             .collect();
         counters(e, AUTH_FAILURES_TOTAL, "reason", &rows)?;
         counter(e, PEER_DENIED_TOTAL, s.peer_denied)?;
+        counter(e, EVENTS_DROPPED_TOTAL, s.events_dropped)?;
+        let (written, dropped) = self.usage.as_ref().map_or((0, 0), |u| {
+            (
+                u.written.load(Ordering::Relaxed),
+                u.dropped.load(Ordering::Relaxed),
+            )
+        });
+        counter(e, USAGE_RECORDS_TOTAL, written)?;
+        counter(e, USAGE_RECORDS_DROPPED_TOTAL, dropped)?;
         counter(
             e,
             ERROR_RESPONSES_SUPPRESSED_TOTAL,

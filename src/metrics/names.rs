@@ -12,6 +12,9 @@ pub const STUN_BINDING_REQUESTS_TOTAL: &str = "turnd_stun_binding_requests_total
 pub const ERROR_RESPONSES_TOTAL: &str = "turnd_error_responses_total";
 pub const AUTH_FAILURES_TOTAL: &str = "turnd_auth_failures_total";
 pub const PEER_DENIED_TOTAL: &str = "turnd_peer_denied_total";
+pub const EVENTS_DROPPED_TOTAL: &str = "turnd_events_dropped_total";
+pub const USAGE_RECORDS_TOTAL: &str = "turnd_usage_records_total";
+pub const USAGE_RECORDS_DROPPED_TOTAL: &str = "turnd_usage_records_dropped_total";
 pub const ERROR_RESPONSES_SUPPRESSED_TOTAL: &str = "turnd_error_responses_suppressed_total";
 pub const RELAYED_PACKETS_TOTAL: &str = "turnd_relayed_packets_total";
 pub const RELAYED_BYTES_TOTAL: &str = "turnd_relayed_bytes_total";
@@ -41,13 +44,16 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (WORKERS_RUNNING, "gauge", "Relay worker threads running their loop."),
     (ALLOCATIONS_ACTIVE, "gauge", "Allocations now, by `transport` (udp, tcp, tls) and `family` (ipv4, ipv6)."),
     (ALLOCATIONS_TOTAL, "counter", "Allocations created."),
-    (ALLOCATIONS_ENDED_TOTAL, "counter", "Allocations ended, by `reason` (expired, deleted, revoked, credential_removed: the last two by a SIGHUP reload)."),
+    (ALLOCATIONS_ENDED_TOTAL, "counter", "Allocations ended, by `reason`: expired, deleted (Refresh with LIFETIME 0), connection_closed, revoked and credential_removed (by a SIGHUP reload), drained (the SIGTERM drain timed out), shutdown, admin."),
     (ALLOCATIONS_REFUSED_TOTAL, "counter", "Allocate requests refused after the 401 challenge (quota, capacity, bad request, auth)."),
     (ALLOCATION_LIFETIME_SECONDS, "histogram", "How long ended allocations lived."),
     (STUN_BINDING_REQUESTS_TOTAL, "counter", "STUN Binding requests answered."),
     (ERROR_RESPONSES_TOTAL, "counter", "STUN error responses sent, by `code` (400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508)."),
     (AUTH_FAILURES_TOTAL, "counter", "Failed authentications, by `reason` (unknown_user, expired, ttl_too_long, bad_integrity, stale_nonce, missing_attributes, wrong_credentials, revoked, expired_on_allocation)."),
     (PEER_DENIED_TOTAL, "counter", "Peer addresses refused by policy (403 on CreatePermission/ChannelBind, Send dropped)."),
+    (EVENTS_DROPPED_TOTAL, "counter", "Session events (refusals, denials, permission and channel changes) dropped because a worker's event queue was full; an allocation's end is never dropped."),
+    (USAGE_RECORDS_TOTAL, "counter", "Usage records written to `usage_log`."),
+    (USAGE_RECORDS_DROPPED_TOTAL, "counter", "Usage records dropped: the writer's queue was full or a write failed."),
     (ERROR_RESPONSES_SUPPRESSED_TOTAL, "counter", "Unauthenticated error responses (401, 438, 400), and Binding answers sent elsewhere or padded (RFC 5780) or to RFC 3489 requests, not sent because their source address was over `error_rate_per_source`, or because they were too large for the request (amplification cap): a sign of reflection attempts."),
     (RELAYED_PACKETS_TOTAL, "counter", "Packets relayed, by `direction` (to_peer, to_client)."),
     (RELAYED_BYTES_TOTAL, "counter", "Application bytes relayed (no TURN framing), by `direction`."),

@@ -1,6 +1,7 @@
 //! The relay's I/O: sockets, batched receive, and the per-core workers that drive
 //! `turnd_proto::Server`.
 
+pub mod admin;
 pub mod batch;
 mod conns;
 pub mod limits;

@@ -48,6 +48,8 @@ pub struct WorkerHandle {
     pub stats: Arc<Mutex<Stats>>,
     /// Credentials and peer policy from a configuration reload, picked up between batches.
     pub policy: Arc<PolicySlot>,
+    /// Admin API requests, answered between batches (`admin.rs`).
+    pub admin: Arc<super::admin::AdminSlot>,
 }
 
 /// TCP and TLS: the listeners this worker accepts on, and the rules for connections.
@@ -75,6 +77,7 @@ pub struct Worker {
     shutdown: Arc<AtomicBool>,
     stats: Arc<Mutex<Stats>>,
     policy: Arc<PolicySlot>,
+    pub(super) admin: Arc<super::admin::AdminSlot>,
     batch: RecvBatch,
     /// Sockets (and connections) not drained in their last turn, read again before sleeping.
     pub(super) backlog: Vec<Source>,
@@ -93,6 +96,8 @@ pub struct Worker {
     timers: Timers,
     /// Suppressed error responses already logged.
     suppressed_logged: u64,
+    /// Logs the server's events and writes usage records (`crate::events`).
+    events: crate::events::EventSink,
 }
 
 impl Worker {
@@ -102,6 +107,7 @@ impl Worker {
         listeners: Vec<std::net::UdpSocket>,
         mut streams: StreamSetup,
         shutdown: Arc<AtomicBool>,
+        events: crate::events::EventSink,
     ) -> io::Result<(Worker, WorkerHandle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), Source::Wake.token())?);
@@ -126,6 +132,7 @@ impl Worker {
         }
         let stats = Arc::new(Mutex::new(server.stats().clone()));
         let policy = Arc::new(PolicySlot::default());
+        let admin = Arc::new(super::admin::AdminSlot::default());
         let worker = Worker {
             server,
             poll,
@@ -139,6 +146,7 @@ impl Worker {
             shutdown,
             stats: stats.clone(),
             policy: policy.clone(),
+            admin: admin.clone(),
             batch: RecvBatch::new(),
             backlog: Vec::new(),
             turn: 0,
@@ -148,6 +156,7 @@ impl Worker {
             replies: Vec::with_capacity(BATCH),
             timers: Timers::default(),
             suppressed_logged: 0,
+            events,
         };
         Ok((
             worker,
@@ -155,6 +164,7 @@ impl Worker {
                 waker,
                 stats,
                 policy,
+                admin,
             },
         ))
     }
@@ -201,9 +211,12 @@ impl Worker {
                 }
             }
             let now = clock::now();
-            if let Some((credentials, policy)) = self.policy.take() {
-                self.reload_policy(credentials, policy, now);
+            if let Some(settings) = self.policy.take() {
+                self.streams.idle_timeout = settings.idle_timeout;
+                self.streams.handshake_timeout = settings.handshake_timeout;
+                self.reload_policy(settings.credentials, settings.policy, now);
             }
+            self.serve_admin(now);
             self.timers.set(Timer::Server, self.server.poll_timeout());
             for timer in Timer::ALL {
                 if self.timers.fire(timer, now.mono) {
@@ -211,6 +224,17 @@ impl Worker {
                 }
             }
         }
+        // What is still live ends here, counted (and reported) as drained when the drain
+        // timed out, as shut down otherwise.
+        let reason = if self.server.ledger().is_draining() {
+            turnd_proto::EndReason::Drained
+        } else {
+            turnd_proto::EndReason::Shutdown
+        };
+        self.events.closing();
+        self.server.end_all(reason, clock::now());
+        self.run_commands();
+        self.events.finish();
         self.publish();
         if self.timers.fire(Timer::LogSuppressed, Instant::now()) {
             self.log_suppressed();
@@ -226,6 +250,7 @@ impl Worker {
                 self.server.poll_timeout()
             }
             Timer::Publish => {
+                self.events.tick(now.mono);
                 self.publish();
                 Some(Instant::now() + PUBLISH_EVERY)
             }
@@ -459,6 +484,8 @@ impl Worker {
             }
         }
         self.send_replies();
+        // After each batch's commands, off the per-packet path: what happened is logged.
+        self.events.drain(&mut self.server);
         self.flush_dirty_conns();
     }
 

@@ -117,6 +117,15 @@ pub fn parse_turn_url(url: &str) -> Result<(Kind, String, u16)> {
 
 /// A blocking HTTP/1.1 GET; returns status and body.
 pub(crate) fn http_get(url: &str, api_key: Option<&str>) -> Result<(u16, String)> {
+    http_request("GET", url, api_key)
+}
+
+/// A blocking HTTP/1.1 request without a body; returns status and body.
+pub(crate) fn http_request(
+    method: &str,
+    url: &str,
+    api_key: Option<&str>,
+) -> Result<(u16, String)> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| anyhow!("url: only http:// is supported (`{url}`)"))?;
@@ -132,7 +141,7 @@ pub(crate) fn http_get(url: &str, api_key: Option<&str>) -> Result<(u16, String)
     let auth = api_key
         .map(|k| format!("Authorization: Bearer {k}\r\n"))
         .unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nAccept: application/json\r\n{auth}\r\n")?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nAccept: application/json\r\n{auth}\r\n")?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);

@@ -137,23 +137,42 @@ pub fn probe_once(plan: &ProbePlan, state: &ProbeState) {
     }
 }
 
-/// Runs the probe every `interval` until `stop` is set (checked every 250 ms).
+/// Runs the probe every `selftest_interval` (read from `plan.live` each round, so SIGHUP can
+/// change it or turn it on and off) until `stop` is set (checked every 250 ms).
 pub fn spawn(
     plan: ProbePlan,
     state: Arc<ProbeState>,
-    interval: Duration,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    state.enabled.store(true, Ordering::Relaxed);
+    state.enabled.store(
+        plan.live.get().selftest_interval.is_some(),
+        Ordering::Relaxed,
+    );
     std::thread::Builder::new()
         .name("turnd-selftest".into())
         .spawn(move || {
-            // The first probe runs soon after start, so readiness and metrics fill in early.
-            let mut next = std::time::Instant::now() + Duration::from_millis(500);
+            // The first probe runs soon after start (or after being turned on), so readiness
+            // and metrics fill in early.
+            let soon = || std::time::Instant::now() + Duration::from_millis(500);
+            let mut next = soon();
+            let mut was_on = true;
             while !stop.load(Ordering::Relaxed) {
-                if std::time::Instant::now() >= next {
-                    probe_once(&plan, &state);
-                    next = std::time::Instant::now() + interval;
+                let interval = plan.live.get().selftest_interval;
+                state.enabled.store(interval.is_some(), Ordering::Relaxed);
+                match interval {
+                    None => was_on = false,
+                    Some(_) if !was_on => {
+                        was_on = true;
+                        next = soon();
+                    }
+                    Some(interval) => {
+                        if std::time::Instant::now() >= next {
+                            probe_once(&plan, &state);
+                            next = std::time::Instant::now() + interval;
+                        }
+                        // A shorter interval applies at once, not after the old one ran out.
+                        next = next.min(std::time::Instant::now() + interval);
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(250));
             }

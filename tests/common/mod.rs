@@ -5,6 +5,7 @@
 pub mod cpu;
 pub mod flow;
 pub mod netns;
+pub mod openapi;
 pub mod process;
 
 use std::net::SocketAddr;

@@ -37,6 +37,16 @@ pub fn spawn_serve_limited(
     stderr: std::process::Stdio,
     nofile: Option<(u64, u64)>,
 ) -> (std::process::Child, u16, u16) {
+    spawn_serve_env(extra, stderr, nofile, &[])
+}
+
+/// As [`spawn_serve_limited`], with environment variables set for the child (`RUST_LOG`...).
+pub fn spawn_serve_env(
+    extra: &[&str],
+    stderr: std::process::Stdio,
+    nofile: Option<(u64, u64)>,
+    env: &[(&str, &str)],
+) -> (std::process::Child, u16, u16) {
     // A caller that must know the HTTP port beforehand (an ACME CA validating HTTP-01 on it)
     // passes `--http-listen 127.0.0.1:PORT` itself.
     let given_http = extra
@@ -77,6 +87,7 @@ pub fn spawn_serve_limited(
             });
         }
     }
+    command.envs(env.iter().copied());
     let child = command
         .args(["serve", "--listen", &format!("127.0.0.1:{udp}")])
         .args(if given_http.is_some() {
@@ -156,8 +167,13 @@ impl Served {
 
     /// As [`Served::start`], with the open-file limit set to `nofile` (soft, hard).
     pub fn start_limited(extra: &[&str], nofile: Option<(u64, u64)>) -> Served {
+        Self::start_env(extra, nofile, &[])
+    }
+
+    /// As [`Served::start_limited`], with environment variables for the child.
+    pub fn start_env(extra: &[&str], nofile: Option<(u64, u64)>, env: &[(&str, &str)]) -> Served {
         let (mut child, udp, http) =
-            spawn_serve_limited(extra, std::process::Stdio::piped(), nofile);
+            spawn_serve_env(extra, std::process::Stdio::piped(), nofile, env);
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();

@@ -236,9 +236,24 @@ impl Server {
                 );
             }
         });
-        if let Some(a) = self.allocations.get_mut(slot) {
-            a.allocate_response = bytes;
+        let Some(a) = self.allocations.get_mut(slot) else {
+            return;
+        };
+        a.allocate_response = bytes;
+        let owner = Box::new(super::Owner {
+            client: a.client,
+            user_id: a.user_id.clone(),
+            username: a.username.clone(),
+        });
+        let mut addrs = [None, None];
+        for (slot, r) in addrs.iter_mut().zip(&relayed) {
+            *slot = Some(*r);
         }
+        self.emit(super::Event::AllocationCreated {
+            owner,
+            relayed: addrs,
+            lifetime: std::time::Duration::from_secs(lifetime.into()),
+        });
         self.stats.allocations_created += 1;
         *self.stats.allocation_gauge(transport, family) += 1;
     }

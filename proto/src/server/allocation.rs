@@ -5,7 +5,7 @@
 //! scan of a few entries beats hashing. The cost of a lookup is independent of how many
 //! allocations the server holds.
 
-use super::{ClientId, RelayId};
+use super::{ClientId, Event, RelayId};
 use crate::auth::LongTermKey;
 use crate::wire::{ChannelNumber, Family, PerFamily, TransactionId};
 use std::net::{IpAddr, SocketAddr};
@@ -36,6 +36,8 @@ pub struct Channel {
     pub peer: SocketAddr,
     pub expires: Instant,
     pub hairpin_only: bool,
+    /// Its expiry has been reported (`prune`); a rebind clears it.
+    pub expiry_reported: bool,
 }
 
 impl Channel {
@@ -98,7 +100,6 @@ pub struct Allocation {
     /// RESERVATION-TOKEN for the port reserved next to this allocation's (EVEN-PORT R bit).
     pub reservation: Option<[u8; 8]>,
     /// What it has relayed so far, both ways.
-    #[allow(dead_code)] // counted and read by the issue 16 work; remove this line then
     pub usage: super::usage::Usage,
 }
 
@@ -183,6 +184,7 @@ impl Allocation {
             let was_live = now < c.expires;
             c.expires = expires;
             c.hairpin_only = hairpin_only;
+            c.expiry_reported = false;
             return !was_live;
         }
         self.channels.push(Channel {
@@ -190,6 +192,7 @@ impl Allocation {
             peer,
             expires,
             hairpin_only,
+            expiry_reported: false,
         });
         true
     }
@@ -210,8 +213,27 @@ impl Allocation {
 
     /// Drops expired permissions and channels past their cooldown, and returns how many
     /// permissions and channels are live (for the gauges).
-    pub fn prune(&mut self, now: Instant) -> (usize, usize) {
-        self.permissions.retain(|p| now < p.expires);
+    /// Reports each expiry through `emit`: a permission when it is dropped, a channel once,
+    /// at the first sweep after its expiry (it is kept through its cool-down).
+    pub fn prune(&mut self, now: Instant, emit: &mut impl FnMut(Event)) -> (usize, usize) {
+        let client = self.client;
+        self.permissions.retain(|p| {
+            let live = now < p.expires;
+            if !live {
+                emit(Event::PermissionExpired { client, peer: p.ip });
+            }
+            live
+        });
+        for c in self.channels.iter_mut() {
+            if now >= c.expires && !c.expiry_reported {
+                c.expiry_reported = true;
+                emit(Event::ChannelExpired {
+                    client,
+                    peer: c.peer,
+                    channel: c.number.get(),
+                });
+            }
+        }
         self.channels.retain(|c| c.reserved(now));
         let live_channels = self.channels.iter().filter(|c| now < c.expires).count();
         (self.permissions.len(), live_channels)

@@ -98,10 +98,16 @@ impl Allocations {
         self.table.get_mut(slot.0 as usize)?.as_mut()
     }
 
-    /// The allocation a relay socket relays for (the peer path's lookup).
+    /// The slot of the allocation a relay socket relays for (the peer path's lookup).
     #[inline]
+    pub fn slot_of_relay(&self, relay: RelayId) -> Option<Slot> {
+        self.relays.get(relay.0 as usize)?.owner
+    }
+
+    /// The allocation a relay socket relays for.
+    #[cfg(test)]
     pub fn of_relay(&self, relay: RelayId) -> Option<&Allocation> {
-        self.get(self.relays.get(relay.0 as usize)?.owner?)
+        self.get(self.slot_of_relay(relay)?)
     }
 
     /// Every live allocation with its slot.

@@ -27,8 +27,13 @@ pub(super) struct Authed {
 }
 
 impl Server {
-    fn auth_failed(&mut self, why: AuthFailure) {
+    /// Counts and reports a failed authentication.
+    pub(super) fn auth_failed(&mut self, client: &ClientId, why: AuthFailure) {
         self.stats.auth_failures[why.index()] += 1;
+        self.emit(super::Event::AuthFailed {
+            client: *client,
+            reason: why,
+        });
     }
 
     /// Authenticates a TURN request, or says how to refuse it.
@@ -47,18 +52,18 @@ impl Server {
             msg.get(attr::REALM),
             msg.get(attr::NONCE),
         ) else {
-            self.auth_failed(AuthFailure::MissingAttributes);
+            self.auth_failed(client, AuthFailure::MissingAttributes);
             return Err(Reject::BadRequest);
         };
         if self.nonces.check(nonce, client.remote.ip(), now.unix) != crate::auth::NonceCheck::Valid
         {
-            self.auth_failed(AuthFailure::StaleNonce);
+            self.auth_failed(client, AuthFailure::StaleNonce);
             return Err(Reject::StaleNonce);
         }
         let username = match std::str::from_utf8(username) {
             Ok(u) if u.len() <= MAX_USERNAME_LEN => u,
             _ => {
-                self.auth_failed(AuthFailure::UnknownUser);
+                self.auth_failed(client, AuthFailure::UnknownUser);
                 return Err(Reject::Unauthorized);
             }
         };
@@ -89,7 +94,7 @@ impl Server {
                     .credentials
                     .still_valid(&user, &user_id, now.unix)
                 {
-                    self.auth_failed(why);
+                    self.auth_failed(client, why);
                     return Err(Reject::Unauthorized);
                 }
                 let Some(a) = self.allocations.of_client(client) else {
@@ -107,7 +112,7 @@ impl Server {
         let (principal, passwords) = match self.config.credentials.candidates(username, now.unix) {
             Ok(c) => c,
             Err(why) => {
-                self.auth_failed(why);
+                self.auth_failed(client, why);
                 return Err(Reject::Unauthorized);
             }
         };
@@ -122,7 +127,7 @@ impl Server {
                 });
             }
         }
-        self.auth_failed(AuthFailure::BadIntegrity);
+        self.auth_failed(client, AuthFailure::BadIntegrity);
         Err(Reject::Unauthorized)
     }
 }

@@ -12,26 +12,7 @@
 //! Expiry is not judged here: a REST credential that merely expired keeps the allocation it
 //! made (unless `strict_expiry`, which refuses its next Refresh; see `authenticate.rs`).
 
-use super::{ClientId, Now, Server};
-
-/// Why a reload ended an allocation (the `reason` label of `turnd_allocations_ended_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum EndReason {
-    /// Its username or user id is on the revocation list.
-    Revoked,
-    /// No configured REST secret or static user verifies its credential any more.
-    CredentialRemoved,
-}
-
-impl EndReason {
-    /// The metric label for this reason.
-    pub fn label(self) -> &'static str {
-        match self {
-            EndReason::Revoked => "revoked",
-            EndReason::CredentialRemoved => "credential_removed",
-        }
-    }
-}
+use super::{ClientId, EndReason, Now, Server};
 
 impl Server {
     /// Ends every allocation (pending ones included) the current credentials no longer
@@ -52,11 +33,7 @@ impl Server {
             ended.push((slot, a.client, reason));
         }
         for (slot, _, reason) in &ended {
-            match reason {
-                EndReason::Revoked => self.stats.allocations_revoked += 1,
-                EndReason::CredentialRemoved => self.stats.allocations_credential_removed += 1,
-            }
-            self.remove_allocation(*slot, now);
+            self.end_allocation(*slot, *reason, now);
         }
         ended.into_iter().map(|(_, c, r)| (c, r)).collect()
     }

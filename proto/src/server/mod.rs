@@ -25,6 +25,7 @@
 //! allocation's permissions and channels; `relay_bind.rs` its relay sockets and ports
 //! (`ports.rs`, shared through `ledger.rs`). `relay_path.rs` is the per-packet path.
 
+mod admin;
 mod allocate;
 pub(crate) mod allocation;
 mod allocations;
@@ -32,6 +33,7 @@ mod authenticate;
 pub mod binding;
 mod credential_check;
 mod decode;
+pub mod events;
 pub mod ledger;
 mod peers;
 pub mod ports;
@@ -58,8 +60,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use admin::SessionInfo;
 pub use binding::{StunAlternate, MAX_PADDED_RESPONSE};
-pub use credential_check::EndReason;
+pub use events::{method_label, EndReason, Event, Owner, EVENT_QUEUE_MAX};
 pub use relay_path::{FromClient, ToClient, PEER_HEADROOM, PEER_TAILROOM};
 pub use respond::{answer_budget, CHALLENGE_FLOOR, MAX_AMPLIFICATION, MIN_CHALLENGED_REQUEST};
 
@@ -287,6 +290,8 @@ pub struct Server {
     commands: VecDeque<Command>,
     next_sweep: Option<Instant>,
     stats: Stats,
+    /// What happened, for the shell to log (`events.rs`).
+    events: events::EventQueue,
 }
 
 impl Server {
@@ -317,6 +322,7 @@ impl Server {
             commands: VecDeque::new(),
             next_sweep: None,
             stats,
+            events: events::EventQueue::default(),
         }
     }
 
@@ -374,6 +380,24 @@ impl Server {
         self.commands.pop_front()
     }
 
+    /// The next event, in order. The shell drains these after each batch of packets (off the
+    /// per-packet path); an event not taken waits, and the queue is bounded (`events.rs`).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop()
+    }
+
+    /// Events waiting to be taken.
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Queues an event, counting it in `events_dropped` if there is no room.
+    fn emit(&mut self, event: Event) {
+        if !self.events.push(event) {
+            self.stats.events_dropped += 1;
+        }
+    }
+
     /// When [`Server::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next_sweep
@@ -386,18 +410,23 @@ impl Server {
         }
         let mut expired = Vec::new();
         let (mut permissions, mut channels) = (0u64, 0u64);
+        let (events, dropped) = (&mut self.events, &mut self.stats.events_dropped);
+        let mut emit = |e| {
+            if !events.push(e) {
+                *dropped += 1;
+            }
+        };
         for (slot, a) in self.allocations.iter_mut() {
             if a.is_ready() && a.expires <= now.mono {
                 expired.push(slot);
                 continue;
             }
-            let (p, c) = a.prune(now.mono);
+            let (p, c) = a.prune(now.mono, &mut emit);
             permissions += p as u64;
             channels += c as u64;
         }
         for slot in expired {
-            self.stats.allocations_expired += 1;
-            self.remove_allocation(slot, now);
+            self.end_allocation(slot, EndReason::Expired, now);
         }
         for r in self.ledger.take_expired(now.mono) {
             self.give_back_port(r.family, r.port);
@@ -464,8 +493,47 @@ impl Server {
     /// A stream client's connection closed: its allocation ends with it (RFC 8656 §3.1).
     pub fn handle_client_closed(&mut self, client: &ClientId, now: Now) {
         if let Some(slot) = self.allocations.slot_of(client) {
-            self.stats.allocations_deleted += 1;
-            self.remove_allocation(slot, now);
+            self.end_allocation(slot, EndReason::ConnectionClosed, now);
+        }
+    }
+
+    /// Ends every allocation (pending ones included) for `reason`: the drain timed out, the
+    /// process is stopping, or an operator asked. Returns the clients whose allocations ended,
+    /// so the shell can close stream connections.
+    pub fn end_all(&mut self, reason: EndReason, now: Now) -> Vec<ClientId> {
+        let slots: Vec<(Slot, ClientId)> = self
+            .allocations
+            .iter()
+            .map(|(s, a)| (s, a.client))
+            .collect();
+        for (slot, _) in &slots {
+            self.end_allocation(*slot, reason, now);
+        }
+        slots.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// Ends an allocation for `reason`: counted by reason, removed, and reported with what it
+    /// relayed if it had been answered (a pending one never relayed, nor was reported created).
+    fn end_allocation(&mut self, slot: Slot, reason: EndReason, now: Now) {
+        if self.allocations.get(slot).is_none() {
+            return;
+        }
+        self.stats.ended(reason);
+        let Some(a) = self.remove_allocation(slot, now) else {
+            return;
+        };
+        if a.is_ready() {
+            let duration = now.mono.saturating_duration_since(a.created);
+            self.emit(Event::AllocationEnded {
+                owner: Box::new(Owner {
+                    client: a.client,
+                    user_id: a.user_id,
+                    username: a.username,
+                }),
+                reason,
+                duration,
+                usage: a.usage,
+            });
         }
     }
 
@@ -477,15 +545,13 @@ impl Server {
         }
     }
 
-    /// Removes an allocation: relay sockets closed, ports and quota returned.
-    fn remove_allocation(&mut self, slot: Slot, now: Now) {
+    /// Removes an allocation: relay sockets closed, ports and quota returned. Returns it.
+    fn remove_allocation(&mut self, slot: Slot, now: Now) -> Option<allocation::Allocation> {
         if self.allocations.get(slot).is_some_and(|a| !a.is_ready()) {
             // Never answered: the reservation it made was never handed out.
             self.cancel_reservation(slot);
         }
-        let Some((a, relays)) = self.allocations.remove(slot) else {
-            return;
-        };
+        let (a, relays) = self.allocations.remove(slot)?;
         // Its permissions and channels leave the gauges with it, not at the next sweep.
         self.stats.permissions_active = self
             .stats
@@ -515,6 +581,7 @@ impl Server {
                 .observe_lifetime(now.mono.saturating_duration_since(a.created).as_secs_f64());
         }
         self.reschedule(now);
+        Some(a)
     }
 
     fn random_tid(&mut self) -> crate::wire::TransactionId {

@@ -21,7 +21,7 @@ impl Server {
     /// Checks a peer address for an allocation: the family must match one of its relays
     /// (443), and the policy must allow it (403) unless it is one of this server's own relayed
     /// addresses. Returns whether the peer is reachable only as such a hairpin.
-    fn check_peer(&mut self, slot: Slot, peer: SocketAddr) -> Result<bool, Reject> {
+    fn check_peer(&mut self, req: &Request, slot: Slot, peer: SocketAddr) -> Result<bool, Reject> {
         let a = self
             .allocations
             .get(slot)
@@ -37,6 +37,11 @@ impl Server {
             return Ok(true);
         }
         self.stats.peer_denied += 1;
+        self.emit(super::Event::PeerDenied {
+            client: req.client,
+            peer,
+            method: req.method,
+        });
         Err(Reject::Forbidden)
     }
 
@@ -62,7 +67,7 @@ impl Server {
         let wanted = decoded?;
         let mut checked = Vec::with_capacity(wanted.peers.len());
         for peer in &wanted.peers {
-            checked.push((peer.ip(), self.check_peer(slot, *peer)?));
+            checked.push((peer.ip(), self.check_peer(req, slot, *peer)?));
         }
         let max_permissions = self.config.max_permissions;
         let a = self
@@ -76,10 +81,18 @@ impl Server {
         if a.permissions.len() + new > max_permissions {
             return Err(Reject::InsufficientCapacity);
         }
+        let mut installed = Vec::new();
         for (ip, hairpin) in checked {
             if a.install_permission(ip, now.mono, hairpin) {
                 self.stats.permissions_active += 1;
+                installed.push(ip);
             }
+        }
+        for peer in installed {
+            self.emit(super::Event::PermissionInstalled {
+                client: req.client,
+                peer,
+            });
         }
         self.respond(req, Class::Success, Some(auth), false, |_| {});
         Ok(())
@@ -95,7 +108,7 @@ impl Server {
     ) -> Result<(), Reject> {
         let slot = self.ready_allocation(req)?;
         let ChannelBindRequest { number, peer } = decoded?;
-        let hairpin = self.check_peer(slot, peer)?;
+        let hairpin = self.check_peer(req, slot, peer)?;
         let max_channels = self.config.max_channels;
         let max_permissions = self.config.max_permissions;
         let a = self
@@ -114,11 +127,22 @@ impl Server {
         if a.permission(peer.ip(), now.mono).is_none() && a.permissions.len() >= max_permissions {
             return Err(Reject::InsufficientCapacity);
         }
-        if a.bind_channel(number, peer, now.mono, hairpin) {
+        let bound = a.bind_channel(number, peer, now.mono, hairpin);
+        let installed = a.install_permission(peer.ip(), now.mono, hairpin);
+        if bound {
             self.stats.channels_active += 1;
+            self.emit(super::Event::ChannelBound {
+                client: req.client,
+                peer,
+                channel: number.get(),
+            });
         }
-        if a.install_permission(peer.ip(), now.mono, hairpin) {
+        if installed {
             self.stats.permissions_active += 1;
+            self.emit(super::Event::PermissionInstalled {
+                client: req.client,
+                peer: peer.ip(),
+            });
         }
         self.respond(req, Class::Success, Some(auth), false, |_| {});
         Ok(())

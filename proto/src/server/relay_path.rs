@@ -4,6 +4,7 @@
 //! caller's buffer; peer→client data gets its ChannelData or Data-indication header written
 //! into headroom the caller leaves in front of the payload.
 
+use super::allocations::Slot;
 use super::{ClientId, Now, RelayId, Server};
 use crate::wire::{self, attr, channel_data, Class, Message, Method, PacketKind};
 use std::net::SocketAddr;
@@ -61,13 +62,19 @@ impl Server {
             PacketKind::Other => None,
         };
         match forward {
-            Some(f) => {
+            Some((slot, relay, peer, payload)) => {
+                let len = payload.end - payload.start;
                 self.stats.packets_to_peer += 1;
-                self.stats.bytes_to_peer += (f.2.end - f.2.start) as u64;
+                self.stats.bytes_to_peer += len as u64;
+                // The same payload bytes the metric counts, so usage records reconcile with
+                // turnd_relayed_bytes_total.
+                if let Some(a) = self.allocations.get_mut(slot) {
+                    a.usage.to_peer.add(len);
+                }
                 FromClient::Forward {
-                    relay: f.0,
-                    peer: f.1,
-                    payload: f.2,
+                    relay,
+                    peer,
+                    payload,
                 }
             }
             None => {
@@ -85,9 +92,10 @@ impl Server {
         now: Now,
         client: &ClientId,
         packet: &[u8],
-    ) -> Option<(RelayId, SocketAddr, Range<usize>)> {
+    ) -> Option<(Slot, RelayId, SocketAddr, Range<usize>)> {
         let cd = channel_data::parse(packet)?;
-        let a = self.allocations.of_client(client)?;
+        let slot = self.allocations.slot_of(client)?;
+        let a = self.allocations.get(slot)?;
         let ch = a.channel_by_number(cd.number(), now.mono)?;
         let perm = a.permission(ch.peer.ip(), now.mono)?;
         if (ch.hairpin_only || perm.hairpin_only) && !self.is_own_relay(ch.peer) {
@@ -95,7 +103,7 @@ impl Server {
         }
         let relay = a.relay_for(ch.peer.ip())?;
         let start = channel_data::HEADER_LEN;
-        Some((relay.id, ch.peer, start..start + cd.data.len()))
+        Some((slot, relay.id, ch.peer, start..start + cd.data.len()))
     }
 
     /// RFC 8656 §10.2: a Send indication's DATA goes to its XOR-PEER-ADDRESS if the allocation
@@ -105,25 +113,38 @@ impl Server {
         now: Now,
         client: &ClientId,
         packet: &[u8],
-    ) -> Option<(RelayId, SocketAddr, Range<usize>)> {
+    ) -> Option<(Slot, RelayId, SocketAddr, Range<usize>)> {
         let msg = Message::parse(packet).ok()?;
-        let a = self.allocations.of_client(client)?;
+        let slot = self.allocations.slot_of(client)?;
+        let a = self.allocations.get(slot)?;
         let peer = attr::read_xor_address(msg.get(attr::XOR_PEER_ADDRESS)?, &msg.transaction_id())?;
         let data = msg.get(attr::DATA)?;
         let relay = a.relay_for(peer.ip())?.id;
         let Some(perm) = a.permission(peer.ip(), now.mono) else {
             if !self.config.policy.allows(peer.ip()) && !self.is_own_relay(peer) {
-                self.stats.peer_denied += 1;
+                self.send_denied(client, peer);
             }
             return None;
         };
         if perm.hairpin_only && !self.is_own_relay(peer) {
-            self.stats.peer_denied += 1;
+            self.send_denied(client, peer);
             return None;
         }
         // `data` borrows `packet`: its offset in the packet is the payload range.
         let start = data.as_ptr() as usize - packet.as_ptr() as usize;
-        Some((relay, peer, start..start + data.len()))
+        Some((slot, relay, peer, start..start + data.len()))
+    }
+
+    /// A Send indication to a peer the policy refuses: counted and reported (the event holds
+    /// no heap data, so this allocates nothing once the queue has grown).
+    #[cold]
+    fn send_denied(&mut self, client: &ClientId, peer: SocketAddr) {
+        self.stats.peer_denied += 1;
+        self.emit(super::Event::PeerDenied {
+            client: *client,
+            peer,
+            method: Method::SEND,
+        });
     }
 
     /// A datagram from `peer` on relay socket `relay`, with its payload at `buf[payload]`.
@@ -139,15 +160,21 @@ impl Server {
         buf: &mut [u8],
         payload: Range<usize>,
     ) -> Option<ToClient> {
-        let out = self.frame_for_client(now, relay, peer, buf, payload.clone());
-        match &out {
-            Some(_) => {
+        let len = payload.len();
+        match self.frame_for_client(now, relay, peer, buf, payload) {
+            Some((slot, out)) => {
                 self.stats.packets_to_client += 1;
-                self.stats.bytes_to_client += payload.len() as u64;
+                self.stats.bytes_to_client += len as u64;
+                if let Some(a) = self.allocations.get_mut(slot) {
+                    a.usage.to_client.add(len);
+                }
+                Some(out)
             }
-            None => self.stats.dropped_packets += 1,
+            None => {
+                self.stats.dropped_packets += 1;
+                None
+            }
         }
-        out
     }
 
     #[inline]
@@ -158,14 +185,15 @@ impl Server {
         peer: SocketAddr,
         buf: &mut [u8],
         payload: Range<usize>,
-    ) -> Option<ToClient> {
+    ) -> Option<(Slot, ToClient)> {
         if payload.start < PEER_HEADROOM
             || payload.end + PEER_TAILROOM > buf.len()
             || payload.len() > 0xFFFF - 64
         {
             return None;
         }
-        let a = self.allocations.of_relay(relay)?;
+        let slot = self.allocations.slot_of_relay(relay)?;
+        let a = self.allocations.get(slot)?;
         a.permission(peer.ip(), now.mono)?;
         let client = a.client;
         let len = payload.len();
@@ -178,16 +206,22 @@ impl Server {
                 buf[end..padded].fill(0);
                 end = padded;
             }
-            return Some(ToClient {
-                client,
-                range: payload.start - channel_data::HEADER_LEN..end,
-            });
+            return Some((
+                slot,
+                ToClient {
+                    client,
+                    range: payload.start - channel_data::HEADER_LEN..end,
+                },
+            ));
         }
         let tid = self.random_tid();
-        Some(ToClient {
-            client,
-            range: write_data_indication(buf, payload, peer, &tid),
-        })
+        Some((
+            slot,
+            ToClient {
+                client,
+                range: write_data_indication(buf, payload, peer, &tid),
+            },
+        ))
     }
 }
 

@@ -75,7 +75,8 @@ impl Server {
                 if req.method == Method::ALLOCATE && reject != Reject::Unauthorized {
                     self.stats.allocations_refused += 1;
                 }
-                return self.reject(req, reject, None, now);
+                // Reported as the auth_failed event (or the normal first-round challenge).
+                return self.send_error(req, reject, None, now, &[], false);
             }
         };
         if let Some(unknown) = UnknownAttributes::of(msg) {
@@ -86,8 +87,15 @@ impl Server {
             // RFC 8656 §5: requests on an allocation must use the username that created it.
             // An Allocate on a 5-tuple in use is 437 whoever sends it (§7.2, checked there).
             if req.method != Method::ALLOCATE && a.username != auth.username {
-                self.stats.auth_failures[crate::auth::AuthFailure::WrongCredentials.index()] += 1;
-                return self.reject(req, Reject::WrongCredentials, Some(&auth), now);
+                self.auth_failed(&req.client, crate::auth::AuthFailure::WrongCredentials);
+                return self.send_error(
+                    req,
+                    Reject::WrongCredentials,
+                    Some(&auth),
+                    now,
+                    &[],
+                    false,
+                );
             }
         }
         let legacy_channels = self.config.legacy_channel_numbers;
@@ -133,13 +141,16 @@ impl Server {
             self.respond(req, Class::Success, Some(auth), false, |enc| {
                 enc.u32_attr(attr::LIFETIME, 0);
             });
-            self.stats.allocations_deleted += 1;
-            self.remove_allocation(slot, now);
+            self.end_allocation(slot, super::EndReason::Deleted, now);
             return Ok(());
         }
         a.expires = now.mono + lifetime;
         self.respond(req, Class::Success, Some(auth), false, |enc| {
             enc.u32_attr(attr::LIFETIME, lifetime.as_secs() as u32);
+        });
+        self.emit(super::Event::AllocationRefreshed {
+            client: req.client,
+            lifetime,
         });
         Ok(())
     }

@@ -117,6 +117,28 @@ impl Server {
         now: Now,
         unknown: &[AttrType],
     ) {
+        self.send_error(req, reject, auth, now, unknown, true);
+    }
+
+    /// Sends an error response (rate-limited when unauthenticated); with `report`, reports
+    /// it as a refusal unless it is the 401 challenge every client's first request gets.
+    pub(super) fn send_error(
+        &mut self,
+        req: &Request,
+        reject: Reject,
+        auth: Option<&Authed>,
+        now: Now,
+        unknown: &[AttrType],
+        report: bool,
+    ) {
+        if report && reject != Reject::Unauthorized {
+            self.emit(super::Event::RequestRefused {
+                client: req.client,
+                method: req.method,
+                code: reject.code(),
+                reason: reject.reason(),
+            });
+        }
         let source = source_key(req.client.remote.ip(), self.config.ipv6_source_prefix);
         if auth.is_none() && !self.error_limiter.allow(source, now.mono) {
             // Unauthenticated and over this source's budget: the source may be forged.
