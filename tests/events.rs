@@ -104,6 +104,9 @@ fn start(usage: &Path, extra: &[&str]) -> (Served, u16) {
     let metrics = free_port();
     let m = format!("127.0.0.1:{metrics}");
     let mut args = vec![
+        // No periodic self-probe: its own allocations would be logged and recorded too.
+        "--selftest-interval",
+        "0",
         "--log-format",
         "json",
         "--workers",
@@ -482,4 +485,24 @@ fn a_usage_log_that_cannot_be_written_names_the_key_and_exits_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("usage_log"), "{err}");
+}
+
+/// RFC 8656 §7.3 lets a Refresh shorten the lifetime: one second later the allocation runs
+/// out, and its end is logged and recorded as `expired`.
+#[test]
+fn an_allocation_that_runs_out_is_logged_and_recorded_as_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let usage = dir.path().join("usage.log");
+    let (s, _) = start(&usage, &[]);
+    let (user, pass) = rest("frank");
+    let mut c = UdpTurnClient::new(s.addr(), &user, &pass);
+    c.allocate();
+    let r = c.request(Method::REFRESH, &[Attr::Lifetime(1)]);
+    assert_eq!(UdpTurnClient::code(&r), None);
+    let ended = wait_events(&s, "allocation_ended", 1);
+    assert_eq!(ended[0]["reason"], "expired", "{}", s.log());
+    assert_eq!(ended[0]["user_id"], "frank");
+    let recs = wait_records(&usage, 1);
+    assert_eq!(recs[0]["reason"], "expired");
+    assert!(recs[0]["duration_ms"].as_u64().unwrap() >= 1000);
 }

@@ -306,8 +306,9 @@ impl Worker {
     ) {
         let ended = self.server.update_policy(credentials, policy, now);
         self.run_commands();
-        for (client, reason) in &ended {
-            tracing::info!(client = %client.remote, transport = client.transport.label(), reason = reason.label(), "SIGHUP: allocation ended; its credential is no longer accepted");
+        // Each one is logged as its allocation_ended event (reason revoked or
+        // credential_removed), with what it relayed: one line per allocation.
+        for (client, _) in &ended {
             if client.transport.is_stream() {
                 let idx = client.local as usize;
                 if self
