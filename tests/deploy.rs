@@ -37,6 +37,7 @@ fn kubernetes_manifests_have_the_fields_operators_rely_on() {
         "TURND_API_KEY_FILE",
         "TURND_DRAIN_TIMEOUT",
         "TURND_PUBLIC_HOST",
+        "TURND_ADMIN_KEY",
     ] {
         assert!(env.contains(&wanted), "{wanted} missing");
     }
