@@ -166,11 +166,11 @@ fn revoke_and_sighup_end_the_victims_relaying_within_a_second_over_udp_and_tcp()
     let revoked_at = Instant::now();
     turnd.signal(libc::SIGHUP);
     common::eventually("both of mallory's allocations ended", || {
-        // The reload's own line (the session events say it too, once each).
+        // One allocation_ended event each, with the reason.
         turnd
             .log()
             .lines()
-            .filter(|l| l.contains("no longer accepted") && l.contains("\"revoked\""))
+            .filter(|l| l.contains("\"allocation_ended\"") && l.contains("\"revoked\""))
             .count()
             == 2
     });
@@ -202,7 +202,12 @@ fn revoke_and_sighup_end_the_victims_relaying_within_a_second_over_udp_and_tcp()
         lag(1)
     );
     assert!(closed.saturating_duration_since(revoked_at) < Duration::from_secs(1));
-    let ended = turnd.log().matches("SIGHUP: allocation ended").count();
+    // Each ended once: one allocation_ended event per allocation, no more.
+    let ended = turnd
+        .log()
+        .lines()
+        .filter(|l| l.contains("\"allocation_ended\""))
+        .count();
     assert_eq!(ended, 2, "{}", turnd.log());
     // Mallory's UDP allocation is gone for good: a Refresh is refused.
     let r = udp.request(Method::REFRESH, &[Attr::Lifetime(600)]);
@@ -246,11 +251,11 @@ fn a_removed_secret_or_static_user_ends_its_allocation_even_with_strict_expiry()
     turnd.signal(libc::SIGHUP);
     turnd.wait_for_log("configuration reloaded");
     common::eventually("both allocations ended", || {
-        // The reload's own line (the session events say it too, once each).
+        // One allocation_ended event each, with the reason.
         turnd
             .log()
             .lines()
-            .filter(|l| l.contains("no longer accepted") && l.contains("\"credential_removed\""))
+            .filter(|l| l.contains("\"allocation_ended\"") && l.contains("\"credential_removed\""))
             .count()
             == 2
     });
