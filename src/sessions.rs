@@ -95,14 +95,18 @@ pub fn run(cmd: SessionsCmd) -> Result<i32> {
             let Some(v) = call("GET", &format!("{base}/admin/v1/allocations{query}"), key)? else {
                 return Ok(1);
             };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            let out = if json {
+                format!("{}\n", serde_json::to_string_pretty(&v)?)
             } else {
-                print!("{}", table(&v));
-            }
+                table(&v)
+            };
+            write_stdout(&out)?;
             Ok(0)
         }
         SessionsCmd::Kill { user, target } => {
+            if user.trim().is_empty() {
+                anyhow::bail!("--user: must not be empty");
+            }
             let (base, key) = target.resolve()?;
             let url = format!("{base}/admin/v1/allocations?user={}", encode(&user));
             let Some(v) = call("DELETE", &url, key)? else {
@@ -114,6 +118,15 @@ pub fn run(cmd: SessionsCmd) -> Result<i32> {
             );
             Ok(0)
         }
+    }
+}
+
+/// Prints `out`; a reader that went away (`turnd sessions list | head`) is not an error.
+fn write_stdout(out: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 

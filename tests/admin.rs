@@ -329,6 +329,7 @@ fn the_admin_api_lives_on_the_metrics_listener_only_and_answers_json_errors() {
         &["sessions", "kill"][..],
         &["sessions", "list", "--bogus"],
         &["sessions", "list", "--admin", "ftp://x"],
+        &["sessions", "kill", "--user", " "],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_turnd"))
             .args(bad)
@@ -336,6 +337,20 @@ fn the_admin_api_lives_on_the_metrics_listener_only_and_answers_json_errors() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
     }
+    // A reader that goes away (`turnd sessions list | head`) is no error and no panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_turnd"))
+        .args(["sessions", "list", "--json", "--admin"])
+        .arg(format!("http://{admin}"))
+        .args(["--admin-key", ADMIN_KEY])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 /// Bound beyond loopback (an address of a private namespace), the admin API refuses: without
