@@ -207,7 +207,11 @@ fn reload(
             return None;
         }
     };
-    let crate::reload::Plan { next, restart } = crate::reload::plan(current, &new);
+    let crate::reload::Plan {
+        next,
+        restart,
+        changed,
+    } = crate::reload::plan(current, &new);
     if let Err(e) = running.reload(&next) {
         refused(e);
         return None;
@@ -216,6 +220,7 @@ fn reload(
         tracing::warn!(key, "SIGHUP: {key} changed; needs a restart");
     }
     tracing::info!(
+        changed = %if changed.is_empty() { "none".to_owned() } else { changed.join(",") },
         secrets = next.secrets.len(),
         users = next.users.len(),
         revoked = next.revoked.len(),
@@ -304,7 +309,18 @@ fn announce(config: &Config, running: &crate::serve::Running) {
         tracing::info!(addr = %m.addr, "Prometheus metrics at /metrics, admin API at /admin/v1/");
         if !m.addr.ip().is_loopback() && config.admin_key.is_none() {
             tracing::warn!(addr = %m.addr, "metrics_listen is beyond loopback and no admin_key is configured: the admin API answers 403 until one is set");
+        } else if config.admin_key.is_none() {
+            tracing::info!("no admin_key: the admin API answers loopback callers without a key");
         }
+    }
+    match &config.usage_log {
+        Some(crate::events::usage_log::UsageTarget::File(path)) => {
+            tracing::info!(path = %path.display(), "usage records appended (reopened on SIGHUP)")
+        }
+        Some(crate::events::usage_log::UsageTarget::Stdout) => {
+            tracing::info!("usage records on standard output")
+        }
+        None => {}
     }
     for host in config
         .public_hosts

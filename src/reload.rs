@@ -109,6 +109,8 @@ impl PolicySlot {
 pub struct Plan {
     pub next: Config,
     pub restart: Vec<&'static str>,
+    /// The reloadable keys whose value changed (taken now), for the reload's log line.
+    pub changed: Vec<&'static str>,
 }
 
 /// Decides, key by key, what a reload from `current` to `new` does. `new` is destructured
@@ -172,8 +174,12 @@ pub fn plan(current: &Config, new: &Config) -> Plan {
     } = new;
     let mut next = current.clone();
     let mut restart = Vec::new();
+    let mut changed = Vec::new();
     macro_rules! reload {
-        ($($field:ident),*) => { $( next.$field = $field.clone(); )* };
+        ($($field:ident),*) => { $(
+            if current.$field != *$field { changed.push(stringify!($field)); }
+            next.$field = $field.clone();
+        )* };
     }
     macro_rules! restart {
         ($($key:literal: $field:ident),*) => {
@@ -245,7 +251,12 @@ pub fn plan(current: &Config, new: &Config) -> Plan {
         "usage_log": usage_log
     );
     restart.dedup();
-    Plan { next, restart }
+    changed.dedup();
+    Plan {
+        next,
+        restart,
+        changed,
+    }
 }
 
 #[cfg(test)]
@@ -264,7 +275,14 @@ mod tests {
         let reloadable = config(&format!(
             "{base}revoke = [\"mallory\"]\nallow_peer = [\"10.0.0.0/8\"]\nstrict_expiry = true\napi_key = [\"0123456789abcdef0123\"]\n"
         ));
-        assert!(plan(&old, &reloadable).restart.is_empty());
+        let p = plan(&old, &reloadable);
+        assert!(p.restart.is_empty());
+        // The reload's log line names what it took.
+        assert_eq!(
+            p.changed,
+            ["allow_peer", "revoked", "strict_expiry", "api_keys"]
+        );
+        assert!(plan(&old, &old).changed.is_empty());
         let moved = config(
             "listen = [\"127.0.0.1:3479\"]\nsecret = [\"0123456789abcdef\"]\nrelay_ports = \"40000-40100\"\n",
         );
