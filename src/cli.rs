@@ -120,16 +120,10 @@ pub fn run(cli: Cli) -> Result<()> {
                         .http_listen
                         .as_deref()
                         .unwrap_or(crate::config::DEFAULT_HTTP_LISTEN);
-                    let mut addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+                    let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
                         anyhow::anyhow!("http_listen: `{listen}` is not an ADDRESS:PORT")
                     })?;
-                    if addr.ip().is_unspecified() {
-                        addr.set_ip(if addr.is_ipv4() {
-                            std::net::Ipv4Addr::LOCALHOST.into()
-                        } else {
-                            std::net::Ipv6Addr::LOCALHOST.into()
-                        });
-                    }
+                    let addr = crate::config::as_local_client_reaches(addr);
                     format!("http://{addr}")
                 }
             };

@@ -1198,6 +1198,19 @@ fn random_secret() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A listen address as a client on this host reaches it: a wildcard (`0.0.0.0`, `[::]`) is
+/// loopback of its family (the CLI commands that call turnd's own HTTP listeners).
+pub fn as_local_client_reaches(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

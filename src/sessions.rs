@@ -70,16 +70,10 @@ impl AdminTarget {
             .filter(|v| !v.is_empty())
             .or(file.metrics_listen.clone())
             .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_owned());
-        let mut addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+        let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
             anyhow!("metrics_listen: `{listen}` is not an ADDRESS:PORT (the admin API is off?)")
         })?;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(if addr.is_ipv4() {
-                std::net::Ipv4Addr::LOCALHOST.into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            });
-        }
+        let addr = crate::config::as_local_client_reaches(addr);
         Ok((format!("http://{addr}"), key))
     }
 }

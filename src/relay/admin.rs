@@ -109,26 +109,10 @@ impl Worker {
         let before = self.sessions(Some(user), now);
         let ended = self.server.end_user(user, now);
         self.run_commands();
+        // Each one is logged as its allocation_ended event (reason admin).
         for client in &ended {
-            tracing::info!(
-                user,
-                client = %client.remote,
-                transport = client.transport.label(),
-                "admin: allocation ended"
-            );
-            if client.transport.is_stream() {
-                let idx = client.local as usize;
-                if self
-                    .conns
-                    .get(idx)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|c| c.client == *client)
-                {
-                    let why =
-                        io::Error::new(io::ErrorKind::ConnectionAborted, "ended by the admin API");
-                    self.close_conn(idx, now, super::stream::Close::Io(why));
-                }
-            }
+            let why = io::Error::new(io::ErrorKind::ConnectionAborted, "ended by the admin API");
+            self.close_client_conn(client, now, why);
         }
         before
             .into_iter()

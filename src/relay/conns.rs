@@ -265,6 +265,24 @@ impl Worker {
         }
     }
 
+    /// Closes the TCP/TLS connection of `client` whose allocation the core has already ended
+    /// (RFC 8656 §3.1: a stream's allocation and connection go together), if it is still that
+    /// client's; a UDP client has none.
+    pub(super) fn close_client_conn(&mut self, client: &ClientId, now: Now, why: io::Error) {
+        if !client.transport.is_stream() {
+            return;
+        }
+        let idx = client.local as usize;
+        let owned = self
+            .conns
+            .get(idx)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.client == *client);
+        if owned {
+            self.close_conn(idx, now, Close::Io(why));
+        }
+    }
+
     /// Closes a connection and ends its allocation.
     pub(super) fn close_conn(&mut self, idx: usize, now: Now, why: Close) {
         let Some(mut c) = self.conns.get_mut(idx).and_then(Option::take) else {

@@ -309,18 +309,8 @@ impl Worker {
         // Each one is logged as its allocation_ended event (reason revoked or
         // credential_removed), with what it relayed: one line per allocation.
         for (client, _) in &ended {
-            if client.transport.is_stream() {
-                let idx = client.local as usize;
-                if self
-                    .conns
-                    .get(idx)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|c| c.client == *client)
-                {
-                    let why = io::Error::new(io::ErrorKind::PermissionDenied, "credential revoked");
-                    self.close_conn(idx, now, super::stream::Close::Io(why));
-                }
-            }
+            let why = io::Error::new(io::ErrorKind::PermissionDenied, "credential revoked");
+            self.close_client_conn(client, now, why);
         }
     }
 
