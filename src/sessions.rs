@@ -106,10 +106,10 @@ pub fn run(cmd: SessionsCmd) -> Result<i32> {
             let Some(v) = call("DELETE", &url, key)? else {
                 return Ok(1);
             };
-            println!(
-                "ended {} allocation(s) of {user}",
+            write_stdout(&format!(
+                "ended {} allocation(s) of {user}\n",
                 v["ended"].as_u64().unwrap_or(0)
-            );
+            ))?;
             Ok(0)
         }
     }

@@ -310,6 +310,16 @@ fn the_admin_api_lives_on_the_metrics_listener_only_and_answers_json_errors() {
             );
         }
     }
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    let lower = format!("bearer {ADMIN_KEY}");
+    let r = http_request(
+        admin,
+        "GET",
+        "/admin/v1/stats",
+        &[("Authorization", lower.as_str())],
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
     // The CLI: a wrong key exits 1 saying why; bad flags exit 2.
     let out = Command::new(env!("CARGO_BIN_EXE_turnd"))
         .args([

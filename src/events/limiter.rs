@@ -26,6 +26,9 @@ pub struct Limiter {
     sources: HashMap<IpAddr, u32>,
     logged: u32,
     suppressed: u64,
+    /// Suppressed in windows that have closed but not been reported yet: a window may close
+    /// inside [`Limiter::allow`], and its count must still reach the summary line.
+    unreported: u64,
 }
 
 impl Limiter {
@@ -35,12 +38,13 @@ impl Limiter {
             sources: HashMap::new(),
             logged: 0,
             suppressed: 0,
+            unreported: 0,
         }
     }
 
     /// Whether an event from `source` may be logged now; counts it as suppressed otherwise.
     pub fn allow(&mut self, source: IpAddr, now: Instant) -> bool {
-        self.roll(now);
+        self.advance(now);
         if self.logged >= PER_WORKER {
             self.suppressed += 1;
             return false;
@@ -63,21 +67,28 @@ impl Limiter {
         true
     }
 
-    /// When a window has passed: starts a new one and returns how many events the last one
-    /// suppressed (for the summary line), if any.
-    pub fn roll(&mut self, now: Instant) -> Option<u64> {
+    /// When a window has passed: starts a new one, keeping its suppressed count to report.
+    fn advance(&mut self, now: Instant) {
         if now.saturating_duration_since(self.window_start) < WINDOW {
-            return None;
+            return;
         }
         self.window_start = now;
         self.sources.clear();
         self.logged = 0;
-        Some(std::mem::take(&mut self.suppressed)).filter(|n| *n > 0)
+        self.unreported += std::mem::take(&mut self.suppressed);
     }
 
-    /// Suppressed in the current window so far, taken (for the summary at shutdown).
+    /// How many events the windows closed so far suppressed and no summary has reported yet,
+    /// if any (for the summary line; called on the worker's publish tick).
+    pub fn roll(&mut self, now: Instant) -> Option<u64> {
+        self.advance(now);
+        Some(std::mem::take(&mut self.unreported)).filter(|n| *n > 0)
+    }
+
+    /// Everything suppressed and not yet reported, the current window included, taken (for
+    /// the summary at shutdown).
     pub fn take_suppressed(&mut self) -> u64 {
-        std::mem::take(&mut self.suppressed)
+        std::mem::take(&mut self.unreported) + std::mem::take(&mut self.suppressed)
     }
 }
 
@@ -98,6 +109,18 @@ mod tests {
         assert_eq!(l.roll(t + WINDOW), Some(1000 - PER_SOURCE as u64));
         assert!(l.allow(ip(1), t + WINDOW), "a new window, a new budget");
         assert_eq!(l.roll(t + WINDOW * 2), None, "nothing suppressed");
+    }
+
+    /// A window that closes inside `allow` (a flood keeps calling it) still reports its count.
+    #[test]
+    fn a_window_closed_by_allow_is_still_reported() {
+        let t = Instant::now();
+        let mut l = Limiter::new(t);
+        let allowed = (0..1000).filter(|_| l.allow(ip(1), t)).count();
+        assert_eq!(allowed, PER_SOURCE as usize);
+        assert!(l.allow(ip(1), t + WINDOW), "the next window opens here");
+        assert_eq!(l.roll(t + WINDOW), Some(1000 - PER_SOURCE as u64));
+        assert_eq!(l.roll(t + WINDOW), None, "reported once");
     }
 
     #[test]

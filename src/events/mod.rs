@@ -88,7 +88,7 @@ impl EventSink {
             worker = self.worker,
             count,
             window_secs = limiter::WINDOW.as_secs(),
-            "suppressed {count} similar events (auth failures, refusals, denied peers) over the rate limit"
+            "suppressed {count} similar events (auth failures, refusals, denied peers, refreshes) over the rate limit"
         );
     }
 
@@ -121,16 +121,22 @@ impl EventSink {
                     "allocation created"
                 );
             }
-            Event::AllocationRefreshed { client, lifetime } => tracing::info!(
-                target: TARGET,
-                event = "allocation_refreshed",
-                worker,
-                client = %client.remote,
-                server = %client.local_ip,
-                transport = client.transport.label(),
-                lifetime_secs = lifetime.as_secs(),
-                "allocation refreshed"
-            ),
+            Event::AllocationRefreshed { client, lifetime } => {
+                // A client may refresh as often as it likes: limited like the noisy events
+                // (an honest one refreshes every few minutes, far below the budget).
+                if self.limiter.allow(client.remote.ip(), now) {
+                    tracing::info!(
+                        target: TARGET,
+                        event = "allocation_refreshed",
+                        worker,
+                        client = %client.remote,
+                        server = %client.local_ip,
+                        transport = client.transport.label(),
+                        lifetime_secs = lifetime.as_secs(),
+                        "allocation refreshed"
+                    )
+                }
+            }
             Event::PermissionInstalled { client, peer } => tracing::debug!(
                 target: TARGET,
                 event = "permission_installed",

@@ -90,7 +90,11 @@ fn check_key(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        // RFC 9110 §11.1: the scheme name is case-insensitive.
+        .and_then(|v| {
+            let (scheme, credentials) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
+        })
         .map(str::trim);
     match given {
         None => Err(ApiError::new(
@@ -126,7 +130,7 @@ async fn ask_workers(
     let busy = || {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "a relay worker is busy; try again",
+            "a relay worker is busy; try again (a DELETE may have ended part of the user's allocations already)",
         )
     };
     let mut waiting = Vec::with_capacity(workers.len());
