@@ -482,6 +482,42 @@ fn echo_peer() -> (
     (addr, t, stop)
 }
 
+/// A TURN-over-TLS client of `user` (trusting `root`) with channel `channel` bound to `peer`.
+fn tls_relay_client(
+    tls: u16,
+    root: &Path,
+    user: &str,
+    peer: SocketAddr,
+    channel: u16,
+) -> common::StreamTurnClient<Tls> {
+    let (user, pass) = rest(user);
+    let stream = tls_to(tls, DOMAIN, root).unwrap();
+    let mut c = common::StreamTurnClient::new(stream, &user, &pass);
+    c.allocate();
+    let r = c.request(
+        Method::CHANNEL_BIND,
+        &[Attr::Peer(peer), Attr::Channel(channel)],
+    );
+    let m = turnd_proto::wire::Message::parse(&r).unwrap();
+    assert_eq!(turnd_proto::client::error_code(&m), None, "ChannelBind");
+    c
+}
+
+/// One round trip through the relay on `c`'s channel to the echo peer: `seq` goes out and
+/// must come back next, on the same connection (in order, none lost).
+fn round_trip(c: &mut common::StreamTurnClient<Tls>, channel: u16, seq: u64) {
+    c.send(&turnd_proto::client::channel_data(
+        channel,
+        &seq.to_be_bytes(),
+        true,
+    ));
+    let f = c
+        .recv_frame()
+        .expect("the TLS connection stays up and answers");
+    let cd = channel_data::parse(&f).expect("ChannelData back");
+    assert_eq!(cd.data, seq.to_be_bytes(), "in order, none lost");
+}
+
 /// With pebble issuing 15-second certificates, turnd renews at least twice while one TLS
 /// connection keeps relaying: the connection never drops, no relayed message is lost, and
 /// new connections see each new certificate.
@@ -507,16 +543,7 @@ fn renews_short_lived_certificates_while_a_tls_client_relays() {
     let root = pebble.issuing_root();
 
     let (peer, echo, stop) = echo_peer();
-    let (user, pass) = rest("renewal");
-    let stream = tls_to(tls, DOMAIN, &root).unwrap();
-    let mut c = common::StreamTurnClient::new(stream, &user, &pass);
-    c.allocate();
-    let r = c.request(
-        Method::CHANNEL_BIND,
-        &[Attr::Peer(peer), Attr::Channel(0x4001)],
-    );
-    let m = turnd_proto::wire::Message::parse(&r).unwrap();
-    assert_eq!(turnd_proto::client::error_code(&m), None, "ChannelBind");
+    let mut c = tls_relay_client(tls, &root, "renewal", peer, 0x4001);
 
     let mut serials = vec![served_serial(tls, &root)];
     let (mut sent, mut echoed) = (0u64, 0u64);
@@ -527,16 +554,7 @@ fn renews_short_lived_certificates_while_a_tls_client_relays() {
         // certificate new connections get.
         for _ in 0..10 {
             sent += 1;
-            c.send(&turnd_proto::client::channel_data(
-                0x4001,
-                &sent.to_be_bytes(),
-                true,
-            ));
-            let f = c
-                .recv_frame()
-                .expect("the TLS connection stays up and answers");
-            let cd = channel_data::parse(&f).expect("ChannelData back");
-            assert_eq!(cd.data, sent.to_be_bytes(), "in order, none lost");
+            round_trip(&mut c, 0x4001, sent);
             echoed += 1;
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -588,29 +606,13 @@ fn ca_down_at_renewal_keeps_the_old_certificate_and_the_relay() {
     let first = served_serial(tls, &root);
 
     let (peer, echo, stop) = echo_peer();
-    let (user, pass) = rest("ca-gone");
-    let stream = tls_to(tls, DOMAIN, &root).unwrap();
-    let mut c = common::StreamTurnClient::new(stream, &user, &pass);
-    c.allocate();
-    let r = c.request(
-        Method::CHANNEL_BIND,
-        &[Attr::Peer(peer), Attr::Channel(0x4002)],
-    );
-    let m = turnd_proto::wire::Message::parse(&r).unwrap();
-    assert_eq!(turnd_proto::client::error_code(&m), None, "ChannelBind");
+    let mut c = tls_relay_client(tls, &root, "ca-gone", peer, 0x4002);
 
     drop(pebble);
     let mut sent = 0u64;
     within(40, "a failed renewal", || {
         sent += 1;
-        c.send(&turnd_proto::client::channel_data(
-            0x4002,
-            &sent.to_be_bytes(),
-            true,
-        ));
-        let f = c.recv_frame().expect("the TLS connection stays up");
-        let cd = channel_data::parse(&f).expect("ChannelData back");
-        assert_eq!(cd.data, sent.to_be_bytes(), "in order, none lost");
+        round_trip(&mut c, 0x4002, sent);
         metric(&turnd, metrics, failure) >= 1.0
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
