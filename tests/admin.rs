@@ -40,6 +40,27 @@ fn sessions(admin: SocketAddr, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// How long after `t0` the peer closed `conn` (EOF or an error), reading what still comes;
+/// None if it stays open `limit` after `t0`. `conn` must have a short read timeout.
+fn closed_within(conn: &mut impl Read, t0: Instant, limit: Duration) -> Option<Duration> {
+    loop {
+        let mut b = [0u8; 512];
+        match conn.read(&mut b) {
+            Ok(0) => return Some(t0.elapsed()),
+            Ok(_) => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                if t0.elapsed() > limit {
+                    return None;
+                }
+            }
+            Err(_) => return Some(t0.elapsed()),
+        }
+    }
+}
+
 fn list(admin: SocketAddr, user: Option<&str>) -> serde_json::Value {
     let mut args = vec!["list", "--json"];
     if let Some(u) = user {
@@ -170,44 +191,14 @@ fn killing_alice_ends_her_udp_tcp_and_tls_allocations_within_a_second_while_bob_
     let (code, out, err) = sessions(admin, &["kill", "--user", "alice"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ended 3 allocation"), "{out}");
-    let closed = loop {
-        let mut b = [0u8; 512];
-        match reader.read(&mut b) {
-            Ok(0) => break Some(t0.elapsed()),
-            Ok(_) => continue,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                if t0.elapsed() > Duration::from_secs(3) {
-                    break None;
-                }
-            }
-            Err(_) => break Some(t0.elapsed()),
-        }
-    };
+    let closed = closed_within(&mut reader, t0, Duration::from_secs(3));
     let closed = closed.expect("alice's TCP connection closed");
     // Her TLS connection too (close_notify, or the socket closing under it).
     tls.stream
         .sock
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let tls_closed = loop {
-        let mut b = [0u8; 512];
-        match tls.stream.read(&mut b) {
-            Ok(0) => break Some(t0.elapsed()),
-            Ok(_) => continue,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                if t0.elapsed() > Duration::from_secs(3) {
-                    break None;
-                }
-            }
-            Err(_) => break Some(t0.elapsed()),
-        }
-    };
+    let tls_closed = closed_within(&mut tls.stream, t0, Duration::from_secs(3));
     let tls_closed = tls_closed.expect("alice's TLS connection closed");
     eprintln!("alice's TLS connection closed {tls_closed:?} after `turnd sessions kill` started");
     assert!(
