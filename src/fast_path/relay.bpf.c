@@ -310,9 +310,9 @@ static __always_inline int parse(struct xdp_md *ctx, struct flow *f)
 // Resolves the next hop for the rewritten datagram. 0 with `fib` filled on success; anything
 // else (no route, no neighbour entry yet, needs fragmentation) leaves the packet to the stack,
 // which sends it and resolves the neighbour for the next one.
-static __always_inline int route(struct xdp_md *ctx, struct bpf_fib_lookup *fib, int family,
-				 const __u8 *src, const __u8 *dst, __be16 sport, __be16 dport,
-				 __u16 l3_len)
+static __always_inline void fib_params(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
+				       int family, const __u8 *src, const __u8 *dst,
+				       __be16 sport, __be16 dport, __u16 l3_len)
 {
 	__builtin_memset(fib, 0, sizeof(*fib));
 	fib->family = family;
@@ -328,7 +328,18 @@ static __always_inline int route(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
 		__builtin_memcpy(fib->ipv6_src, src, 16);
 		__builtin_memcpy(fib->ipv6_dst, dst, 16);
 	}
+}
+
+static __always_inline int route(struct xdp_md *ctx, struct bpf_fib_lookup *fib, int family,
+				 const __u8 *src, const __u8 *dst, __be16 sport, __be16 dport,
+				 __u16 l3_len)
+{
+	fib_params(ctx, fib, family, src, dst, sport, dport, l3_len);
 	long rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	// IPv6 lookups fail with BPF_FIB_LKUP_RET_FWD_DISABLED unless forwarding is on for the
+	// ingress interface (net.ipv6.conf.IFACE.forwarding=1; on kernel 6.18 also with
+	// BPF_FIB_LOOKUP_OUTPUT). IPv4 lookups need no such setting. Such packets pass, and the
+	// sockets relay them.
 	return rc == BPF_FIB_LKUP_RET_SUCCESS ? 0 : -1;
 }
 
