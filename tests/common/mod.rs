@@ -7,6 +7,7 @@ pub mod flow;
 pub mod netns;
 pub mod openapi;
 pub mod process;
+pub mod relay_topology;
 
 use std::net::SocketAddr;
 use turnd::config::{Config, Settings};
