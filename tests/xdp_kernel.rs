@@ -339,6 +339,26 @@ fn attach_names_why_it_cannot() {
         .expect("lo has no native XDP");
     assert!(err.starts_with("driver of lo has no native XDP: "), "{err}");
     assert!(!err.contains('\n'), "one line: {err}");
+    // A failure half-way leaves nothing attached: r0 is free again afterwards...
+    let err = t
+        .relay
+        .run(|| XdpRelay::attach(&["r0".to_string(), "lo".to_string()]))
+        .err()
+        .expect("lo fails after r0 attached");
+    assert!(err.starts_with("driver of lo has no native XDP"), "{err}");
+    let first = attach_r0(&t);
+    // ...and while it is taken, a second program is refused, saying so.
+    let err = t
+        .relay
+        .run(|| XdpRelay::attach(&["r0".to_string()]))
+        .err()
+        .expect("r0 is taken");
+    assert!(
+        err.starts_with("another XDP program is already attached to r0"),
+        "{err}"
+    );
+    drop(first);
+    drop(attach_r0(&t));
 }
 
 /// Set in a child process: the interface it attaches to, printing the outcome.
