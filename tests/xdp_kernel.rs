@@ -223,6 +223,117 @@ fn channel_data_is_relayed_both_ways_in_every_family_pair() {
     assert_eq!(xdp.totals(), total, "totals are not per relay");
 }
 
+/// Frames arriving on `o0` in the outside namespace, raw (AF_PACKET), to read the IP headers
+/// the program wrote.
+struct Sniffer(std::os::fd::OwnedFd);
+
+impl Sniffer {
+    fn on_o0(t: &RelayTopology) -> Sniffer {
+        use std::os::fd::FromRawFd;
+        t.outside.run(|| {
+            let proto = (libc::ETH_P_ALL as u16).to_be();
+            // SAFETY: plain socket(2)/bind(2)/setsockopt(2) calls on values built here; the
+            // fd is owned from the moment it exists.
+            unsafe {
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32);
+                assert!(fd >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
+                let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+                sll.sll_family = libc::AF_PACKET as u16;
+                sll.sll_protocol = proto;
+                sll.sll_ifindex = libc::if_nametoindex(c"o0".as_ptr()) as i32;
+                let rc = libc::bind(
+                    fd,
+                    &sll as *const _ as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert_eq!(rc, 0, "bind o0: {}", std::io::Error::last_os_error());
+                let tv = libc::timeval {
+                    tv_sec: 2,
+                    tv_usec: 0,
+                };
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    &tv as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::timeval>() as u32,
+                );
+                Sniffer(owned)
+            }
+        })
+    }
+
+    /// The IP header (from the Ethernet payload on) of the next incoming UDP frame to `to`.
+    fn ip_header_to(&self, to: SocketAddr) -> Vec<u8> {
+        use std::os::fd::AsRawFd;
+        for _ in 0..64 {
+            let mut buf = [0u8; 2048];
+            // SAFETY: recv into a buffer of the stated length.
+            let n = unsafe {
+                libc::recv(
+                    self.0.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    0,
+                )
+            };
+            assert!(
+                n > 0,
+                "no frame for {to}: {}",
+                std::io::Error::last_os_error()
+            );
+            let ip = &buf[14..n as usize];
+            let (dst, l4): (IpAddr, &[u8]) = match (ip[0] >> 4, to) {
+                (4, SocketAddr::V4(_)) if ip[9] == 17 => {
+                    (<[u8; 4]>::try_from(&ip[16..20]).unwrap().into(), &ip[20..])
+                }
+                (6, SocketAddr::V6(_)) if ip[6] == 17 => {
+                    (<[u8; 16]>::try_from(&ip[24..40]).unwrap().into(), &ip[40..])
+                }
+                _ => continue,
+            };
+            if dst == to.ip() && u16::from_be_bytes([l4[2], l4[3]]) == to.port() {
+                return ip.to_vec();
+            }
+        }
+        panic!("no UDP frame for {to} among 64");
+    }
+}
+
+/// What the program writes besides addresses (notes/xdp-spec.md): TTL / hop limit 64, IPv4
+/// with Don't Fragment and no options; and the kernel's sockets accept the result.
+#[test]
+fn relayed_headers_carry_ttl_64_and_dont_fragment() {
+    let Some(t) = RelayTopology::create("xdph") else {
+        return;
+    };
+    let mut xdp = attach_r0(&t);
+    let _rx = t.outside_receiver();
+    let sniff = Sniffer::on_o0(&t);
+    let v4 = endpoints(&t, true, false, 0, 0x4000);
+    let v6 = endpoints(&t, false, true, 1, 0x4001);
+    for e in [&v4, &v6] {
+        xdp.install(&e.route).unwrap();
+    }
+    v4.to_peer_relayed(b"to an IPv4 peer", 0);
+    let ip = sniff.ip_header_to(v4.route.peer);
+    assert_eq!(ip[0], 0x45, "IPv4 without options");
+    assert_eq!(ip[8], 64, "TTL");
+    assert_eq!(
+        u16::from_be_bytes([ip[6], ip[7]]),
+        0x4000,
+        "DF, no fragment"
+    );
+    v6.to_peer_relayed(b"to an IPv6 peer", 0);
+    assert_eq!(sniff.ip_header_to(v6.route.peer)[7], 64, "hop limit");
+    v4.to_client_relayed(b"to an IPv6 client");
+    assert_eq!(sniff.ip_header_to(v4.route.client)[7], 64, "hop limit");
+    v6.to_client_relayed(b"to an IPv4 client");
+    let ip = sniff.ip_header_to(v6.route.client);
+    assert_eq!((ip[8], u16::from_be_bytes([ip[6], ip[7]])), (64, 0x4000));
+}
+
 #[test]
 fn expired_entries_and_unknown_channels_go_to_the_sockets() {
     let Some(t) = RelayTopology::create("xdpx") else {
