@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod events;
+pub mod fast_path;
 pub mod fdlimit;
 pub mod http;
 pub mod logging;
