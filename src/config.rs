@@ -1401,6 +1401,28 @@ mod tests {
     }
 
     #[test]
+    fn fast_path_is_off_by_default_and_checked_when_asked_for() {
+        let with = |extra: &str| {
+            Config::from_settings(&settings(&format!("listen = [\"127.0.0.1:3478\"]\n{extra}")))
+        };
+        assert_eq!(with("").unwrap().fast_path, None);
+        assert_eq!(with("fast_path = \"off\"").unwrap().fast_path, None);
+        let err = |extra: &str| format!("{:#}", with(extra).unwrap_err());
+        assert!(err("fast_path = \"dpdk\"").starts_with("fast_path: `dpdk`"));
+        if cfg!(feature = "xdp") {
+            assert!(err("fast_path = \"xdp\"").starts_with("fast_path_interface: required"));
+            for bad in ["", "a/b", "has space", "sixteen-bytes-xx"] {
+                let e = err(&format!("fast_path = \"xdp\"\nfast_path_interface = [\"{bad}\"]"));
+                assert!(e.starts_with("fast_path_interface:"), "{bad}: {e}");
+            }
+            let c = with("fast_path = \"xdp\"\nfast_path_interface = [\"eth0\", \"eth1\"]").unwrap();
+            assert_eq!(c.fast_path, Some(vec!["eth0".to_owned(), "eth1".to_owned()]));
+        } else {
+            assert!(err("fast_path = \"xdp\"").contains("without the `xdp` feature"));
+        }
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let err = |t: &str| format!("{:#}", Config::from_settings(&settings(t)).unwrap_err());
         assert!(

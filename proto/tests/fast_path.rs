@@ -81,18 +81,38 @@ fn an_expired_permission_or_channel_takes_its_route_back_and_a_rebind_restores_i
 
     // Keep PEER_2's permission alive; PEER's lapses at 300 s: its route goes at the sweep.
     h.advance(Duration::from_secs(200));
-    h.request(c, Method::CREATE_PERMISSION, &[Attr::Peer(peer(PEER_2))], &mut alice);
+    h.request(
+        c,
+        Method::CREATE_PERMISSION,
+        &[Attr::Peer(peer(PEER_2))],
+        &mut alice,
+    );
     h.advance(Duration::from_secs(101));
     let channels: Vec<u16> = h.routes.values().map(|r| r.channel).collect();
     assert_eq!(channels, [0x4001], "PEER's permission expired");
 
     // A CreatePermission for PEER while its channel lives brings the route back.
-    h.request(c, Method::CREATE_PERMISSION, &[Attr::Peer(peer(PEER))], &mut alice);
+    h.request(
+        c,
+        Method::CREATE_PERMISSION,
+        &[Attr::Peer(peer(PEER))],
+        &mut alice,
+    );
     assert_eq!(h.routes.len(), 2);
 
     // Channels expire at 600 s even with permissions refreshed.
-    h.request(c, Method::CREATE_PERMISSION, &[Attr::Peer(peer(PEER))], &mut alice);
-    h.request(c, Method::CREATE_PERMISSION, &[Attr::Peer(peer(PEER_2))], &mut alice);
+    h.request(
+        c,
+        Method::CREATE_PERMISSION,
+        &[Attr::Peer(peer(PEER))],
+        &mut alice,
+    );
+    h.request(
+        c,
+        Method::CREATE_PERMISSION,
+        &[Attr::Peer(peer(PEER_2))],
+        &mut alice,
+    );
     h.advance(Duration::from_secs(300));
     assert!(h.routes.is_empty(), "channels expired: {:?}", h.routes);
 

@@ -94,11 +94,7 @@ pub(super) fn remove_stale_routes(
     if !config.fast_path {
         return;
     }
-    let perm_expired = |ip: IpAddr| {
-        a.permissions
-            .iter()
-            .any(|p| p.ip == ip && now >= p.expires)
-    };
+    let perm_expired = |ip: IpAddr| a.permissions.iter().any(|p| p.ip == ip && now >= p.expires);
     for c in &a.channels {
         let channel_expired = now >= c.expires && !c.expiry_reported;
         if channel_expired || (now < c.expires && perm_expired(c.peer.ip())) {

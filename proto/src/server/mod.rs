@@ -23,7 +23,8 @@
 //! `requests.rs`. Answers are written by `respond.rs`. `allocations.rs` owns the allocation
 //! table and its indexes (5-tuple, relay id) with their invariants; `allocation.rs` is one
 //! allocation's permissions and channels; `relay_bind.rs` its relay sockets and ports
-//! (`ports.rs`, shared through `ledger.rs`). `relay_path.rs` is the per-packet path.
+//! (`ports.rs`, shared through `ledger.rs`). `relay_path.rs` is the per-packet path; `fast_path.rs` says which
+//! UDP channels a kernel program may relay in its place.
 
 mod admin;
 mod allocate;

@@ -117,7 +117,8 @@ impl Harness {
                     self.released.insert(relay);
                 }
                 Command::InstallRoute(r) => {
-                    self.routes.insert((r.client.remote, r.server, r.channel), r);
+                    self.routes
+                        .insert((r.client.remote, r.server, r.channel), r);
                 }
                 Command::RemoveRoute(r) => {
                     self.routes.remove(&(r.client.remote, r.server, r.channel));
