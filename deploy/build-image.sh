@@ -4,6 +4,7 @@
 #
 #   deploy/build-image.sh            # tags turnd:latest (or $TURND_IMAGE), what
 #                                    # deploy/docker-compose.yml runs
+#   TURND_FEATURES=xdp deploy/build-image.sh   # with the XDP fast path built in
 #
 # 1. cargo builds the release binary on this host (CARGO_TARGET_DIR and the rest of cargo's
 #    configuration are honoured: the binary is found through `cargo metadata`).
@@ -21,7 +22,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 image=${TURND_IMAGE:-turnd:latest}
 
-cargo build --release --locked --bin turnd
+# TURND_FEATURES=xdp builds the kernel fast path in (README, "Kernel fast path"); it needs
+# clang and libbpf's headers on this host: apt-get install clang llvm libbpf-dev.
+cargo build --release --locked --bin turnd ${TURND_FEATURES:+--features "$TURND_FEATURES"}
 # cargo's own answer, so CARGO_TARGET_DIR, .cargo/config.toml's build.target-dir etc. work.
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 binary="$target_dir/release/turnd"

@@ -1,13 +1,48 @@
 //! The only place turnd reads its clocks; the protocol core is handed the result.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use turnd_proto::Now;
 
 /// Both clocks, read once.
 pub fn now() -> Now {
     Now {
-        mono: Instant::now(),
+        mono: protocol_instant(),
         unix: unix_now(),
+    }
+}
+
+/// Debug builds only: `TURND_TEST_TIME_SCALE=N` (N > 1) runs the protocol clock N times faster
+/// than real time from start-up, so a test sees permissions (300 s), channels (600 s) and the
+/// channel cool-down (300 s) run out in seconds (the fast path's differential test). Release
+/// builds ignore it: lifetimes are the RFC's. Unix time (credential expiry, nonces) and the
+/// worker's own chores stay real.
+fn time_scale() -> Option<(Instant, u32)> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    static SCALE: OnceLock<Option<(Instant, u32)>> = OnceLock::new();
+    *SCALE.get_or_init(|| {
+        let n = std::env::var("TURND_TEST_TIME_SCALE").ok()?.parse::<u32>().ok()?;
+        (n > 1).then(|| (Instant::now(), n))
+    })
+}
+
+/// The protocol clock's now: real monotonic time, unless scaled for a test.
+fn protocol_instant() -> Instant {
+    let real = Instant::now();
+    match time_scale() {
+        Some((base, n)) => base + real.saturating_duration_since(base) * n,
+        None => real,
+    }
+}
+
+/// How long a span of protocol time lasts in real time: what a deadline handed to the kernel
+/// (whose clock is never scaled) must be converted with.
+pub fn real_duration(protocol: Duration) -> Duration {
+    match time_scale() {
+        Some((_, n)) => protocol / n,
+        None => protocol,
     }
 }
 

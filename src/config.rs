@@ -207,6 +207,23 @@ pub struct Settings {
     #[arg(long, env = "TURND_USAGE_LOG", value_name = "FILE")]
     pub usage_log: Option<String>,
 
+    /// Kernel fast path for UDP ChannelData: "off" or "xdp" (a build with the `xdp` feature,
+    /// CAP_BPF and CAP_NET_ADMIN, and fast_path_interface); where XDP cannot attach, turnd says
+    /// why and relays in userspace [default: off].
+    #[arg(long, env = "TURND_FAST_PATH", value_name = "off|xdp")]
+    pub fast_path: Option<String>,
+
+    /// Network interface the XDP fast path attaches to, repeatable: every interface client
+    /// and peer traffic arrives on.
+    #[arg(
+        long,
+        env = "TURND_FAST_PATH_INTERFACE",
+        value_delimiter = ',',
+        value_name = "IFACE"
+    )]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub fast_path_interface: Option<Vec<String>>,
+
     /// Prometheus metrics listen address ("off" disables it) [default: 127.0.0.1:9641].
     #[arg(long, env = "TURND_METRICS_LISTEN", value_name = "ADDR:PORT")]
     pub metrics_listen: Option<String>,
@@ -483,6 +500,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where usage records go; None when off.
     pub usage_log: Option<crate::events::usage_log::UsageTarget>,
+    /// The XDP fast path's interfaces; None when `fast_path` is off.
+    pub fast_path: Option<Vec<String>>,
     pub public_hosts: Vec<String>,
     /// None when the HTTP service is off.
     pub http_listen: Option<SocketAddr>,
@@ -674,6 +693,7 @@ impl Config {
         let workers = workers(s, &relay_ports)?;
         let log_format = log_format(s)?;
         let usage_log = usage_log(s)?;
+        let fast_path = fast_path(s)?;
         let (max_permissions, max_channels) = per_allocation_limits(s)?;
         let public_hosts = public_hosts(s)?;
         let Http {
@@ -754,6 +774,7 @@ impl Config {
             workers,
             log_format,
             usage_log,
+            fast_path,
             public_hosts,
         })
     }
@@ -916,6 +937,31 @@ fn workers(s: &Settings, relay_ports: &RangeInclusive<u16>) -> Result<usize> {
         );
     }
     Ok(workers)
+}
+
+/// `fast_path` and `fast_path_interface`: "xdp" needs a build with the `xdp` feature and at
+/// least one interface name the kernel could have (IFNAMSIZ: 15 bytes, no '/', no space).
+/// Whether XDP attaches is found out at start-up; if it cannot, turnd relays in userspace.
+fn fast_path(s: &Settings) -> Result<Option<Vec<String>>> {
+    let interfaces = s.fast_path_interface.clone().unwrap_or_default();
+    match s.fast_path.as_deref().unwrap_or("off") {
+        "off" => Ok(None),
+        "xdp" => {
+            if !cfg!(feature = "xdp") {
+                bail!("fast_path: this turnd was built without the `xdp` feature (cargo build --release --features xdp)");
+            }
+            if interfaces.is_empty() {
+                bail!("fast_path_interface: required with fast_path = \"xdp\": name the interfaces client and peer traffic arrives on");
+            }
+            for i in &interfaces {
+                if i.is_empty() || i.len() > 15 || i.contains(['/', ' ', '\t']) || i == "." || i == ".." {
+                    bail!("fast_path_interface: `{i}` is not an interface name (1-15 bytes, no '/' or spaces)");
+                }
+            }
+            Ok(Some(interfaces))
+        }
+        other => bail!("fast_path: `{other}` is not one of off, xdp"),
+    }
 }
 
 /// `usage_log`: "-" is standard output; otherwise a file whose directory exists (the file
@@ -1352,6 +1398,28 @@ mod tests {
         let merged = flags.or(&file);
         assert_eq!(merged.realm.as_deref(), Some("from-flag"));
         assert_eq!(merged.user_quota, Some(3));
+    }
+
+    #[test]
+    fn fast_path_is_off_by_default_and_checked_when_asked_for() {
+        let with = |extra: &str| {
+            Config::from_settings(&settings(&format!("listen = [\"127.0.0.1:3478\"]\n{extra}")))
+        };
+        assert_eq!(with("").unwrap().fast_path, None);
+        assert_eq!(with("fast_path = \"off\"").unwrap().fast_path, None);
+        let err = |extra: &str| format!("{:#}", with(extra).unwrap_err());
+        assert!(err("fast_path = \"dpdk\"").starts_with("fast_path: `dpdk`"));
+        if cfg!(feature = "xdp") {
+            assert!(err("fast_path = \"xdp\"").starts_with("fast_path_interface: required"));
+            for bad in ["", "a/b", "has space", "sixteen-bytes-xx"] {
+                let e = err(&format!("fast_path = \"xdp\"\nfast_path_interface = [\"{bad}\"]"));
+                assert!(e.starts_with("fast_path_interface:"), "{bad}: {e}");
+            }
+            let c = with("fast_path = \"xdp\"\nfast_path_interface = [\"eth0\", \"eth1\"]").unwrap();
+            assert_eq!(c.fast_path, Some(vec!["eth0".to_owned(), "eth1".to_owned()]));
+        } else {
+            assert!(err("fast_path = \"xdp\"").contains("without the `xdp` feature"));
+        }
     }
 
     #[test]

@@ -171,6 +171,7 @@ pub fn plan(current: &Config, new: &Config) -> Plan {
         http_max_connections_per_ip,
         acme,
         usage_log,
+        fast_path,
     } = new;
     let mut next = current.clone();
     let mut restart = Vec::new();
@@ -248,7 +249,8 @@ pub fn plan(current: &Config, new: &Config) -> Plan {
         "acme_*": acme,
         // The writer thread opens the configured path at start-up; SIGHUP reopens that same
         // path (logrotate), so a new path or turning it on or off needs a restart.
-        "usage_log": usage_log
+        "usage_log": usage_log,
+        "fast_path/fast_path_interface": fast_path
     );
     restart.dedup();
     changed.dedup();

@@ -419,6 +419,12 @@ pub fn start(config: &Config) -> Result<Running> {
     let tls_config = certs.clone().map(crate::tls::server_config).transpose()?;
     let fds = fit_fd_limit(config);
     let (udp, tls, sockets, alternate) = bind_listeners(config)?;
+    // After the listeners bound (a bad address fails first); where XDP cannot attach, the
+    // reason is logged and the relay runs in userspace.
+    let fast_path = config
+        .fast_path
+        .as_deref()
+        .and_then(crate::fast_path::FastPath::start);
     let mut udp_listeners = udp.clone();
     if let Some(a) = &alternate {
         udp_listeners.extend(&a.extra);
@@ -474,6 +480,7 @@ pub fn start(config: &Config) -> Result<Running> {
             ipv6_source_prefix: config.ipv6_source_prefix,
             stun_alternate: alternate.as_ref().map(|a| a.proto),
             udp_listeners: udp_listeners.clone(),
+            fast_path: fast_path.is_some(),
         };
         let server = Server::new(server_config, ledger.clone());
         let streams = StreamSetup {
@@ -488,7 +495,15 @@ pub fn start(config: &Config) -> Result<Running> {
             &config.realm,
             usage_log.as_ref().and_then(|u| u.sender()),
         );
-        let (worker, handle) = Worker::new(server, sockets.udp, streams, shutdown.clone(), events)?;
+        let routes = crate::fast_path::WorkerRoutes::new(fast_path.clone());
+        let (worker, handle) = Worker::new(
+            server,
+            sockets.udp,
+            streams,
+            shutdown.clone(),
+            events,
+            routes,
+        )?;
         workers.push(handle);
         let running = workers_running.clone();
         running.fetch_add(1, Ordering::Relaxed);
@@ -571,6 +586,7 @@ pub fn start(config: &Config) -> Result<Running> {
                 certs: certs.clone(),
                 acme: acme.clone(),
                 usage: usage_log.as_ref().map(|u| u.counters.clone()),
+                fast_path: fast_path.clone(),
             });
             let admin = Arc::new(crate::http::admin::AdminState {
                 workers: workers

@@ -72,6 +72,8 @@
 //!             // A shell binds a UDP socket at `addr` here.
 //!             Command::BindRelay { relay, .. } => server.handle_relay_bound(relay, Ok(()), now),
 //!             Command::ReleaseRelay { .. } => {}
+//!             // Only with `ServerConfig::fast_path`: a kernel program's routes.
+//!             Command::InstallRoute(_) | Command::RemoveRoute(_) => {}
 //!         }
 //!     }
 //!     // 4. Re-arm the timer (allocation, permission and channel lifetimes).

@@ -47,13 +47,17 @@ impl EventSink {
         }
     }
 
-    /// Takes every event the server has queued.
-    pub fn drain(&mut self, server: &mut Server) {
+    /// Takes every event the server has queued. An ended allocation's usage gains what the
+    /// kernel fast path relayed for it (`routes`), so records count every relayed packet.
+    pub fn drain(&mut self, server: &mut Server, routes: &mut crate::fast_path::WorkerRoutes) {
         if server.pending_events() == 0 {
             return;
         }
         let now = Instant::now();
-        while let Some(e) = server.poll_event() {
+        while let Some(mut e) = server.poll_event() {
+            if let Event::AllocationEnded { owner, usage, .. } = &mut e {
+                crate::fast_path::add_usage(usage, &routes.take_ended(&owner.client));
+            }
             self.handle(e, now);
         }
     }

@@ -41,16 +41,27 @@ pub struct Sources {
     pub acme: Option<Arc<crate::acme::Acme>>,
     /// The usage log's counters, when `usage_log` is set.
     pub usage: Option<Arc<crate::events::usage_log::UsageCounters>>,
+    /// The kernel fast path, when attached.
+    pub fast_path: Option<Arc<crate::fast_path::FastPath>>,
 }
 
 impl Sources {
-    /// The workers' counters, summed.
+    /// The workers' counters, summed, with what the kernel fast path relayed added in: the
+    /// relayed packet and byte counters count every relayed packet, whichever path took it.
     pub fn total(&self) -> Stats {
-        total(
+        let mut t = total(
             self.workers
                 .iter()
                 .map(|w| w.lock().map(|s| s.clone()).unwrap_or_default()),
-        )
+        );
+        if let Some(fp) = &self.fast_path {
+            let k = fp.totals();
+            t.packets_to_peer += k.to_peer.packets;
+            t.bytes_to_peer += k.to_peer.bytes;
+            t.packets_to_client += k.to_client.packets;
+            t.bytes_to_client += k.to_client.bytes;
+        }
+        t
     }
 }
 
@@ -273,6 +284,7 @@ impl Collector for Sources {
         gauge(e, RELAY_PORTS_FREE, s.relay_ports_free)?;
         gauge(e, RELAY_PORTS_CONFIGURED, s.relay_ports_total)?;
         counter(e, RELAY_BIND_FAILURES_TOTAL, s.relay_bind_failures)?;
+        gauge(e, FAST_PATH_ACTIVE, u64::from(self.fast_path.is_some()))?;
         gauge(e, CONNECTIONS_OPEN, u64::from(self.connections.open()))?;
         let shed = |reasons: &[Shed]| -> Vec<(&str, u64)> {
             reasons

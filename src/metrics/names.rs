@@ -24,6 +24,7 @@ pub const CHANNELS_ACTIVE: &str = "turnd_channels_active";
 pub const RELAY_PORTS_FREE: &str = "turnd_relay_ports_free";
 pub const RELAY_PORTS_CONFIGURED: &str = "turnd_relay_ports_configured";
 pub const RELAY_BIND_FAILURES_TOTAL: &str = "turnd_relay_bind_failures_total";
+pub const FAST_PATH_ACTIVE: &str = "turnd_fast_path_active";
 pub const CONNECTIONS_OPEN: &str = "turnd_connections_open";
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "turnd_connections_refused_total";
 pub const CONNECTIONS_CLOSED_TOTAL: &str = "turnd_connections_closed_total";
@@ -62,6 +63,7 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (CHANNELS_ACTIVE, "gauge", "Channel bindings live (expiries counted within a second; 0 as soon as no allocation is left)."),
     (RELAY_PORTS_FREE, "gauge", "Relay ports free to allocate."),
     (RELAY_PORTS_CONFIGURED, "gauge", "Relay ports configured (per address family)."),
+    (FAST_PATH_ACTIVE, "gauge", "1 when the XDP fast path is attached and relays UDP ChannelData in the kernel (its packets and bytes are in the relayed counters), 0 when it is off or could not attach (the log says why)."),
     (RELAY_BIND_FAILURES_TOTAL, "counter", "Relay ports that could not be bound (held by another process); another port is tried."),
     (CONNECTIONS_OPEN, "gauge", "TCP and TLS client connections open."),
     (CONNECTIONS_REFUSED_TOTAL, "counter", "TCP and TLS connections refused at accept, by `reason` (per_address: `max_connections_per_ip`, an IPv6 client counted by its /`ipv6_source_prefix`; total: `max_connections`)."),

@@ -98,6 +98,8 @@ pub struct Worker {
     suppressed_logged: u64,
     /// Logs the server's events and writes usage records (`crate::events`).
     events: crate::events::EventSink,
+    /// The kernel fast path's routes for this worker's allocations (`crate::fast_path`).
+    pub(super) routes: crate::fast_path::WorkerRoutes,
 }
 
 impl Worker {
@@ -108,6 +110,7 @@ impl Worker {
         mut streams: StreamSetup,
         shutdown: Arc<AtomicBool>,
         events: crate::events::EventSink,
+        routes: crate::fast_path::WorkerRoutes,
     ) -> io::Result<(Worker, WorkerHandle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), Source::Wake.token())?);
@@ -157,6 +160,7 @@ impl Worker {
             timers: Timers::default(),
             suppressed_logged: 0,
             events,
+            routes,
         };
         Ok((
             worker,
@@ -468,15 +472,20 @@ impl Worker {
                 Command::ReleaseRelay { relay } => {
                     if let Some(slot) = self.relays.get_mut(relay.0 as usize) {
                         if let Some(mut s) = slot.take() {
+                            if let Ok(addr) = s.local_addr() {
+                                self.routes.relay_released(addr);
+                            }
                             let _ = self.poll.registry().deregister(&mut s);
                         }
                     }
                 }
+                Command::InstallRoute(route) => self.routes.install(&route, clock::now()),
+                Command::RemoveRoute(route) => self.routes.remove(&route),
             }
         }
         self.send_replies();
         // After each batch's commands, off the per-packet path: what happened is logged.
-        self.events.drain(&mut self.server);
+        self.events.drain(&mut self.server, &mut self.routes);
         self.flush_dirty_conns();
     }
 

@@ -23,7 +23,8 @@
 //! `requests.rs`. Answers are written by `respond.rs`. `allocations.rs` owns the allocation
 //! table and its indexes (5-tuple, relay id) with their invariants; `allocation.rs` is one
 //! allocation's permissions and channels; `relay_bind.rs` its relay sockets and ports
-//! (`ports.rs`, shared through `ledger.rs`). `relay_path.rs` is the per-packet path.
+//! (`ports.rs`, shared through `ledger.rs`). `relay_path.rs` is the per-packet path; `fast_path.rs` says which
+//! UDP channels a kernel program may relay in its place.
 
 mod admin;
 mod allocate;
@@ -34,6 +35,7 @@ pub mod binding;
 mod credential_check;
 mod decode;
 pub mod events;
+pub mod fast_path;
 pub mod ledger;
 mod peers;
 pub mod ports;
@@ -63,6 +65,7 @@ use std::time::{Duration, Instant};
 pub use admin::SessionInfo;
 pub use binding::{StunAlternate, MAX_PADDED_RESPONSE};
 pub use events::{method_label, EndReason, Event, Owner, EVENT_QUEUE_MAX};
+pub use fast_path::ChannelRoute;
 pub use relay_path::{FromClient, ToClient, PEER_HEADROOM, PEER_TAILROOM};
 pub use respond::{answer_budget, CHALLENGE_FLOOR, MAX_AMPLIFICATION, MIN_CHALLENGED_REQUEST};
 
@@ -194,6 +197,11 @@ pub enum Command {
         /// The relay socket.
         relay: RelayId,
     },
+    /// A kernel fast path may relay this channel until the route's expiry (`fast_path.rs`;
+    /// only with [`ServerConfig::fast_path`]). Replaces an earlier route of the same channel.
+    InstallRoute(ChannelRoute),
+    /// It may not any more: remove the route (a missing one is not an error).
+    RemoveRoute(ChannelRoute),
 }
 
 /// Everything a worker's server is configured with.
@@ -234,6 +242,9 @@ pub struct ServerConfig {
     /// The address each UDP listener index is bound to (the shell's order). Binding answers
     /// with CHANGE-REQUEST leave through the listener bound to the address they must come from.
     pub udp_listeners: Vec<SocketAddr>,
+    /// A kernel fast path relays UDP ChannelData: emit [`Command::InstallRoute`] and
+    /// [`Command::RemoveRoute`] (`fast_path.rs`). Off by default: nothing is emitted.
+    pub fast_path: bool,
 }
 
 impl ServerConfig {
@@ -265,6 +276,7 @@ impl ServerConfig {
             ipv6_source_prefix: crate::source_key::DEFAULT_IPV6_PREFIX,
             stun_alternate: None,
             udp_listeners: Vec::new(),
+            fast_path: false,
         }
     }
 }
@@ -421,6 +433,7 @@ impl Server {
                 expired.push(slot);
                 continue;
             }
+            fast_path::remove_stale_routes(&self.config, a, now.mono, &mut self.commands);
             let (p, c) = a.prune(now.mono, &mut emit);
             permissions += p as u64;
             channels += c as u64;
@@ -552,6 +565,8 @@ impl Server {
             self.cancel_reservation(slot);
         }
         let (a, relays) = self.allocations.remove(slot)?;
+        // Before the relay sockets close: the kernel stops relaying for it first.
+        self.remove_routes(&a);
         // Its permissions and channels leave the gauges with it, not at the next sweep.
         self.stats.permissions_active = self
             .stats

@@ -94,6 +94,10 @@ impl Server {
                 peer,
             });
         }
+        // A refreshed permission moves the expiry of the channels bound to its peers.
+        for peer in &wanted.peers {
+            self.install_routes(slot, Some(peer.ip()), now.mono);
+        }
         self.respond(req, Class::Success, Some(auth), false, |_| {});
         Ok(())
     }
@@ -144,6 +148,7 @@ impl Server {
                 peer: peer.ip(),
             });
         }
+        self.install_routes(slot, Some(peer.ip()), now.mono);
         self.respond(req, Class::Success, Some(auth), false, |_| {});
         Ok(())
     }

@@ -11,7 +11,7 @@ use turnd_proto::auth::{mint_rest_credential, Credentials};
 use turnd_proto::client::{self, Attr, ClientAuth, Timing, Transaction, TransactionIds};
 use turnd_proto::server::ledger::Ledger;
 use turnd_proto::server::ports::PortShard;
-use turnd_proto::server::EndReason;
+use turnd_proto::server::{ChannelRoute, EndReason};
 use turnd_proto::wire::{attr, Message, Method, TransactionId};
 use turnd_proto::{
     ClientId, Command, FromClient, Now, RelayAddress, RelayId, Server, ServerConfig, Transport,
@@ -30,6 +30,9 @@ pub struct Harness {
     pub sent: Vec<(ClientId, Vec<u8>)>,
     pub bound: BTreeMap<RelayId, SocketAddr>,
     pub released: BTreeSet<RelayId>,
+    /// The kernel fast path's route table as the commands left it (with `fast_path` on):
+    /// keyed like the kernel's map, by client, server address and channel number.
+    pub routes: BTreeMap<(SocketAddr, SocketAddr, u16), ChannelRoute>,
     /// Ports whose bind fails (another process holds them).
     pub busy_ports: BTreeSet<u16>,
     /// Transaction ids for [`Harness::tid`] and [`Harness::request`] (a fixed seed: runs repeat).
@@ -84,6 +87,7 @@ impl Harness {
             sent: Vec::new(),
             bound: BTreeMap::new(),
             released: BTreeSet::new(),
+            routes: BTreeMap::new(),
             busy_ports: BTreeSet::new(),
             ids: TransactionIds::new(19),
         }
@@ -111,6 +115,13 @@ impl Harness {
                 Command::ReleaseRelay { relay } => {
                     self.bound.remove(&relay);
                     self.released.insert(relay);
+                }
+                Command::InstallRoute(r) => {
+                    self.routes
+                        .insert((r.client.remote, r.server, r.channel), r);
+                }
+                Command::RemoveRoute(r) => {
+                    self.routes.remove(&(r.client.remote, r.server, r.channel));
                 }
             }
         }
