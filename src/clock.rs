@@ -23,7 +23,10 @@ fn time_scale() -> Option<(Instant, u32)> {
     }
     static SCALE: OnceLock<Option<(Instant, u32)>> = OnceLock::new();
     *SCALE.get_or_init(|| {
-        let n = std::env::var("TURND_TEST_TIME_SCALE").ok()?.parse::<u32>().ok()?;
+        let n = std::env::var("TURND_TEST_TIME_SCALE")
+            .ok()?
+            .parse::<u32>()
+            .ok()?;
         (n > 1).then(|| (Instant::now(), n))
     })
 }

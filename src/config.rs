@@ -954,7 +954,12 @@ fn fast_path(s: &Settings) -> Result<Option<Vec<String>>> {
                 bail!("fast_path_interface: required with fast_path = \"xdp\": name the interfaces client and peer traffic arrives on");
             }
             for i in &interfaces {
-                if i.is_empty() || i.len() > 15 || i.contains(['/', ' ', '\t']) || i == "." || i == ".." {
+                if i.is_empty()
+                    || i.len() > 15
+                    || i.contains(['/', ' ', '\t'])
+                    || i == "."
+                    || i == ".."
+                {
                     bail!("fast_path_interface: `{i}` is not an interface name (1-15 bytes, no '/' or spaces)");
                 }
             }
@@ -1403,7 +1408,9 @@ mod tests {
     #[test]
     fn fast_path_is_off_by_default_and_checked_when_asked_for() {
         let with = |extra: &str| {
-            Config::from_settings(&settings(&format!("listen = [\"127.0.0.1:3478\"]\n{extra}")))
+            Config::from_settings(&settings(&format!(
+                "listen = [\"127.0.0.1:3478\"]\n{extra}"
+            )))
         };
         assert_eq!(with("").unwrap().fast_path, None);
         assert_eq!(with("fast_path = \"off\"").unwrap().fast_path, None);
@@ -1412,11 +1419,17 @@ mod tests {
         if cfg!(feature = "xdp") {
             assert!(err("fast_path = \"xdp\"").starts_with("fast_path_interface: required"));
             for bad in ["", "a/b", "has space", "sixteen-bytes-xx"] {
-                let e = err(&format!("fast_path = \"xdp\"\nfast_path_interface = [\"{bad}\"]"));
+                let e = err(&format!(
+                    "fast_path = \"xdp\"\nfast_path_interface = [\"{bad}\"]"
+                ));
                 assert!(e.starts_with("fast_path_interface:"), "{bad}: {e}");
             }
-            let c = with("fast_path = \"xdp\"\nfast_path_interface = [\"eth0\", \"eth1\"]").unwrap();
-            assert_eq!(c.fast_path, Some(vec!["eth0".to_owned(), "eth1".to_owned()]));
+            let c =
+                with("fast_path = \"xdp\"\nfast_path_interface = [\"eth0\", \"eth1\"]").unwrap();
+            assert_eq!(
+                c.fast_path,
+                Some(vec!["eth0".to_owned(), "eth1".to_owned()])
+            );
         } else {
             assert!(err("fast_path = \"xdp\"").contains("without the `xdp` feature"));
         }

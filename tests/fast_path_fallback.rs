@@ -49,7 +49,10 @@ impl Fallback {
         let log = Arc::new(Mutex::new(String::new()));
         let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 let mut l = sink.lock().unwrap();
                 l.push_str(&line);
                 l.push('\n');
@@ -63,7 +66,11 @@ impl Fallback {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !f.log().contains("fast path") {
-            assert!(Instant::now() < deadline, "no fast path line; log:\n{}", f.log());
+            assert!(
+                Instant::now() < deadline,
+                "no fast path line; log:\n{}",
+                f.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         f
@@ -75,7 +82,17 @@ impl Fallback {
 
     /// `turnd_fast_path_active` from /metrics.
     fn active_gauge(&self) -> String {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics)).unwrap();
+        // The fast path's line comes before the metrics listener is up: retry a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut s = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", self.metrics)) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => panic!("metrics listener never came up: {e}; log:\n{}", self.log()),
+            }
+        };
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut body = String::new();
@@ -96,15 +113,23 @@ impl Fallback {
         peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let r = c.request(
             Method::CHANNEL_BIND,
-            &[Attr::Peer(peer.local_addr().unwrap()), Attr::Channel(0x4000)],
+            &[
+                Attr::Peer(peer.local_addr().unwrap()),
+                Attr::Channel(0x4000),
+            ],
         );
         assert_eq!(common::UdpTurnClient::code(&r), None, "ChannelBind");
-        c.sock.send_to(&[0x40, 0x00, 0x00, 0x03, 7, 8, 9], server).unwrap();
+        c.sock
+            .send_to(&[0x40, 0x00, 0x00, 0x03, 7, 8, 9], server)
+            .unwrap();
         let mut buf = [0u8; 64];
         let (n, from) = peer.recv_from(&mut buf).expect("the peer gets the payload");
         assert_eq!((&buf[..n], from), (&[7u8, 8, 9][..], relayed));
         peer.send_to(b"back", relayed).unwrap();
-        let (n, _) = c.sock.recv_from(&mut buf).expect("the client gets ChannelData");
+        let (n, _) = c
+            .sock
+            .recv_from(&mut buf)
+            .expect("the client gets ChannelData");
         assert_eq!(&buf[..n], b"\x40\x00\x00\x04back");
     }
 }

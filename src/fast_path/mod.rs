@@ -49,6 +49,7 @@ impl FastPath {
                     interfaces = %interfaces.join(","),
                     "fast path on: UDP ChannelData is relayed in XDP (netfilter and conntrack do not see it)"
                 );
+                ipv6_forwarding_note(interfaces);
                 Some(Arc::new(FastPath {
                     relay: std::sync::Mutex::new(relay),
                 }))
@@ -75,7 +76,10 @@ impl FastPath {
     /// Writes a route; its protocol-clock expiry becomes the kernel clock's.
     fn install(&self, r: &ChannelRoute, now: Now) {
         let left = crate::clock::real_duration(r.expires.saturating_duration_since(now.mono));
-        let route = kernel_route(r, xdp::monotonic_ns().saturating_add(left.as_nanos() as u64));
+        let route = kernel_route(
+            r,
+            xdp::monotonic_ns().saturating_add(left.as_nanos() as u64),
+        );
         if let Err(e) = self.relay().install(&route) {
             // The map is full or the kernel refused: this channel stays in userspace.
             tracing::warn!(channel = r.channel, client = %r.client.remote, error = %e, "fast path: route not installed; relaying it in userspace");
@@ -96,6 +100,24 @@ impl FastPath {
     /// What the kernel relayed through this relay address so far.
     fn relay_usage(&self, relay: SocketAddr) -> Usage {
         usage(self.relay().relay_counters(relay))
+    }
+}
+
+/// The kernel's next-hop lookup for XDP (`bpf_fib_lookup`) answers IPv6 only on interfaces
+/// that forward IPv6; elsewhere the program passes IPv6 ChannelData to the sockets (correct,
+/// just not fast). Said once at start-up, with the setting and its catch.
+#[cfg(feature = "xdp")]
+fn ipv6_forwarding_note(interfaces: &[String]) {
+    for i in interfaces {
+        let path = format!("/proc/sys/net/ipv6/conf/{i}/forwarding");
+        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "0") {
+            tracing::info!(
+                interface = %i,
+                "fast path: IPv6 forwarding is off on {i}, so IPv6 ChannelData is relayed in userspace; \
+                 sysctl net.ipv6.conf.{i}.forwarding=1 moves it to XDP (then set accept_ra=2 if the host \
+                 takes its IPv6 route from router advertisements)"
+            );
+        }
     }
 }
 
