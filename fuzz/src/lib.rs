@@ -16,7 +16,8 @@ use turnd_proto::server::ports::PortShard;
 use turnd_proto::server::{answer_budget, Event, PEER_HEADROOM, PEER_TAILROOM};
 use turnd_proto::wire::{attr, channel_data, Class, Message, Method, TransactionId};
 use turnd_proto::{
-    ClientId, Command, FromClient, Now, RelayAddress, RelayId, Server, ServerConfig, Transport,
+    ChannelRoute, ClientId, Command, FromClient, Now, RelayAddress, RelayId, Server, ServerConfig,
+    Transport,
 };
 
 const SECRET: &[u8] = b"fuzzing-secret";
@@ -101,6 +102,8 @@ pub struct Driver {
     /// Allocations reported created and ended by the server's events (`Server::poll_event`).
     events_created: u64,
     events_ended: u64,
+    /// The kernel fast path's route table as the commands left it, keyed like its map.
+    routes: BTreeMap<(SocketAddr, SocketAddr, u16), ChannelRoute>,
 }
 
 fn relay_v4() -> RelayAddress {
@@ -226,6 +229,10 @@ impl Driver {
         c.max_channels = 4;
         c.legacy_channel_numbers = true;
         c.error_rate_per_source = 100;
+        // Routes for a kernel fast path: every live one is checked against the core's own
+        // decision after each step (`check`). Two listeners, as `client_id` uses.
+        c.fast_path = true;
+        c.udp_listeners = vec!["192.0.2.100:3478".parse().unwrap(); 2];
         let ledger = Arc::new(Ledger::new(3, 12).with_address_quota(5));
         Driver {
             server: Server::new(c, ledger.clone()),
@@ -240,6 +247,7 @@ impl Driver {
             tid: 0,
             events_created: 0,
             events_ended: 0,
+            routes: BTreeMap::new(),
         }
     }
 
@@ -339,8 +347,13 @@ impl Driver {
                         "released an unbound relay"
                     );
                 }
-                // Only emitted with `fast_path`, which the fuzz configuration leaves off.
-                Command::InstallRoute(_) | Command::RemoveRoute(_) => {}
+                Command::InstallRoute(r) => {
+                    self.routes
+                        .insert((r.client.remote, r.server, r.channel), r);
+                }
+                Command::RemoveRoute(r) => {
+                    self.routes.remove(&(r.client.remote, r.server, r.channel));
+                }
             }
         }
         replies
@@ -591,6 +604,31 @@ impl Driver {
                 (0, 0),
                 "gauges without allocations"
             );
+        }
+        // A kernel fast path never relays what the core would not: every route goes where
+        // ChannelData on its channel goes, through the same relay socket (at its bind
+        // address), and only UDP clients have routes. The kernel checks only the expiry, and
+        // the sweeps that remove routes come at most once a second, so this must hold at every
+        // instant up to the expiry: now, and its last nanosecond.
+        for r in self.routes.values() {
+            assert_eq!(
+                r.client.transport,
+                Transport::Udp,
+                "a route for a stream client"
+            );
+            let last = r.expires - std::time::Duration::from_nanos(1);
+            for at in [self.now.mono, last].into_iter().filter(|t| *t < r.expires) {
+                let (relay, peer) = self
+                    .server
+                    .channel_destination(at, &r.client, r.channel)
+                    .unwrap_or_else(|| panic!("a route relays where the core would not: {r:?}"));
+                assert_eq!(peer, r.peer, "route to another peer than the channel's");
+                assert_eq!(
+                    self.bound.get(&relay),
+                    Some(&r.relay),
+                    "route from another relay"
+                );
+            }
         }
     }
 

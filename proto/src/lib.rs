@@ -106,6 +106,6 @@ pub mod stats;
 pub mod wire;
 
 pub use server::{
-    ClientId, Command, EndReason, FromClient, GaugeRecount, Now, RelayAddress, RelayId, Server,
-    ServerConfig, ToClient, Transport,
+    ChannelRoute, ClientId, Command, EndReason, FromClient, GaugeRecount, Now, RelayAddress,
+    RelayId, Server, ServerConfig, ToClient, Transport,
 };

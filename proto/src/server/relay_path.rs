@@ -94,16 +94,44 @@ impl Server {
         packet: &[u8],
     ) -> Option<(Slot, RelayId, SocketAddr, Range<usize>)> {
         let cd = channel_data::parse(packet)?;
+        let (slot, relay, peer) = self.channel_target(now.mono, client, cd.number())?;
+        let start = channel_data::HEADER_LEN;
+        Some((slot, relay, peer, start..start + cd.data.len()))
+    }
+
+    /// Where ChannelData from `client` on channel `number` goes now, if anywhere (RFC 8656
+    /// §12.6): the channel and its peer's permission live, and a hairpin-only peer still one of
+    /// this server's relayed addresses.
+    #[inline]
+    fn channel_target(
+        &self,
+        now: std::time::Instant,
+        client: &ClientId,
+        number: wire::ChannelNumber,
+    ) -> Option<(Slot, RelayId, SocketAddr)> {
         let slot = self.allocations.slot_of(client)?;
         let a = self.allocations.get(slot)?;
-        let ch = a.channel_by_number(cd.number(), now.mono)?;
-        let perm = a.permission(ch.peer.ip(), now.mono)?;
+        let ch = a.channel_by_number(number, now)?;
+        let perm = a.permission(ch.peer.ip(), now)?;
         if (ch.hairpin_only || perm.hairpin_only) && !self.is_own_relay(ch.peer) {
             return None;
         }
         let relay = a.relay_for(ch.peer.ip())?;
-        let start = channel_data::HEADER_LEN;
-        Some((slot, relay.id, ch.peer, start..start + cd.data.len()))
+        Some((slot, relay.id, ch.peer))
+    }
+
+    /// The relay socket and peer ChannelData from `client` on channel `number` would be sent
+    /// through and to now, if any. What a kernel fast path route may never exceed: the fuzz
+    /// harness checks every live route against it.
+    pub fn channel_destination(
+        &self,
+        now: std::time::Instant,
+        client: &ClientId,
+        number: u16,
+    ) -> Option<(RelayId, SocketAddr)> {
+        let number = wire::ChannelNumber::new(number)?;
+        self.channel_target(now, client, number)
+            .map(|(_, relay, peer)| (relay, peer))
     }
 
     /// RFC 8656 §10.2: a Send indication's DATA goes to its XOR-PEER-ADDRESS if the allocation
