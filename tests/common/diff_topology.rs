@@ -7,13 +7,21 @@
 //! plus whatever the test adds with [`Topology::add_outside`]. IPv6 addresses are `nodad`, so
 //! they are usable at once (duplicate address detection would hold them tentative ~1 s).
 //!
-//! NAPI on `o0`: a veth delivers frames that its peer's XDP program sends back (XDP_TX) or
-//! redirects only when the receiving end has NAPI enabled; without it they are dropped and
-//! counted as `xdp_tx_errs`/`peer_tr_drop`. Enabling GRO on `o0` (`ethtool -K o0 gro on`) turns
-//! NAPI on for that end without any XDP program of its own (the kernel's veth driver does this
-//! since 5.13, "veth: allow enabling NAPI even without XDP"); the alternative, a trivial
-//! XDP_PASS program on `o0`, would need a second BPF object here. `r0` needs nothing: it is the
-//! one turnd attaches to.
+//! What `o0` needs for relayed packets to come back (measured on this kernel, 6.18, with a
+//! reflector program on `r0` that XDP_TX'd UDP with addresses swapped):
+//! - NAPI: a veth delivers frames its peer's XDP program sends back (XDP_TX) or redirects to
+//!   it only when the receiving end runs NAPI. With nothing on `o0` they are counted as
+//!   `rx_queue_0_xdp_tx_errors` on `r0` and dropped. `ethtool -K o0 gro on` (said to enable
+//!   veth NAPI without XDP) did not help here: `r0` counted them as `xdp_tx`, `o0` never
+//!   received them. What works is a trivial XDP_PASS program on `o0`, loaded here from two
+//!   instructions with the bpf(2) syscall (no clang, no object file) and attached in native
+//!   mode with a BPF link that lives as long as the [`Topology`].
+//! - Full UDP checksums: a socket's datagram leaves a veth with checksum offload pending (only
+//!   the pseudo-header sum in the checksum field, CHECKSUM_PARTIAL). An XDP program on `r0`
+//!   sees those bytes; a relay that updates the checksum incrementally turns that into a wrong
+//!   one, and the receiver drops the packet (`UdpInCsumErrors`). A real NIC never hands XDP
+//!   such a packet, so `o0` has transmit checksum offload off (`ethtool -K o0 tx off`): the
+//!   outside computes full checksums, as a remote host would.
 //!
 //! Everything lives in the two namespaces made here (deleted on drop, also on panic), so no
 //! packet can reach the machine's own network.
@@ -21,6 +29,7 @@
 use crate::common::netns::NetNs;
 use std::io::{BufRead, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,6 +52,8 @@ pub const METRICS_PORT: u16 = 9641;
 pub struct Topology {
     pub relay: NetNs,
     pub outside: NetNs,
+    /// The XDP_PASS program's link on `o0` (detached when closed, before the namespaces go).
+    _napi: OwnedFd,
 }
 
 impl Topology {
@@ -72,17 +83,22 @@ impl Topology {
             OUTSIDE_IFACE,
             "nodad",
         ]);
-        let gro = outside
+        let tx = outside
             .command("ethtool")
-            .args(["-K", OUTSIDE_IFACE, "gro", "on"])
+            .args(["-K", OUTSIDE_IFACE, "tx", "off"])
             .output()
             .expect("ethtool runs");
         assert!(
-            gro.status.success(),
-            "ethtool -K {OUTSIDE_IFACE} gro on: {}",
-            String::from_utf8_lossy(&gro.stderr)
+            tx.status.success(),
+            "ethtool -K {OUTSIDE_IFACE} tx off: {}",
+            String::from_utf8_lossy(&tx.stderr)
         );
-        Some(Topology { relay, outside })
+        let napi = outside.run(|| xdp_pass_link(OUTSIDE_IFACE));
+        Some(Topology {
+            relay,
+            outside,
+            _napi: napi,
+        })
     }
 
     /// Adds addresses to `o0` (one `ip -batch` for all of them: a hundred `ip` runs would take
@@ -211,6 +227,63 @@ impl Topology {
             .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
             .collect()
     }
+}
+
+/// Loads `r0 = XDP_PASS; exit` and attaches it in native (driver) mode to `iface` of the
+/// calling thread's namespace with a BPF link (bpf(2): BPF_PROG_LOAD, BPF_LINK_CREATE; the
+/// `union bpf_attr` offsets are those of linux/bpf.h). Returns the link.
+fn xdp_pass_link(iface: &str) -> OwnedFd {
+    const BPF_PROG_LOAD: i64 = 5;
+    const BPF_LINK_CREATE: i64 = 28;
+    const BPF_PROG_TYPE_XDP: u32 = 6;
+    const BPF_XDP: u32 = 37;
+    const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+    const XDP_PASS: i32 = 2;
+    // struct bpf_insn: code, dst/src registers, offset, immediate.
+    let insn = |code: u8, imm: i32| -> [u8; 8] {
+        let i = imm.to_le_bytes();
+        [code, 0, 0, 0, i[0], i[1], i[2], i[3]]
+    };
+    // BPF_ALU64 | BPF_MOV | BPF_K into r0, then BPF_JMP | BPF_EXIT.
+    let prog: [[u8; 8]; 2] = [insn(0xb7, XDP_PASS), insn(0x95, 0)];
+    let license = b"GPL\0";
+    let bpf = |cmd: i64, attr: &mut [u8; 144]| -> i32 {
+        // SAFETY: attr is a zero-filled union bpf_attr of the size passed; the pointers in it
+        // point to live buffers for the duration of the call.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
+        assert!(
+            rc >= 0,
+            "bpf({cmd}) for the XDP_PASS program on {iface}: {}",
+            std::io::Error::last_os_error()
+        );
+        rc as i32
+    };
+    let put = |attr: &mut [u8; 144], at: usize, bytes: &[u8]| {
+        attr[at..at + bytes.len()].copy_from_slice(bytes)
+    };
+    let mut load = [0u8; 144];
+    put(&mut load, 0, &BPF_PROG_TYPE_XDP.to_ne_bytes());
+    put(&mut load, 4, &(prog.len() as u32).to_ne_bytes());
+    put(&mut load, 8, &(prog.as_ptr() as u64).to_ne_bytes());
+    put(&mut load, 16, &(license.as_ptr() as u64).to_ne_bytes());
+    put(&mut load, 68, &BPF_XDP.to_ne_bytes());
+    // SAFETY: a new fd the kernel just returned, owned here alone.
+    let prog_fd = unsafe { OwnedFd::from_raw_fd(bpf(BPF_PROG_LOAD, &mut load)) };
+    let name = std::ffi::CString::new(iface).unwrap();
+    // SAFETY: a NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert_ne!(ifindex, 0, "no interface {iface}");
+    let mut link = [0u8; 144];
+    put(
+        &mut link,
+        0,
+        &(std::os::fd::AsRawFd::as_raw_fd(&prog_fd) as u32).to_ne_bytes(),
+    );
+    put(&mut link, 4, &ifindex.to_ne_bytes());
+    put(&mut link, 8, &BPF_XDP.to_ne_bytes());
+    put(&mut link, 12, &XDP_FLAGS_DRV_MODE.to_ne_bytes());
+    // SAFETY: as above; the link holds the program, so its own fd may close.
+    unsafe { OwnedFd::from_raw_fd(bpf(BPF_LINK_CREATE, &mut link)) }
 }
 
 /// A counter of `/proc/net/snmp` (`Udp:InDatagrams`: the header line names the columns) or
