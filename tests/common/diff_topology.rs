@@ -16,12 +16,16 @@
 //!   received them. What works is a trivial XDP_PASS program on `o0`, loaded here from two
 //!   instructions with the bpf(2) syscall (no clang, no object file) and attached in native
 //!   mode with a BPF link that lives as long as the [`Topology`].
-//! - Full UDP checksums: a socket's datagram leaves a veth with checksum offload pending (only
-//!   the pseudo-header sum in the checksum field, CHECKSUM_PARTIAL). An XDP program on `r0`
-//!   sees those bytes; a relay that updates the checksum incrementally turns that into a wrong
-//!   one, and the receiver drops the packet (`UdpInCsumErrors`). A real NIC never hands XDP
+//! - Full UDP checksums: a socket's datagram crosses a veth with checksum offload pending
+//!   (CHECKSUM_PARTIAL: the checksum field holds only the pseudo-header sum, the skb says the
+//!   rest is to be done). XDP sees the bytes only; relayed from there, as is or with the
+//!   checksum updated incrementally, the packet reaches its receiver with a wrong checksum and
+//!   is dropped (`UdpInCsumErrors`, measured with the reflector). A real NIC never hands XDP
 //!   such a packet, so `o0` has transmit checksum offload off (`ethtool -K o0 tx off`): the
 //!   outside computes full checksums, as a remote host would.
+//!
+//! Not in `common/mod.rs` (every test binary would build it): a test includes it with
+//! `#[path = "common/diff_topology.rs"] mod diff_topology;` next to `mod common;`.
 //!
 //! Everything lives in the two namespaces made here (deleted on drop, also on panic), so no
 //! packet can reach the machine's own network.
@@ -50,10 +54,10 @@ pub const METRICS_PORT: u16 = 9641;
 
 /// Both namespaces and the veth between them.
 pub struct Topology {
+    /// The XDP_PASS program's link on `o0`, closed (detached) first: fields drop in order.
+    _napi: OwnedFd,
     pub relay: NetNs,
     pub outside: NetNs,
-    /// The XDP_PASS program's link on `o0` (detached when closed, before the namespaces go).
-    _napi: OwnedFd,
 }
 
 impl Topology {
@@ -95,9 +99,9 @@ impl Topology {
         );
         let napi = outside.run(|| xdp_pass_link(OUTSIDE_IFACE));
         Some(Topology {
+            _napi: napi,
             relay,
             outside,
-            _napi: napi,
         })
     }
 
