@@ -24,6 +24,14 @@
 //!   such a packet, so `o0` has transmit checksum offload off (`ethtool -K o0 tx off`): the
 //!   outside computes full checksums, as a remote host would.
 //!
+//! - IPv6 forwarding on `r0` (`net.ipv6.conf.r0.forwarding=1`): bpf_fib_lookup refuses IPv6
+//!   on an interface that does not forward (BPF_FIB_LKUP_RET_FWD_DISABLED) and the program
+//!   passes every IPv6 packet to userspace (tests/common/relay_topology.rs found the same).
+//!
+//! Neighbour entries are left to the kernel (unlike relay_topology.rs's static ones): a
+//! packet whose next hop is not resolved yet goes to userspace, which resolves it; what
+//! arrives must be the same either way, and the fast path's share is checked loosely.
+//!
 //! Not in `common/mod.rs` (every test binary would build it): a test includes it with
 //! `#[path = "common/diff_topology.rs"] mod diff_topology;` next to `mod common;`.
 //!
@@ -77,6 +85,7 @@ impl Topology {
             RELAY_IFACE,
             "nodad",
         ]);
+        relay.sysctl(&format!("net.ipv6.conf.{RELAY_IFACE}.forwarding"), "1");
         outside.ip(&["addr", "add", "10.77.0.2/24", "dev", OUTSIDE_IFACE]);
         outside.ip(&[
             "-6",
@@ -156,17 +165,7 @@ impl Topology {
     /// `/proc/net/snmp` of `relay`: UDP datagrams its sockets received (IPv4 and IPv6), the
     /// count the fast path must keep down (relayed ChannelData never reaches a socket).
     pub fn relay_udp_in_datagrams(&self) -> u64 {
-        let read = |file: &str, key: &str| -> u64 {
-            let out = self
-                .relay
-                .command("cat")
-                .arg(file)
-                .output()
-                .expect("cat runs");
-            let text = String::from_utf8_lossy(&out.stdout);
-            parse_snmp(&text, key)
-        };
-        read("/proc/net/snmp", "Udp:InDatagrams") + read("/proc/net/snmp6", "Udp6InDatagrams")
+        udp_in_datagrams(&self.relay.name)
     }
 
     /// Starts `turnd serve ARGS` inside `relay` with `env`, its HTTP service on
@@ -288,6 +287,18 @@ fn xdp_pass_link(iface: &str) -> OwnedFd {
     put(&mut link, 12, &XDP_FLAGS_DRV_MODE.to_ne_bytes());
     // SAFETY: as above; the link holds the program, so its own fd may close.
     unsafe { OwnedFd::from_raw_fd(bpf(BPF_LINK_CREATE, &mut link)) }
+}
+
+/// UDP datagrams delivered to sockets in namespace `ns` (IPv4 and IPv6).
+pub fn udp_in_datagrams(ns: &str) -> u64 {
+    let read = |file: &str, key: &str| -> u64 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "cat", file])
+            .output()
+            .expect("cat runs");
+        parse_snmp(&String::from_utf8_lossy(&out.stdout), key)
+    };
+    read("/proc/net/snmp", "Udp:InDatagrams") + read("/proc/net/snmp6", "Udp6InDatagrams")
 }
 
 /// A counter of `/proc/net/snmp` (`Udp:InDatagrams`: the header line names the columns) or

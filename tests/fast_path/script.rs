@@ -93,6 +93,8 @@ pub(crate) struct Run {
     pub(crate) expected: Recording,
     /// How long a packet the model expects is waited for.
     pub(crate) arrival_within: Duration,
+    /// The relay's namespace (its UDP counters are logged at every phase).
+    pub(crate) relay_ns: String,
     /// Packets the model expects relayed as ChannelData in a form the fast path takes
     /// (client->peer without trailing bytes past the padding, peer->client on a channel).
     pub(crate) channel_relayed: u64,
@@ -154,6 +156,7 @@ impl Run {
             rec: Recording::default(),
             expected: Recording::default(),
             arrival_within: ARRIVAL_WITHIN,
+            relay_ns: topo.relay.name.clone(),
             channel_relayed: 0,
         }
     }
@@ -169,7 +172,11 @@ impl Run {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        eprintln!("phase {at} at protocol second {:.0}", self.now());
+        eprintln!(
+            "phase {at} at protocol second {:.0}; the relay's sockets have received {} datagrams",
+            self.now(),
+            crate::diff_topology::udp_in_datagrams(&self.relay_ns)
+        );
         self.phase = at;
     }
 
