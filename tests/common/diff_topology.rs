@@ -1,36 +1,11 @@
-//! The XDP fast path's test topology (docs: /work/notes/xdp-spec.md, "Test topology"): a
-//! namespace `relay` running turnd, joined by one veth pair `r0` <-> `o0` to a namespace
-//! `outside` that holds every client and peer address. Clients and peers share `o0`, so
-//! relayed packets come in and leave through `r0` (XDP_TX is the fast path's way out).
-//!
-//! Addresses: relay side 10.77.0.1/24 and fd77::1/64; `outside` 10.77.0.2/24 and fd77::2/64
-//! plus whatever the test adds with [`Topology::add_outside`]. IPv6 addresses are `nodad`, so
-//! they are usable at once (duplicate address detection would hold them tentative ~1 s).
-//!
-//! What `o0` needs for relayed packets to come back (measured on this kernel, 6.18, with a
-//! reflector program on `r0` that XDP_TX'd UDP with addresses swapped):
-//! - NAPI: a veth delivers frames its peer's XDP program sends back (XDP_TX) or redirects to
-//!   it only when the receiving end runs NAPI. With nothing on `o0` they are counted as
-//!   `rx_queue_0_xdp_tx_errors` on `r0` and dropped. `ethtool -K o0 gro on` (said to enable
-//!   veth NAPI without XDP) did not help here: `r0` counted them as `xdp_tx`, `o0` never
-//!   received them. What works is a trivial XDP_PASS program on `o0`, loaded here from two
-//!   instructions with the bpf(2) syscall (no clang, no object file) and attached in native
-//!   mode with a BPF link that lives as long as the [`Topology`].
-//! - Full UDP checksums: a socket's datagram crosses a veth with checksum offload pending
-//!   (CHECKSUM_PARTIAL: the checksum field holds only the pseudo-header sum, the skb says the
-//!   rest is to be done). XDP sees the bytes only; relayed from there, as is or with the
-//!   checksum updated incrementally, the packet reaches its receiver with a wrong checksum and
-//!   is dropped (`UdpInCsumErrors`, measured with the reflector). A real NIC never hands XDP
-//!   such a packet, so `o0` has transmit checksum offload off (`ethtool -K o0 tx off`): the
-//!   outside computes full checksums, as a remote host would.
-//!
-//! - IPv6 forwarding on `r0` (`net.ipv6.conf.r0.forwarding=1`): bpf_fib_lookup refuses IPv6
-//!   on an interface that does not forward (BPF_FIB_LKUP_RET_FWD_DISABLED) and the program
-//!   passes every IPv6 packet to userspace (tests/common/relay_topology.rs found the same).
-//!
-//! Neighbour entries are left to the kernel (unlike relay_topology.rs's static ones): a
-//! packet whose next hop is not resolved yet goes to userspace, which resolves it; what
-//! arrives must be the same either way, and the fast path's share is checked loosely.
+//! The differential test's view of the fast path topology (`relay_topology.rs`: namespace
+//! `relay` running turnd behind veth `r0`, namespace `outside` holding every client and peer
+//! address on `o0`; why `o0` carries an XDP program and has transmit checksum offload off,
+//! and why `r0` forwards IPv6, is explained there). On top of it: the many client and peer
+//! addresses the script adds ([`Topology::add_outside`]; their neighbour entries are left to
+//! the kernel, so a packet whose next hop is not resolved yet goes to userspace, which
+//! resolves it: what arrives must be the same either way), sockets in `outside`, and turnd in
+//! `relay` with its log and metrics.
 //!
 //! Not in `common/mod.rs` (every test binary would build it): a test includes it with
 //! `#[path = "common/diff_topology.rs"] mod diff_topology;` next to `mod common;`.
@@ -38,20 +13,14 @@
 //! Everything lives in the two namespaces made here (deleted on drop, also on panic), so no
 //! packet can reach the machine's own network.
 
-use crate::common::netns::NetNs;
+use crate::common::relay_topology::RelayTopology;
+pub use crate::common::relay_topology::{RELAY_V4, RELAY_V6};
 use std::io::{BufRead, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The relay namespace's address on `r0`, IPv4.
-pub const RELAY_V4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
-/// The relay namespace's address on `r0`, IPv6.
-pub const RELAY_V6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
-/// The interface turnd sees (and the fast path attaches to).
-pub const RELAY_IFACE: &str = "r0";
 /// The `outside` end of the veth.
 pub const OUTSIDE_IFACE: &str = "o0";
 /// turnd's HTTP service (readiness) inside `relay`: the namespace is private, so a fixed
@@ -62,55 +31,19 @@ pub const METRICS_PORT: u16 = 9641;
 
 /// Both namespaces and the veth between them.
 pub struct Topology {
-    /// The XDP_PASS program's link on `o0`, closed (detached) first: fields drop in order.
-    _napi: OwnedFd,
-    pub relay: NetNs,
-    pub outside: NetNs,
+    /// The pass-everything XDP program on `o0`, detached first: fields drop in order.
+    _napi: turnd::fast_path::xdp::XdpRelay,
+    pub base: RelayTopology,
 }
 
 impl Topology {
     /// Builds the topology; None (the test skips) where namespaces cannot be made and this is
-    /// not CI (see [`NetNs::create`]).
+    /// not CI (see `NetNs::create`).
     pub fn create(tag: &str) -> Option<Topology> {
-        let relay = NetNs::create(&format!("{tag}-r"))?;
-        let outside = NetNs::create(&format!("{tag}-o"))?;
-        NetNs::veth(&relay, RELAY_IFACE, &outside, OUTSIDE_IFACE);
-        relay.ip(&["addr", "add", "10.77.0.1/24", "dev", RELAY_IFACE]);
-        relay.ip(&[
-            "-6",
-            "addr",
-            "add",
-            "fd77::1/64",
-            "dev",
-            RELAY_IFACE,
-            "nodad",
-        ]);
-        relay.sysctl(&format!("net.ipv6.conf.{RELAY_IFACE}.forwarding"), "1");
-        outside.ip(&["addr", "add", "10.77.0.2/24", "dev", OUTSIDE_IFACE]);
-        outside.ip(&[
-            "-6",
-            "addr",
-            "add",
-            "fd77::2/64",
-            "dev",
-            OUTSIDE_IFACE,
-            "nodad",
-        ]);
-        let tx = outside
-            .command("ethtool")
-            .args(["-K", OUTSIDE_IFACE, "tx", "off"])
-            .output()
-            .expect("ethtool runs");
-        assert!(
-            tx.status.success(),
-            "ethtool -K {OUTSIDE_IFACE} tx off: {}",
-            String::from_utf8_lossy(&tx.stderr)
-        );
-        let napi = outside.run(|| xdp_pass_link(OUTSIDE_IFACE));
+        let base = RelayTopology::create(tag)?;
         Some(Topology {
-            _napi: napi,
-            relay,
-            outside,
+            _napi: base.outside_receiver(),
+            base,
         })
     }
 
@@ -127,7 +60,7 @@ impl Topology {
             }
         }
         let mut child = Command::new("ip")
-            .args(["-n", &self.outside.name, "-batch", "-"])
+            .args(["-n", &self.base.outside.name, "-batch", "-"])
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -149,7 +82,7 @@ impl Topology {
     /// UDP sockets bound in `outside` (made on a thread inside the namespace; a socket stays in
     /// the namespace it was made in, whichever thread uses it later).
     pub fn outside_sockets(&self, addrs: Vec<SocketAddr>) -> Vec<UdpSocket> {
-        self.outside.run(move || {
+        self.base.outside.run(move || {
             addrs
                 .iter()
                 .map(|a| UdpSocket::bind(a).unwrap_or_else(|e| panic!("bind {a}: {e}")))
@@ -159,13 +92,13 @@ impl Topology {
 
     /// Runs `f` inside `relay` (e.g. an HTTP GET to turnd's loopback listeners).
     pub fn in_relay<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        self.relay.run(f)
+        self.base.relay.run(f)
     }
 
     /// `/proc/net/snmp` of `relay`: UDP datagrams its sockets received (IPv4 and IPv6), the
     /// count the fast path must keep down (relayed ChannelData never reaches a socket).
     pub fn relay_udp_in_datagrams(&self) -> u64 {
-        udp_in_datagrams(&self.relay.name)
+        udp_in_datagrams(&self.base.relay.name)
     }
 
     /// Starts `turnd serve ARGS` inside `relay` with `env`, its HTTP service on
@@ -173,6 +106,7 @@ impl Topology {
     /// and waits until /readyz answers 200.
     pub fn start_turnd(&self, args: &[String], env: &[(&str, String)]) -> RelayTurnd {
         let mut child = self
+            .base
             .relay
             .command(env!("CARGO_BIN_EXE_turnd"))
             .arg("serve")
@@ -230,63 +164,6 @@ impl Topology {
             .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
             .collect()
     }
-}
-
-/// Loads `r0 = XDP_PASS; exit` and attaches it in native (driver) mode to `iface` of the
-/// calling thread's namespace with a BPF link (bpf(2): BPF_PROG_LOAD, BPF_LINK_CREATE; the
-/// `union bpf_attr` offsets are those of linux/bpf.h). Returns the link.
-fn xdp_pass_link(iface: &str) -> OwnedFd {
-    const BPF_PROG_LOAD: i64 = 5;
-    const BPF_LINK_CREATE: i64 = 28;
-    const BPF_PROG_TYPE_XDP: u32 = 6;
-    const BPF_XDP: u32 = 37;
-    const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-    const XDP_PASS: i32 = 2;
-    // struct bpf_insn: code, dst/src registers, offset, immediate.
-    let insn = |code: u8, imm: i32| -> [u8; 8] {
-        let i = imm.to_le_bytes();
-        [code, 0, 0, 0, i[0], i[1], i[2], i[3]]
-    };
-    // BPF_ALU64 | BPF_MOV | BPF_K into r0, then BPF_JMP | BPF_EXIT.
-    let prog: [[u8; 8]; 2] = [insn(0xb7, XDP_PASS), insn(0x95, 0)];
-    let license = b"GPL\0";
-    let bpf = |cmd: i64, attr: &mut [u8; 144]| -> i32 {
-        // SAFETY: attr is a zero-filled union bpf_attr of the size passed; the pointers in it
-        // point to live buffers for the duration of the call.
-        let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-        assert!(
-            rc >= 0,
-            "bpf({cmd}) for the XDP_PASS program on {iface}: {}",
-            std::io::Error::last_os_error()
-        );
-        rc as i32
-    };
-    let put = |attr: &mut [u8; 144], at: usize, bytes: &[u8]| {
-        attr[at..at + bytes.len()].copy_from_slice(bytes)
-    };
-    let mut load = [0u8; 144];
-    put(&mut load, 0, &BPF_PROG_TYPE_XDP.to_ne_bytes());
-    put(&mut load, 4, &(prog.len() as u32).to_ne_bytes());
-    put(&mut load, 8, &(prog.as_ptr() as u64).to_ne_bytes());
-    put(&mut load, 16, &(license.as_ptr() as u64).to_ne_bytes());
-    put(&mut load, 68, &BPF_XDP.to_ne_bytes());
-    // SAFETY: a new fd the kernel just returned, owned here alone.
-    let prog_fd = unsafe { OwnedFd::from_raw_fd(bpf(BPF_PROG_LOAD, &mut load)) };
-    let name = std::ffi::CString::new(iface).unwrap();
-    // SAFETY: a NUL-terminated name.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    assert_ne!(ifindex, 0, "no interface {iface}");
-    let mut link = [0u8; 144];
-    put(
-        &mut link,
-        0,
-        &(std::os::fd::AsRawFd::as_raw_fd(&prog_fd) as u32).to_ne_bytes(),
-    );
-    put(&mut link, 4, &ifindex.to_ne_bytes());
-    put(&mut link, 8, &BPF_XDP.to_ne_bytes());
-    put(&mut link, 12, &XDP_FLAGS_DRV_MODE.to_ne_bytes());
-    // SAFETY: as above; the link holds the program, so its own fd may close.
-    unsafe { OwnedFd::from_raw_fd(bpf(BPF_LINK_CREATE, &mut link)) }
 }
 
 /// UDP datagrams delivered to sockets in namespace `ns` (IPv4 and IPv6).

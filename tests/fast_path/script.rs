@@ -156,7 +156,7 @@ impl Run {
             rec: Recording::default(),
             expected: Recording::default(),
             arrival_within: ARRIVAL_WITHIN,
-            relay_ns: topo.relay.name.clone(),
+            relay_ns: topo.base.relay.name.clone(),
             channel_relayed: 0,
         }
     }
