@@ -7,7 +7,7 @@
 mod common;
 
 use common::process::{free_port, rest, SECRET};
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -46,18 +46,7 @@ impl Fallback {
             .stderr(Stdio::piped())
             .spawn()
             .expect("turnd starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
+        let log = common::process::collect_log(child.stderr.take().unwrap());
         let f = Fallback {
             child,
             udp,

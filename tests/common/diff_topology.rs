@@ -15,7 +15,7 @@
 
 use crate::common::relay_topology::RelayTopology;
 pub use crate::common::relay_topology::{RELAY_V4, RELAY_V6};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -122,19 +122,7 @@ impl Topology {
             .stderr(Stdio::piped())
             .spawn()
             .expect("turnd starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
+        let log = crate::common::process::collect_log(child.stderr.take().unwrap());
         let t = RelayTurnd { child, log };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -153,16 +141,7 @@ impl Topology {
 
     /// turnd's /metrics, scraped from inside `relay`, as `series -> value`.
     pub fn scrape(&self) -> std::collections::BTreeMap<String, f64> {
-        let r = self.in_relay(|| {
-            crate::common::get(SocketAddr::from(([127, 0, 0, 1], METRICS_PORT)), "/metrics")
-        });
-        assert_eq!(r.status, 200, "/metrics: {}", r.body);
-        r.body
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .filter_map(|l| l.rsplit_once(' '))
-            .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
-            .collect()
+        self.in_relay(|| crate::common::scrape_at(SocketAddr::from(([127, 0, 0, 1], METRICS_PORT))))
     }
 }
 

@@ -371,8 +371,13 @@ pub fn scrape(turnd: &Turnd) -> std::collections::BTreeMap<String, f64> {
         .as_ref()
         .expect("metrics enabled")
         .addr;
+    scrape_at(addr)
+}
+
+/// Scrapes `/metrics` at `addr` (classic format) into `series → value`.
+pub fn scrape_at(addr: SocketAddr) -> std::collections::BTreeMap<String, f64> {
     let r = get(addr, "/metrics");
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 200, "/metrics: {}", r.body);
     r.body
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())

@@ -150,6 +150,25 @@ pub fn signal(child: &std::process::Child, signal: i32) {
     unsafe { libc::kill(child.id() as i32, signal) };
 }
 
+/// A child's standard error, collected line by line by a thread into the returned string
+/// (the thread ends with the child).
+pub fn collect_log(stderr: std::process::ChildStderr) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    log
+}
+
 /// A `turnd serve` child whose log is collected, killed when dropped (a failing test leaves no
 /// process behind).
 pub struct Served {
@@ -174,20 +193,7 @@ impl Served {
     pub fn start_env(extra: &[&str], nofile: Option<(u64, u64)>, env: &[(&str, &str)]) -> Served {
         let (mut child, udp, http) =
             spawn_serve_env(extra, std::process::Stdio::piped(), nofile, env);
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
+        let log = collect_log(child.stderr.take().unwrap());
         let served = Served {
             child,
             udp,
