@@ -19,6 +19,10 @@
 //!   with a bad checksum and is dropped. `ethtool -K o0 tx off` makes the clients and the peer
 //!   send full checksums, as any packet on a real wire has.
 //!
+//! Neighbour entries are static on both ends: a relay that finds no neighbour entry for the
+//! next hop hands the packet to the stack to resolve, and no row should depend on when that
+//! happens.
+//!
 //! Nothing here can reach the machine's own network: each namespace starts with only a down
 //! loopback and gets nothing but the veth. Names carry this process's id and a counter, so runs
 //! (and other tests' namespaces) never collide; dropping the [`Topology`] deletes both, which
@@ -61,6 +65,20 @@ fn run(program: &str, args: &[&str]) -> io::Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         )))
     }
+}
+
+/// The MAC address of interface `dev` in namespace `ns`.
+fn mac(ns: &str, dev: &str) -> io::Result<String> {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-br", "link", "show", dev])
+        .output()?;
+    // "o0@if2  UP  6a:7e:5f:9e:a1:59 <BROADCAST,...>"
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .filter(|m| m.len() == 17 && m.matches(':').count() == 5)
+        .map(str::to_owned)
+        .ok_or_else(|| io::Error::other(format!("no MAC address for {dev} in {ns}")))
 }
 
 impl Topology {
@@ -111,6 +129,43 @@ impl Topology {
         ] {
             run("ip", args)?;
         }
+        let (r0_mac, o0_mac) = (mac(r, RELAY_DEV)?, mac(o, "o0")?);
+        for ip in [CLIENT_IP, PEER_IP] {
+            let ip = ip.to_string();
+            run(
+                "ip",
+                &[
+                    "-n",
+                    r,
+                    "neigh",
+                    "replace",
+                    &ip,
+                    "lladdr",
+                    &o0_mac,
+                    "dev",
+                    RELAY_DEV,
+                    "nud",
+                    "permanent",
+                ],
+            )?;
+        }
+        let relay_ip = RELAY_IP.to_string();
+        run(
+            "ip",
+            &[
+                "-n",
+                o,
+                "neigh",
+                "replace",
+                &relay_ip,
+                "lladdr",
+                &r0_mac,
+                "dev",
+                "o0",
+                "nud",
+                "permanent",
+            ],
+        )?;
         run(
             "ip",
             &["netns", "exec", o, "ethtool", "-K", "o0", "tx", "off"],
