@@ -146,7 +146,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let fast_path = if settings.runs("veth") {
         let results = veth::run(&settings, &turnd_xdp).map_err(|e| {
             format!(
-                "veth group: {e} (server logs in {}; needs root, iproute2 and ethtool)",
+                "veth group: {e} (server logs in {}; needs root and iproute2)",
                 logs.display()
             )
         })?;

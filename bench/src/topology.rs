@@ -16,8 +16,9 @@
 //! - A veth offers checksum offload, so what a socket sends through it carries only the
 //!   pseudo-header sum in its UDP checksum (CHECKSUM_PARTIAL, finished by nobody). The stack
 //!   on the other end trusts the skb's note, but XDP sees bytes: a relayed frame then arrives
-//!   with a bad checksum and is dropped. `ethtool -K o0 tx off` makes the clients and the peer
-//!   send full checksums, as any packet on a real wire has.
+//!   with a bad checksum and is dropped. Transmit checksum offload off on `o0` (what `ethtool
+//!   -K o0 tx off` does; [`tx_checksum_off`]) makes the clients and the peer send full
+//!   checksums, as any packet on a real wire has.
 //!
 //! Neighbour entries are static on both ends: a relay that finds no neighbour entry for the
 //! next hop hands the packet to the stack to resolve, and no row should depend on when that
@@ -83,7 +84,7 @@ fn mac(ns: &str, dev: &str) -> io::Result<String> {
 
 impl Topology {
     /// Builds both namespaces, the veth, the addresses, and `o0`'s XDP_PASS program and full
-    /// checksums. Needs root, iproute2 and ethtool.
+    /// checksums. Needs root and iproute2.
     pub fn create() -> io::Result<Topology> {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -166,10 +167,7 @@ impl Topology {
                 "permanent",
             ],
         )?;
-        run(
-            "ip",
-            &["netns", "exec", o, "ethtool", "-K", "o0", "tx", "off"],
-        )?;
+        topo.in_outside(|| tx_checksum_off("o0"))??;
         topo.pass = Some(topo.in_outside(|| xdp_pass("o0"))??);
         Ok(topo)
     }
@@ -204,6 +202,48 @@ fn in_namespace<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> io::Result
         .join()
         .map_err(|_| io::Error::other(format!("a thread in namespace {name} panicked")))?
     })
+}
+
+/// Turns transmit checksum offload off on interface `dev` of this thread's namespace (the
+/// SIOCETHTOOL request `ethtool -K DEV tx off` makes), so the stack finishes every checksum.
+pub fn tx_checksum_off(dev: &str) -> io::Result<()> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [libc::c_char; libc::IFNAMSIZ],
+        data: *mut EthtoolValue,
+        pad: [u8; 16],
+    }
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: 0,
+    };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut value,
+        pad: [0; 16],
+    };
+    if dev.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::other(format!("interface name too long: {dev}")));
+    }
+    for (d, s) in req.name.iter_mut().zip(dev.bytes()) {
+        *d = s as libc::c_char;
+    }
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    // SAFETY: SIOCETHTOOL reads the ifreq and the ethtool_value it points to, both live.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut req) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::other(format!(
+            "{dev}: tx checksum offload off: {e}"
+        )));
+    }
+    Ok(())
 }
 
 /// Loads a BPF program that returns XDP_PASS and attaches it to interface `dev` of this
