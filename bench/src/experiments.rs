@@ -120,6 +120,7 @@ impl Settings {
             at_peer,
             at_clients,
             stamp: at_clients == AtClients::Read,
+            nap: None,
         }
     }
 

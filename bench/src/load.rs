@@ -92,6 +92,10 @@ pub struct Load {
     pub at_peer: AtPeer,
     pub at_clients: AtClients,
     pub stamp: bool,
+    /// Sleep this long after every round instead of spinning (None: spin). The veth group
+    /// counts the whole machine's CPU, where a spinning generator would hide work that runs
+    /// on its core (an XDP program on a veth runs in the sender's softirq).
+    pub nap: Option<Duration>,
 }
 
 /// What a run measured over its window.
@@ -211,6 +215,9 @@ impl Fleet {
                 out.at_clients += self.read_clients(base, &mut out.rtt_ns);
             }
             rounds += 1;
+            if let Some(nap) = load.nap {
+                std::thread::sleep(nap);
+            }
         }
         out.cpu_ns = sys::cpu_ns(pid).saturating_sub(cpu0);
         out.busy_ns = sys::machine_busy_ns().saturating_sub(busy0);
