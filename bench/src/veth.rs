@@ -84,6 +84,9 @@ impl Contender {
 pub struct Measured {
     /// Machine CPU per relayed packet minus the generator's, µs.
     pub cpu_us: f64,
+    /// The server process's own CPU time per relayed packet, µs: near zero when the fast path
+    /// relays (the packets never reach the process), which shows that it did.
+    pub process_us: f64,
     /// The share of the fixed load that did not arrive (the figure above is per arrival).
     pub fixed_loss: f64,
     pub saturation: Saturation,
@@ -288,6 +291,7 @@ fn measure(
         });
         Ok(Ok(Measured {
             cpu_us: relayed_cpu(&o) / 1000.0,
+            process_us: o.cpu_ns as f64 / o.at_peer.max(1) as f64 / 1000.0,
             fixed_loss: o.loss(o.at_peer),
             saturation,
         }))
@@ -388,14 +392,19 @@ const GOALS: [Goal; 3] = [
 ];
 
 impl Results {
-    /// The two measured rows, a value per column.
-    fn values(&self) -> [[Option<f64>; 4]; 2] {
+    /// The measured rows, a value per column: CPU per packet (the targets' row), packets/s,
+    /// and the server process's own CPU per packet.
+    fn values(&self) -> [[Option<f64>; 4]; 3] {
         let v = |f: fn(&Measured) -> f64| {
             self.servers
                 .clone()
                 .map(|m| m.and_then(Result::ok).map(|m| f(&m)))
         };
-        [v(|m| m.cpu_us), v(|m| m.saturation.pps)]
+        [
+            v(|m| m.cpu_us),
+            v(|m| m.saturation.pps),
+            v(|m| m.process_us),
+        ]
     }
 
     /// The fast path's figure over column `other`'s. A CPU figure at or below zero is noise
@@ -458,6 +467,8 @@ impl Results {
                 self.clients, self.baseline_us
             ),
             "Saturated relayed packets/s at ≤1% loss".to_owned(),
+            "The server process's own CPU per relayed packet, µs (same windows as the first row)"
+                .to_owned(),
         ];
         for (row, values) in self.values().iter().enumerate() {
             let cells: Vec<String> = (0..4).map(|i| cell(values[i], i)).collect();
@@ -523,6 +534,7 @@ mod tests {
     fn measured(cpu_us: f64, pps: f64) -> Option<Result<Measured, String>> {
         Some(Ok(Measured {
             cpu_us,
+            process_us: cpu_us,
             fixed_loss: 0.0,
             saturation: Saturation {
                 pps,
