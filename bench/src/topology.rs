@@ -20,6 +20,15 @@
 //!   -K o0 tx off` does; [`tx_checksum_off`]) makes the clients and the peer send full
 //!   checksums, as any packet on a real wire has.
 //!
+//! `r0`'s receive work runs on the server's CPU, as a NIC's receive queue would be steered
+//! to it: GRO on `r0` gives it NAPI, threaded NAPI (`/sys/class/net/r0/threaded`) polls it in
+//! a kernel thread, and that thread is pinned to the server's CPU. Without this, a veth
+//! processes what it receives in the softirq of the sending CPU — the load generator's — and
+//! the XDP program would compete with the generator for its core in the saturation runs,
+//! while a userspace relay's receive path would run there for free. With it, each relay,
+//! kernel or userspace, has CPU 0 and the generator CPU 1; what the relay transmits to `o0`
+//! is received (`o0`'s XDP_PASS, the peer socket) on CPU 0 as well.
+//!
 //! Neighbour entries are static on both ends: a relay that finds no neighbour entry for the
 //! next hop hands the packet to the stack to resolve, and no row should depend on when that
 //! happens.
@@ -83,9 +92,9 @@ fn mac(ns: &str, dev: &str) -> io::Result<String> {
 }
 
 impl Topology {
-    /// Builds both namespaces, the veth, the addresses, and `o0`'s XDP_PASS program and full
-    /// checksums. Needs root and iproute2.
-    pub fn create() -> io::Result<Topology> {
+    /// Builds both namespaces, the veth, the addresses, `o0`'s XDP_PASS program and full
+    /// checksums, and `r0`'s receive polled on CPU `server_cpu`. Needs root and iproute2.
+    pub fn create(server_cpu: usize) -> io::Result<Topology> {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = std::process::id();
@@ -167,8 +176,22 @@ impl Topology {
                 "permanent",
             ],
         )?;
-        topo.in_outside(|| tx_checksum_off("o0"))??;
+        topo.in_outside(|| ethtool_set("o0", ETHTOOL_STXCSUM, false))??;
         topo.pass = Some(topo.in_outside(|| xdp_pass("o0"))??);
+        // r0 polled by a kernel thread on the server's CPU (see the module's comment).
+        topo.in_relay(|| ethtool_set(RELAY_DEV, ETHTOOL_SGRO, true))??;
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                r,
+                "sh",
+                "-c",
+                "echo 1 > /sys/class/net/r0/threaded",
+            ],
+        )?;
+        pin_relay_napi(&topo, server_cpu)?;
         Ok(topo)
     }
 
@@ -204,11 +227,14 @@ fn in_namespace<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> io::Result
     })
 }
 
-/// Turns transmit checksum offload off on interface `dev` of this thread's namespace (the
-/// SIOCETHTOOL request `ethtool -K DEV tx off` makes), so the stack finishes every checksum.
-pub fn tx_checksum_off(dev: &str) -> io::Result<()> {
+/// ethtool's legacy feature switches (`include/uapi/linux/ethtool.h`).
+const ETHTOOL_STXCSUM: u32 = 0x17;
+const ETHTOOL_SGRO: u32 = 0x2c;
+
+/// Sets one of ethtool's legacy feature switches (`cmd`, on or off) on interface `dev` of this
+/// thread's namespace: the SIOCETHTOOL request `ethtool -K` makes, without ethtool.
+pub fn ethtool_set(dev: &str, cmd: u32, on: bool) -> io::Result<()> {
     const SIOCETHTOOL: libc::c_ulong = 0x8946;
-    const ETHTOOL_STXCSUM: u32 = 0x17;
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
@@ -221,8 +247,8 @@ pub fn tx_checksum_off(dev: &str) -> io::Result<()> {
         pad: [u8; 16],
     }
     let mut value = EthtoolValue {
-        cmd: ETHTOOL_STXCSUM,
-        data: 0,
+        cmd,
+        data: u32::from(on),
     };
     let mut req = IfReq {
         name: [0; libc::IFNAMSIZ],
@@ -239,9 +265,58 @@ pub fn tx_checksum_off(dev: &str) -> io::Result<()> {
     // SAFETY: SIOCETHTOOL reads the ifreq and the ethtool_value it points to, both live.
     if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut req) } != 0 {
         let e = io::Error::last_os_error();
+        return Err(io::Error::other(format!("{dev}: ethtool {cmd:#x}: {e}")));
+    }
+    Ok(())
+}
+
+/// Finds the kernel thread that polls `r0` (threaded NAPI, "napi/r0-ID") and pins it to CPU
+/// `cpu`. Other namespaces may have an `r0` too, so the thread is told by its NAPI id, which a
+/// packet received through it carries (SO_INCOMING_NAPI_ID).
+fn pin_relay_napi(topo: &Topology, cpu: usize) -> io::Result<()> {
+    let sink = topo.in_relay(|| std::net::UdpSocket::bind((RELAY_IP, 0)))??;
+    sink.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+    let to = sink.local_addr()?;
+    topo.in_outside(|| {
+        std::net::UdpSocket::bind((CLIENT_IP, 0)).and_then(|c| c.send_to(b"napi", to))
+    })??;
+    sink.recv(&mut [0u8; 16])?;
+    let mut id: u32 = 0;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `id`.
+    let rc = unsafe {
+        libc::getsockopt(
+            sink.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_INCOMING_NAPI_ID,
+            &mut id as *mut u32 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 || id == 0 {
         return Err(io::Error::other(format!(
-            "{dev}: tx checksum offload off: {e}"
+            "no NAPI id on a packet received through {RELAY_DEV}"
         )));
+    }
+    let name = format!("napi/{RELAY_DEV}-{id}");
+    let pid = std::fs::read_dir("/proc")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .ok_or_else(|| io::Error::other(format!("no kernel thread {name}")))?;
+    // SAFETY: cpu_set_t is a plain bit set; CPU_ZERO/CPU_SET only write inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::other(format!(
+                "pinning {name} to CPU {cpu}: {}",
+                io::Error::last_os_error()
+            )));
+        }
     }
     Ok(())
 }
@@ -351,7 +426,7 @@ mod tests {
             eprintln!("skipped: the veth topology needs root");
             return;
         }
-        let topo = Topology::create().expect("the veth topology");
+        let topo = Topology::create(0).expect("the veth topology");
         let server = topo
             .in_relay(|| UdpSocket::bind(SocketAddr::from((RELAY_IP, 7))))
             .unwrap()

@@ -5,9 +5,9 @@
 //! Relayed traffic is UDP ChannelData client → peer, IPv4 (the peer does not answer). Two
 //! measurements per server:
 //!
-//! - **CPU per relayed packet, whole machine.** XDP work on a veth runs in the softirq of the
-//!   CPU that transmitted the frame (here the generator's), in no process's account, so the
-//!   server's own CPU time says nothing about the fast path. Instead: busy time of all cores
+//! - **CPU per relayed packet, whole machine.** XDP work runs in the kernel's receive path
+//!   (here `r0`'s NAPI thread, and the softirq that receives on `o0`), in no server process's
+//!   account, so the server's own CPU time says nothing about the fast path. Instead: busy time of all cores
 //!   from /proc/stat over the window at a fixed offered load, minus the generator-only
 //!   baseline (the same clients sending the same packets at the same rate to a never-read
 //!   socket in "relay", no server running) per packet sent, divided by the packets relayed.
@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 /// Packets per second the clients offer in the CPU measurement, over all clients: the loopback
 /// group's fixed load relays 40,000 packets/s too (there both ways).
 pub const OFFERED: f64 = 40_000.0;
+/// The CPU the servers (and `r0`'s receive thread) run on; the generator has CPU 1.
+const SERVER_CPU: usize = 0;
 /// The generator's sleep between rounds at the fixed load.
 const NAP: Duration = Duration::from_millis(1);
 /// Where the servers listen in "relay", and where turnd's metrics are.
@@ -192,7 +194,7 @@ fn fixed(s: &Settings, fleet: &mut Fleet, pid: u32, per: impl Fn(&Outcome) -> f6
 /// Machine CPU per packet sent, ns, with the clients sending the fixed load straight to a
 /// socket in "relay" that nobody reads, and no server.
 fn baseline(s: &Settings) -> io::Result<f64> {
-    let topo = Topology::create()?;
+    let topo = Topology::create(SERVER_CPU)?;
     let sink_addr = SocketAddr::new(IpAddr::V4(RELAY_IP), SINK_PORT);
     let sink = topo.in_relay(|| load::peer_socket(sink_addr, 1))??;
     topo.in_outside(|| {
@@ -258,12 +260,20 @@ fn measure(
         }
         programs.turnd = turnd_xdp.to_owned();
     }
-    let topo = Topology::create()?;
+    let topo = Topology::create(SERVER_CPU)?;
     let site = site(&topo, c);
     topo.in_outside(|| {
         let peer = load::peer_socket(SocketAddr::new(IpAddr::V4(PEER_IP), 0), 1)?;
         let peer_addr = peer.local_addr()?;
-        let server = match servers::start_at(c.kind(), 1, "0", peer_addr, &programs, &[], &site) {
+        let server = match servers::start_at(
+            c.kind(),
+            1,
+            &SERVER_CPU.to_string(),
+            peer_addr,
+            &programs,
+            &[],
+            &site,
+        ) {
             Ok(server) => server,
             Err(e) if c == Contender::Xdp => return Ok(Err(refused(&e, &programs.logs))),
             Err(e) => return Err(e),
