@@ -174,7 +174,9 @@ fn channel_data() -> Vec<u8> {
     turnd_proto::client::channel_data(setup::CHANNEL, &[0x5A; PAYLOAD], false)
 }
 
-/// The fixed load, `repeats` windows; the window with the median machine CPU per packet sent.
+/// The fixed load, `repeats` windows; the window with the least machine CPU per packet. Other
+/// work on the machine only ever adds to a whole-machine figure, so the least disturbed
+/// window is the best estimate (the loopback rows, which count one process, take the median).
 fn fixed(s: &Settings, fleet: &mut Fleet, pid: u32, per: impl Fn(&Outcome) -> f64) -> Outcome {
     let mut load = s.load(
         OFFERED / s.clients as f64,
@@ -188,7 +190,7 @@ fn fixed(s: &Settings, fleet: &mut Fleet, pid: u32, per: impl Fn(&Outcome) -> f6
         .map(|_| fleet.run(&load, pid))
         .collect();
     runs.sort_by(|a, b| per(a).total_cmp(&per(b)));
-    runs.swap_remove(runs.len() / 2)
+    runs.swap_remove(0)
 }
 
 /// Machine CPU per packet sent, ns, with the clients sending the fixed load straight to a
@@ -294,11 +296,18 @@ fn measure(
             (o.busy_ns as f64 - baseline_ns * o.sent as f64) / o.at_peer.max(1) as f64
         };
         let o = fixed(s, &mut fleet, server.pid, relayed_cpu);
-        let saturation = search(limit(s), |total| {
-            let load = s.step_load(total, AtPeer::Count, AtClients::Nothing);
-            let o = fleet.run(&load, server.pid);
-            (o.at_peer, o)
-        });
+        // Two searches in a full run, the higher kept: other work on a shared machine only
+        // ever lowers a saturation figure.
+        let saturation = (0..if s.short { 1 } else { 2 })
+            .map(|_| {
+                search(limit(s), |total| {
+                    let load = s.step_load(total, AtPeer::Count, AtClients::Nothing);
+                    let o = fleet.run(&load, server.pid);
+                    (o.at_peer, o)
+                })
+            })
+            .max_by(|a, b| a.pps.total_cmp(&b.pps))
+            .unwrap_or_default();
         Ok(Ok(Measured {
             cpu_us: relayed_cpu(&o) / 1000.0,
             process_us: o.cpu_ns as f64 / o.at_peer.max(1) as f64 / 1000.0,
