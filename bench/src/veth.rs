@@ -508,7 +508,7 @@ impl Results {
         if self.busy() {
             notes.push(format!(
                 "**The machine was {:.0}% busy with nothing under test: other work counts in the whole-machine CPU figures of this run**",
-                self.at_rest * 100.0
+                self.at_rest.min(1.0) * 100.0
             ));
         }
         for (c, r) in Contender::ALL.iter().zip(&self.servers) {
