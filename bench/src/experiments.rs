@@ -5,7 +5,7 @@ use crate::load::{AtClients, AtPeer, Client, Fleet, Load, Outcome, Sock, PAYLOAD
 use crate::servers::{self, Kind, Programs, Running};
 use crate::setup;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use turnd_proto::client;
 use turnd_proto::wire::TransactionId;
@@ -43,12 +43,16 @@ pub fn us_per(o: &Outcome, packets: u64) -> Option<f64> {
     (packets > 0).then(|| o.cpu_ns as f64 / packets as f64 / 1000.0)
 }
 
-/// Clients of `traffic` for `server`, allocated and pointed at the peer when it speaks TURN.
-/// Returns the fleet and how long the allocations took.
+/// Where the loopback groups' clients are.
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// Clients of `traffic` for `server` (UDP ones at address `clients_at`), allocated and pointed
+/// at the peer when it speaks TURN. Returns the fleet and how long the allocations took.
 pub fn fleet(
     server: &Running,
     traffic: Traffic,
     n: usize,
+    clients_at: IpAddr,
     peer: &std::net::UdpSocket,
 ) -> io::Result<(Fleet, Duration)> {
     let peer_addr = peer.local_addr()?;
@@ -71,7 +75,7 @@ pub fn fleet(
             })
             .collect::<io::Result<Vec<_>>>()?
     } else {
-        let socks = setup::udp_sockets(server.addr, n)?;
+        let socks = setup::udp_sockets(clients_at, server.addr, n)?;
         let frame = match traffic {
             Traffic::Binding => {
                 let mut f = vec![0u8; 20];
@@ -101,7 +105,14 @@ pub fn fleet(
 }
 
 impl Settings {
-    fn load(&self, rate_per_client: f64, at_peer: AtPeer, at_clients: AtClients) -> Load {
+    /// Whether `--only` (if given) names this group.
+    pub fn runs(&self, group: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|x| x == group))
+    }
+
+    pub fn load(&self, rate_per_client: f64, at_peer: AtPeer, at_clients: AtClients) -> Load {
         Load {
             rate_per_client,
             warmup: self.warmup,
@@ -109,6 +120,7 @@ impl Settings {
             at_peer,
             at_clients,
             stamp: at_clients == AtClients::Read,
+            nap: None,
         }
     }
 
@@ -137,7 +149,7 @@ impl Settings {
         env: &[(&str, &str)],
     ) -> io::Result<Outcome> {
         let server = servers::start_env(kind, 1, "0", self.peer, &self.programs, env)?;
-        let (mut fleet, _) = fleet(&server, traffic, self.clients, peer)?;
+        let (mut fleet, _) = fleet(&server, traffic, self.clients, LOOPBACK, peer)?;
         let at_peer = if traffic == Traffic::Binding {
             AtPeer::Read
         } else {
@@ -165,7 +177,13 @@ impl Settings {
         peer: &std::net::UdpSocket,
     ) -> io::Result<Outcome> {
         let server = self.start(kind, 1)?;
-        let (mut fleet, _) = fleet(&server, Traffic::UdpChannelData, self.clients, peer)?;
+        let (mut fleet, _) = fleet(
+            &server,
+            Traffic::UdpChannelData,
+            self.clients,
+            LOOPBACK,
+            peer,
+        )?;
         Ok(fleet.run(
             &self.load(
                 total_pps / self.clients as f64,
@@ -184,15 +202,14 @@ impl Settings {
         peer: &std::net::UdpSocket,
     ) -> io::Result<Outcome> {
         let server = self.start(kind, 1)?;
-        let (mut fleet, _) = fleet(&server, Traffic::UdpChannelData, n, peer)?;
+        let (mut fleet, _) = fleet(&server, Traffic::UdpChannelData, n, LOOPBACK, peer)?;
         let total = self.rate_per_client * self.clients as f64;
         let load = self.load(total / n as f64, AtPeer::Read, AtClients::Nothing);
         Ok(self.median(&mut fleet, &load, server.pid))
     }
 
-    /// The highest rate relayed (or answered, for Binding) with at most 1% loss: the offered
-    /// rate climbs by 30% a step until loss passes 1% or the generator falls behind, then is
-    /// bisected between the last good and the first bad step.
+    /// The highest rate relayed (or answered, for Binding) with at most 1% loss (see
+    /// [`search`]).
     pub fn saturation(
         &self,
         kind: Kind,
@@ -201,56 +218,31 @@ impl Settings {
         peer: &std::net::UdpSocket,
     ) -> io::Result<Saturation> {
         let server = self.start(kind, workers)?;
-        let (mut fleet, _) = fleet(&server, traffic, self.clients, peer)?;
+        let (mut fleet, _) = fleet(&server, traffic, self.clients, LOOPBACK, peer)?;
         let (at_peer, at_clients) = if traffic == Traffic::Binding {
             (AtPeer::Read, AtClients::Count)
         } else {
             (AtPeer::Count, AtClients::Nothing)
         };
-        let mut step = |total: f64| {
-            let mut load = self.load(total / self.clients as f64, at_peer, at_clients);
-            load.window = self.step_window;
-            load.warmup = self.warmup.min(Duration::from_millis(300));
+        Ok(search(Duration::from_secs(120), |total| {
+            let load = self.step_load(total, at_peer, at_clients);
             let o = fleet.run(&load, server.pid);
             let arrived = if traffic == Traffic::Binding {
                 o.at_clients
             } else {
                 o.at_peer
             };
-            (o.loss(arrived) <= 0.01, o.per_second(arrived), o)
-        };
-        let mut result = Saturation::default();
-        let (mut good, mut bad) = (0.0, f64::INFINITY);
-        let mut total = 20_000.0;
-        let started = Instant::now();
-        for _ in 0..16 {
-            let (ok, rate, o) = step(total);
-            if ok {
-                good = total;
-                if rate > result.pps {
-                    result.pps = rate;
-                    result.cpu_ns_per = o.cpu_ns as f64 / (rate * o.window.as_secs_f64());
-                }
-            } else {
-                bad = total;
-            }
-            if o.generator_behind {
-                result.generator_limited = true;
-                break;
-            }
-            if bad.is_finite() && (bad - good) / bad < 0.05 {
-                break;
-            }
-            total = if bad.is_finite() {
-                (good + bad) / 2.0
-            } else {
-                total * 1.3
-            };
-            if started.elapsed() > Duration::from_secs(120) {
-                break;
-            }
-        }
-        Ok(result)
+            (arrived, o)
+        }))
+    }
+
+    /// One step of a saturation search: `total` packets/s offered over all clients, for the
+    /// short step window.
+    pub fn step_load(&self, total: f64, at_peer: AtPeer, at_clients: AtClients) -> Load {
+        let mut load = self.load(total / self.clients as f64, at_peer, at_clients);
+        load.window = self.step_window;
+        load.warmup = self.warmup.min(Duration::from_millis(300));
+        load
     }
 
     /// Resident memory per idle allocation at both counts, and the allocation rate, from one
@@ -263,7 +255,7 @@ impl Settings {
         let mut allocated = 0;
         let mut took = Duration::ZERO;
         for (i, &count) in self.memory_counts.iter().enumerate() {
-            let (f, t) = fleet(&server, Traffic::UdpSend, count - allocated, peer)?;
+            let (f, t) = fleet(&server, Traffic::UdpSend, count - allocated, LOOPBACK, peer)?;
             fleets.push(f);
             took += t;
             allocated = count;
@@ -274,6 +266,46 @@ impl Settings {
         memory.per_second = allocated as f64 / took.as_secs_f64();
         Ok(memory)
     }
+}
+
+/// The highest rate that arrives with at most 1% loss: `step(total)` offers `total` packets/s
+/// and says how many arrived. The offered rate climbs by 30% a step from 20,000/s until loss
+/// passes 1% or the generator falls behind, then is bisected between the last good and the
+/// first bad step, to within 5%, in at most 16 steps and about `limit`.
+pub fn search(limit: Duration, mut step: impl FnMut(f64) -> (u64, Outcome)) -> Saturation {
+    let mut result = Saturation::default();
+    let (mut good, mut bad) = (0.0, f64::INFINITY);
+    let mut total = 20_000.0;
+    let started = Instant::now();
+    for _ in 0..16 {
+        let (arrived, o) = step(total);
+        let rate = o.per_second(arrived);
+        if o.loss(arrived) <= 0.01 {
+            good = total;
+            if rate > result.pps {
+                result.pps = rate;
+                result.cpu_ns_per = o.cpu_ns as f64 / (rate * o.window.as_secs_f64());
+            }
+        } else {
+            bad = total;
+        }
+        if o.generator_behind {
+            result.generator_limited = true;
+            break;
+        }
+        if bad.is_finite() && (bad - good) / bad < 0.05 {
+            break;
+        }
+        total = if bad.is_finite() {
+            (good + bad) / 2.0
+        } else {
+            total * 1.3
+        };
+        if started.elapsed() > limit {
+            break;
+        }
+    }
+    result
 }
 
 #[derive(Debug, Default, Clone)]

@@ -92,6 +92,10 @@ pub struct Load {
     pub at_peer: AtPeer,
     pub at_clients: AtClients,
     pub stamp: bool,
+    /// Sleep this long after every round instead of spinning (None: spin). The veth group
+    /// counts the whole machine's CPU, where a spinning generator would hide work that runs
+    /// on its core (an XDP program on a veth runs in the sender's softirq).
+    pub nap: Option<Duration>,
 }
 
 /// What a run measured over its window.
@@ -104,6 +108,8 @@ pub struct Outcome {
     pub at_clients: u64,
     /// The server's CPU time over the window.
     pub cpu_ns: u64,
+    /// The whole machine's busy CPU time over the window, all cores (the veth group).
+    pub busy_ns: u64,
     /// Round-trip times in nanoseconds.
     pub rtt_ns: Vec<u64>,
     /// The generator could not keep to its schedule (it, not the server, was the limit).
@@ -146,7 +152,7 @@ impl Fleet {
         }
     }
 
-    /// Runs `load` against the server with process id `pid`.
+    /// Runs `load` against the server with process id `pid` (0: no server, nothing to read).
     pub fn run(&mut self, load: &Load, pid: u32) -> Outcome {
         // Counted sockets keep almost nothing, so nearly every arrival is a drop the kernel
         // counts; read ones get room for bursts.
@@ -163,7 +169,7 @@ impl Fleet {
         let end = window_start + load.window;
         let mut out = Outcome::default();
         let mut in_window = false;
-        let (mut cpu0, mut peer_drops0, mut client_drops0) = (0, 0, 0);
+        let (mut cpu0, mut busy0, mut peer_drops0, mut client_drops0) = (0, 0, 0, 0);
         let mut behind = 0u32;
         let mut rounds = 0u32;
         loop {
@@ -175,6 +181,7 @@ impl Fleet {
                 peer_drops0 = sys::socket_drops(self.peer.as_raw_fd());
                 client_drops0 = self.client_drops();
                 cpu0 = sys::cpu_ns(pid);
+                busy0 = sys::machine_busy_ns();
             }
             if now >= end {
                 break;
@@ -208,8 +215,12 @@ impl Fleet {
                 out.at_clients += self.read_clients(base, &mut out.rtt_ns);
             }
             rounds += 1;
+            if let Some(nap) = load.nap {
+                std::thread::sleep(nap);
+            }
         }
         out.cpu_ns = sys::cpu_ns(pid).saturating_sub(cpu0);
+        out.busy_ns = sys::machine_busy_ns().saturating_sub(busy0);
         out.window = Instant::now().duration_since(window_start);
         // What the kernel counted for us: drops, plus what is still queued.
         std::thread::sleep(Duration::from_millis(20));

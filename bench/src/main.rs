@@ -1,13 +1,17 @@
 //! turnd-bench: turnd measured side by side with coturn and with a floor forwarder.
 //!
-//!   turnd-bench run [--short] [--out BENCHMARKS.md] [--turnd PATH] [--servers turnd,coturn,floor]
-//!                   [--only cpu,saturation,binding,memory,rtt,scale]
+//!   turnd-bench run [--short] [--out BENCHMARKS.md] [--turnd PATH] [--turnd-xdp PATH]
+//!                   [--servers turnd,coturn,floor]
+//!                   [--only cpu,saturation,binding,memory,rtt,scale,events,veth]
 //!   turnd-bench floor --listen ADDR --peer ADDR [--workers N]
 //!
 //! `run` is what `scripts/bench.sh` calls: it starts each server on CPU 0 (taskset), pins
 //! itself (the load generator) to CPU 1, runs every measurement of issue 9 against each server
-//! in turn, prints the table and writes it into the results section of `--out`. `floor` is the
-//! floor reference itself (see `floor.rs`). Loopback only; every run is bounded in time.
+//! in turn, prints the table and writes it into the results section of `--out`. The "veth"
+//! group (issue 18, `veth.rs`) runs the servers and turnd's XDP fast path (`--turnd-xdp`, by
+//! default `turnd-xdp` beside this program) in network namespaces joined by a veth pair, with
+//! a table and a results section of its own. `floor` is the floor reference itself (see
+//! `floor.rs`). Loopback or private namespaces only; every run is bounded in time.
 
 mod experiments;
 mod floor;
@@ -16,6 +20,8 @@ mod report;
 mod servers;
 mod setup;
 mod sys;
+mod topology;
+mod veth;
 
 use experiments::{us_per, Settings, Traffic};
 use report::{Row, Target};
@@ -35,7 +41,7 @@ fn main() {
     let result = match args.get(1).map(String::as_str) {
         Some("floor") => run_floor(&args),
         Some("run") => run(&args),
-        _ => Err("usage: turnd-bench run [--short] [--out FILE] [--turnd PATH] [--servers LIST] [--only GROUPS] | turnd-bench floor --listen ADDR --peer ADDR [--workers N]".into()),
+        _ => Err("usage: turnd-bench run [--short] [--out FILE] [--turnd PATH] [--turnd-xdp PATH] [--servers LIST] [--only GROUPS] | turnd-bench floor --listen ADDR --peer ADDR [--workers N]".into()),
     };
     if let Err(e) = result {
         eprintln!("turnd-bench: {e}");
@@ -76,6 +82,9 @@ fn run(args: &[String]) -> Result<(), String> {
     let turnd = arg(args, "--turnd")
         .map(PathBuf::from)
         .unwrap_or_else(|| exe.with_file_name("turnd"));
+    let turnd_xdp = arg(args, "--turnd-xdp")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| exe.with_file_name("turnd-xdp"));
     let turnserver = which("turnserver")
         .ok_or("coturn's turnserver is not on PATH (scripts/bench.sh installs it)")?;
     let servers: Vec<Kind> = match arg(args, "--servers") {
@@ -122,6 +131,7 @@ fn run(args: &[String]) -> Result<(), String> {
         servers,
         only: arg(args, "--only").map(|o| o.split(',').map(str::to_owned).collect()),
     };
+    let loopback = GROUPS.iter().any(|g| settings.runs(g));
     let rows = measure(&settings, &peer)
         .map_err(|e| format!("{e} (server logs in {})", logs.display()))?;
     // A measurement that produced nothing is a broken benchmark, not a slow server.
@@ -133,12 +143,35 @@ fn run(args: &[String]) -> Result<(), String> {
             return Err(format!("{}: no result for {}", r.name, kind.name()));
         }
     }
+    let fast_path = if settings.runs("veth") {
+        let results = veth::run(&settings, &turnd_xdp).map_err(|e| {
+            format!(
+                "veth group: {e} (server logs in {}; needs root and iproute2)",
+                logs.display()
+            )
+        })?;
+        Some(results.markdown())
+    } else {
+        None
+    };
     let table = report::markdown(&rows);
-    println!("{table}");
+    if loopback {
+        println!("{table}");
+    }
+    if let Some(fast_path) = &fast_path {
+        println!("Fast path over veth (issue 18):\n\n{fast_path}");
+    }
     if let Some(out) = arg(args, "--out") {
-        let results = format!("{}\n{table}", header(&settings, args));
-        let doc = std::fs::read_to_string(&out).unwrap_or_default();
-        std::fs::write(&out, report::splice(&doc, &results)).map_err(|e| format!("{out}: {e}"))?;
+        let mut doc = std::fs::read_to_string(&out).unwrap_or_default();
+        if loopback {
+            let results = format!("{}\n{table}", header(&settings, args));
+            doc = report::splice(&doc, "bench", &results);
+        }
+        if let Some(fast_path) = &fast_path {
+            let results = format!("{}\n{fast_path}", veth_header(&settings, args));
+            doc = report::splice(&doc, "bench:veth", &results);
+        }
+        std::fs::write(&out, doc).map_err(|e| format!("{out}: {e}"))?;
         eprintln!("turnd-bench: wrote {out}");
     }
     let _ = std::fs::remove_dir_all(&logs);
@@ -177,7 +210,8 @@ fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
     Some(sorted[i] as f64 / 1000.0)
 }
 
-/// The groups of measurements, in the order they run (`--only` picks some).
+/// The loopback groups of measurements, in the order they run (`--only` picks some); the
+/// "veth" group runs after them.
 const GROUPS: [&str; 7] = [
     "cpu",
     "saturation",
@@ -191,10 +225,7 @@ const GROUPS: [&str; 7] = [
 fn measure(s: &Settings, peer: &std::net::UdpSocket) -> std::io::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let mut one_worker = None;
-    for group in GROUPS
-        .into_iter()
-        .filter(|g| s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == g)))
-    {
+    for group in GROUPS.into_iter().filter(|g| s.runs(g)) {
         match group {
             "cpu" => rows.extend(cpu_rows(s, peer)?),
             "saturation" => {
@@ -479,6 +510,23 @@ fn header(s: &Settings, args: &[String]) -> String {
          windows of {:.1} s.\n",
         command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         command_output("uname", &["-r"]),
+        if s.short { " --short" } else { "" },
+        args[1..].join(" "),
+        s.repeats,
+        s.window.as_secs_f64(),
+    )
+}
+
+/// Date, versions, the command and the veth group's windows, above its tables.
+fn veth_header(s: &Settings, args: &[String]) -> String {
+    format!(
+        "Measured {}, Linux {}; turnd {}, coturn {}. Command: `scripts/bench.sh{}` ({}). \
+         Servers on CPU 0 in namespace \"relay\", the generator on CPU 1 in \"outside\"; CPU \
+         figures are the median of {} windows of {:.1} s, client → peer, IPv4.\n",
+        command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        command_output("uname", &["-r"]),
+        command_output("git", &["rev-parse", "--short", "HEAD"]),
+        command_output(&s.programs.turnserver.to_string_lossy(), &["--version"]),
         if s.short { " --short" } else { "" },
         args[1..].join(" "),
         s.repeats,

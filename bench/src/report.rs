@@ -106,15 +106,16 @@ pub fn markdown(rows: &[Row]) -> String {
     s
 }
 
-/// Replaces the text between the results markers of `doc` (or appends them).
-pub fn splice(doc: &str, results: &str) -> String {
-    const BEGIN: &str = "<!-- bench:begin -->";
-    const END: &str = "<!-- bench:end -->";
-    match (doc.find(BEGIN), doc.find(END)) {
+/// Replaces the text between the results markers `<!-- NAME:begin -->` and
+/// `<!-- NAME:end -->` of `doc` (or appends them).
+pub fn splice(doc: &str, name: &str, results: &str) -> String {
+    let begin = format!("<!-- {name}:begin -->");
+    let end = format!("<!-- {name}:end -->");
+    match (doc.find(&begin), doc.find(&end)) {
         (Some(b), Some(e)) if b < e => {
-            format!("{}{BEGIN}\n{results}{}", &doc[..b], &doc[e..])
+            format!("{}{begin}\n{results}{}", &doc[..b], &doc[e..])
         }
-        _ => format!("{doc}\n{BEGIN}\n{results}{END}\n"),
+        _ => format!("{doc}\n{begin}\n{results}{end}\n"),
     }
 }
 
@@ -149,13 +150,22 @@ mod tests {
     #[test]
     fn splice_replaces_only_the_results() {
         let doc = "intro\n<!-- bench:begin -->\nold\n<!-- bench:end -->\nanalysis\n";
-        let out = splice(doc, "new\n");
+        let out = splice(doc, "bench", "new\n");
         assert_eq!(
             out,
             "intro\n<!-- bench:begin -->\nnew\n<!-- bench:end -->\nanalysis\n"
         );
-        assert!(
-            splice("intro\n", "new\n").contains("<!-- bench:begin -->\nnew\n<!-- bench:end -->")
+        assert!(splice("intro\n", "bench", "new\n")
+            .contains("<!-- bench:begin -->\nnew\n<!-- bench:end -->"));
+        // The veth group's section is its own: neither splice touches the other's.
+        let both = "<!-- bench:begin -->\na\n<!-- bench:end -->\n<!-- bench:veth:begin -->\nb\n<!-- bench:veth:end -->\n";
+        assert_eq!(
+            splice(both, "bench:veth", "c\n"),
+            "<!-- bench:begin -->\na\n<!-- bench:end -->\n<!-- bench:veth:begin -->\nc\n<!-- bench:veth:end -->\n"
+        );
+        assert_eq!(
+            splice(both, "bench", "c\n"),
+            "<!-- bench:begin -->\nc\n<!-- bench:end -->\n<!-- bench:veth:begin -->\nb\n<!-- bench:veth:end -->\n"
         );
     }
 }

@@ -1,12 +1,16 @@
 //! Starting the servers under test on their own cores: turnd, Debian's coturn, and the floor.
 //!
-//! All three listen on one loopback port for UDP and TCP, relay from 127.0.0.1 and accept the
-//! loopback peer; turnd and coturn check the same REST credentials (the shared secret). Each is
-//! started fresh for every group of measurements and killed when its handle drops.
+//! All three listen on one port for UDP and TCP, relay from the same address and accept the
+//! peer: on loopback for the loopback groups, or at the relay's address inside the veth
+//! group's namespace ([`Site`]); turnd and coturn check the same REST credentials (the shared
+//! secret). Each is started fresh for every group of measurements and killed when its handle
+//! drops.
 
 use crate::sys;
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,6 +46,7 @@ impl Kind {
 }
 
 /// Where the programs are.
+#[derive(Clone)]
 pub struct Programs {
     pub turnd: PathBuf,
     pub turnserver: PathBuf,
@@ -55,7 +60,44 @@ pub struct Running {
     pub kind: Kind,
     pub pid: u32,
     pub addr: SocketAddr,
+    /// Its standard output and error.
+    pub log: PathBuf,
     child: Child,
+}
+
+/// Where a server runs: its address and port, the peers turnd must allow, its network
+/// namespace, and what else turnd is told.
+pub struct Site {
+    /// The server listens and relays on this address.
+    pub ip: IpAddr,
+    /// Its listen port; None: a free loopback port.
+    pub port: Option<u16>,
+    /// Peer ranges turnd allows despite its default policy, which refuses loopback and the
+    /// private ranges (RFC 8656 §21.3; `--allow-peer`).
+    pub allow_peer: Vec<String>,
+    /// The network namespace (a file under /var/run/netns) it runs in; None: this one.
+    pub netns: Option<PathBuf>,
+    /// turnd's Prometheus listener (None: off).
+    pub metrics: Option<SocketAddr>,
+    /// Further arguments for turnd (the fast path's).
+    pub turnd_args: Vec<String>,
+    /// Names its log file apart from other sites' (empty on loopback).
+    pub tag: String,
+}
+
+impl Site {
+    /// The loopback groups' site: 127.0.0.1, a free port, the loopback peer allowed.
+    pub fn loopback() -> Site {
+        Site {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: None,
+            allow_peer: vec!["127.0.0.1/32".into()],
+            netns: None,
+            metrics: None,
+            turnd_args: Vec::new(),
+            tag: String::new(),
+        }
+    }
 }
 
 impl Drop for Running {
@@ -98,9 +140,25 @@ pub fn start_env(
     programs: &Programs,
     env: &[(&str, &str)],
 ) -> std::io::Result<Running> {
-    let port = free_port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let log = programs.logs.join(format!("{}-{workers}.log", kind.name()));
+    start_at(kind, workers, cpus, peer, programs, env, &Site::loopback())
+}
+
+/// As [`start_env`], at `site`.
+pub fn start_at(
+    kind: Kind,
+    workers: usize,
+    cpus: &str,
+    peer: SocketAddr,
+    programs: &Programs,
+    env: &[(&str, &str)],
+    site: &Site,
+) -> std::io::Result<Running> {
+    let port = site.port.unwrap_or_else(free_port);
+    let addr = SocketAddr::new(site.ip, port);
+    let ip = site.ip.to_string();
+    let log = programs
+        .logs
+        .join(format!("{}{}-{workers}.log", site.tag, kind.name()));
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", cpus]);
     let w = workers.to_string();
@@ -112,11 +170,17 @@ pub fn start_env(
                 "--listen",
                 &listen,
                 "--relay-ip",
-                "127.0.0.1",
+                &ip,
                 "--relay-ports",
                 &format!("{MIN_PORT}-{MAX_PORT}"),
-                "--allow-peer",
-                "127.0.0.1/32",
+            ]);
+            for range in &site.allow_peer {
+                cmd.args(["--allow-peer", range]);
+            }
+            let metrics = site.metrics.map_or("off".into(), |m| m.to_string());
+            cmd.args(["--metrics-listen", &metrics]);
+            cmd.args(&site.turnd_args);
+            cmd.args([
                 "--secret",
                 SECRET,
                 "--user-quota",
@@ -131,8 +195,6 @@ pub fn start_env(
                 "--error-rate-per-source",
                 "0",
                 "--http-listen",
-                "off",
-                "--metrics-listen",
                 "off",
                 "--selftest-interval",
                 "0",
@@ -150,16 +212,20 @@ pub fn start_env(
                 "--no-tls",
                 "--no-dtls",
                 "--listening-ip",
-                "127.0.0.1",
+                &ip,
                 "--listening-port",
                 &port.to_string(),
                 "--relay-ip",
-                "127.0.0.1",
+                &ip,
                 "--min-port",
                 &MIN_PORT.to_string(),
                 "--max-port",
                 &MAX_PORT.to_string(),
-                "--allow-loopback-peers",
+            ]);
+            if site.ip.is_loopback() {
+                cmd.arg("--allow-loopback-peers");
+            }
+            cmd.args([
                 "--use-auth-secret",
                 "--static-auth-secret",
                 SECRET,
@@ -186,6 +252,19 @@ pub fn start_env(
         }
     }
     cmd.envs(env.iter().copied());
+    if let Some(netns) = &site.netns {
+        let ns = std::fs::File::open(netns)?;
+        // SAFETY: between fork and exec the child only calls setns, which is
+        // async-signal-safe, on a descriptor it inherited open.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     let out = std::fs::File::create(&log)?;
     let child = cmd
         .stdin(Stdio::null())
@@ -193,20 +272,26 @@ pub fn start_env(
         .stderr(out)
         .spawn()?;
     let pid = child.id();
-    let running = Running {
+    let mut running = Running {
         kind,
         pid,
         addr,
+        log,
         child,
     };
-    wait_ready(&running, &log)?;
+    wait_ready(&mut running)?;
     // taskset execs the server, so the pid is the server's own.
     Ok(running)
 }
 
-/// Waits until the server answers a STUN Binding request on UDP and accepts TCP.
-fn wait_ready(server: &Running, log: &Path) -> std::io::Result<()> {
-    let sock = UdpSocket::bind("127.0.0.1:0")?;
+/// Waits until the server answers a STUN Binding request on UDP; fails at once if it exits.
+fn wait_ready(server: &mut Running) -> std::io::Result<()> {
+    // The address the kernel picks for the way there: loopback, or the veth's.
+    let any: SocketAddr = match server.addr {
+        SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let sock = UdpSocket::bind(any)?;
     sock.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut req = [0u8; 20];
     req[0..2].copy_from_slice(&[0x00, 0x01]);
@@ -214,6 +299,13 @@ fn wait_ready(server: &Running, log: &Path) -> std::io::Result<()> {
     req[8] = 7;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            return Err(std::io::Error::other(format!(
+                "{} exited at start ({status}); its log: {}",
+                server.kind.name(),
+                server.log.display()
+            )));
+        }
         let _ = sock.send_to(&req, server.addr);
         let mut buf = [0u8; 512];
         if sock.recv(&mut buf).is_ok_and(|n| n >= 20 && buf[0] == 0x01) {
@@ -226,7 +318,7 @@ fn wait_ready(server: &Running, log: &Path) -> std::io::Result<()> {
     Err(std::io::Error::other(format!(
         "{} did not answer STUN within 10 s; its log: {}",
         server.kind.name(),
-        log.display()
+        server.log.display()
     )))
 }
 

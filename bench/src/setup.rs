@@ -3,7 +3,7 @@
 //! over UDP so that thousands of allocations take seconds and their rate can be measured.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 use turnd_proto::client::{
@@ -27,11 +27,12 @@ pub fn credentials(secret: &str) -> ClientAuth {
     ClientAuth::new(&cred.username, &cred.password)
 }
 
-/// `n` UDP client sockets on loopback, connected to `server`, non-blocking.
-pub fn udp_sockets(server: SocketAddr, n: usize) -> io::Result<Vec<UdpSocket>> {
+/// `n` UDP client sockets on address `local` (127.0.0.1, or the client's address in the veth
+/// group's namespace), connected to `server`, non-blocking.
+pub fn udp_sockets(local: IpAddr, server: SocketAddr, n: usize) -> io::Result<Vec<UdpSocket>> {
     (0..n)
         .map(|_| {
-            let s = UdpSocket::bind("127.0.0.1:0")?;
+            let s = UdpSocket::bind(SocketAddr::new(local, 0))?;
             s.connect(server)?;
             s.set_nonblocking(true)?;
             Ok(s)

@@ -107,3 +107,28 @@ pub fn set_recv_buffer(fd: RawFd, bytes: usize) {
         }
     }
 }
+
+/// CPU time the whole machine spent busy, all cores, in nanoseconds: user + nice + system +
+/// irq + softirq from the `cpu` line of /proc/stat (idle, iowait and steal left out). This is
+/// the only account that sees work wherever it runs: an XDP program on a veth runs in the
+/// softirq of whichever CPU transmitted the frame, in no process's time. Its unit is the
+/// kernel's clock tick (USER_HZ, 10 ms), so windows must be long enough to hold many ticks.
+pub fn machine_busy_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let ticks = [0, 1, 2, 5, 6]
+        .iter()
+        .map(|&i| f.get(i).copied().unwrap_or(0))
+        .sum::<u64>();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * (1_000_000_000 / hz)
+}
