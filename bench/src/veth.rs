@@ -122,7 +122,16 @@ pub fn run(s: &Settings, turnd_xdp: &std::path::Path) -> io::Result<Results> {
         }
         at_rest = at_rest.max(settled(Duration::from_millis(500), tries));
         eprintln!("turnd-bench: veth: {}", c.name());
-        servers[i] = Some(measure(s, c, turnd_xdp, baseline_ns)?);
+        let measured = measure(s, c, turnd_xdp, baseline_ns)?;
+        // Under CI the fast path must be measured, not reported unavailable: a build or an
+        // attach that broke would otherwise pass unnoticed.
+        if let (Err(why), true) = (&measured, std::env::var_os("CI").is_some()) {
+            return Err(io::Error::other(format!(
+                "CI: {} must be measured: {why}",
+                c.name()
+            )));
+        }
+        servers[i] = Some(measured);
     }
     Ok(Results {
         at_rest,
