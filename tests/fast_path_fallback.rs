@@ -1,7 +1,8 @@
 //! The fast path falls back cleanly (issue 18): where XDP cannot attach, turnd starts, says
 //! why, reports `turnd_fast_path_active 0` and relays in userspace. Three real causes: the
 //! capabilities dropped (capsh), an interface without native XDP (loopback has only the
-//! generic hook), and an interface that does not exist.
+//! generic hook), and an interface that does not exist. And it never outlives turnd: a killed
+//! turnd leaves no program attached.
 #![cfg(feature = "xdp")]
 
 mod common;
@@ -180,4 +181,77 @@ fn an_interface_that_does_not_exist_falls_back() {
     }
     let f = Fallback::start("nosuchif0", &[]);
     falls_back(&f, "nosuchif0");
+}
+
+/// `turnd serve` with the fast path on `r0` inside the topology's `relay` namespace; returns
+/// the child and its log once it has said whether the fast path is on.
+fn serve_in_relay(topo: &common::relay_topology::RelayTopology) -> (Child, Arc<Mutex<String>>) {
+    let mut child = topo
+        .relay
+        .command(env!("CARGO_BIN_EXE_turnd"))
+        .args([
+            "serve",
+            "--listen",
+            "10.77.0.1:3478",
+            "--relay-ip",
+            "10.77.0.1",
+        ])
+        .args(["--http-listen", "127.0.0.1:8080", "--metrics-listen", "off"])
+        .args(["--secret", SECRET, "--allow-peer", "10.77.0.0/24"])
+        .args(["--fast-path", "xdp", "--fast-path-interface", "r0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("turnd starts");
+    let log = common::process::collect_log(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.lock().unwrap().contains("fast path") {
+        assert!(
+            Instant::now() < deadline,
+            "no fast path line; log:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, log)
+}
+
+/// Whether an XDP program is attached to `r0` (as `ip link` shows it).
+fn r0_has_xdp(topo: &common::relay_topology::RelayTopology) -> bool {
+    let out = Command::new("ip")
+        .args(["-n", &topo.relay.name, "link", "show", "dev", "r0"])
+        .output()
+        .expect("ip runs");
+    String::from_utf8_lossy(&out.stdout).contains("xdp")
+}
+
+/// The program is attached through a BPF link owned by the process: a turnd that is killed
+/// (no chance to clean up) leaves nothing attached, so its stale routes cannot relay and the
+/// next turnd attaches instead of finding the interface taken.
+#[test]
+fn a_killed_turnd_leaves_no_program_behind_and_the_next_one_attaches() {
+    if !is_root() {
+        return;
+    }
+    let Some(topo) = common::relay_topology::RelayTopology::create("fpkill") else {
+        return;
+    };
+    for round in 0..2 {
+        let (mut child, log) = serve_in_relay(&topo);
+        assert!(
+            log.lock().unwrap().contains("fast path on"),
+            "round {round}: {}",
+            log.lock().unwrap()
+        );
+        assert!(r0_has_xdp(&topo), "round {round}: attached while it runs");
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while r0_has_xdp(&topo) {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: still attached after SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
