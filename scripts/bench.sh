@@ -13,6 +13,7 @@ source tests/interop/lib.sh
 need_debian coturn turnserver
 need_debian util-linux taskset
 need_debian iproute2 ip
+need_debian bpftool bpftool
 if [ "$(nproc)" -lt 2 ]; then
   echo "bench: needs at least two CPUs (the server on one, the load generator on the other)"; exit 1
 fi

@@ -522,7 +522,7 @@ fn veth_header(s: &Settings, args: &[String]) -> String {
     format!(
         "Measured {}, Linux {}; turnd {}, coturn {}. Command: `scripts/bench.sh{}` ({}). \
          Servers on CPU 0 in namespace \"relay\", the generator on CPU 1 in \"outside\"; CPU \
-         figures are the median of {} windows of {:.1} s, client → peer, IPv4.\n",
+         figures are the least of {} windows of {:.1} s, client → peer, IPv4.\n",
         command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         command_output("uname", &["-r"]),
         command_output("git", &["rev-parse", "--short", "HEAD"]),
