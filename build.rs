@@ -53,7 +53,7 @@ fn compile_bpf(output: &Path) -> Result<(), String> {
     }
     cmd.arg("-c").arg(BPF_SOURCE).arg("-o").arg(output);
     let result = cmd.output().map_err(|e| {
-        format!("cannot run `{clang}` ({e}); install clang (apt-get install clang llvm libbpf-dev) or set CLANG")
+        format!("cannot run `{clang}` ({e}); install clang (apt-get install clang libbpf-dev) or set CLANG")
     })?;
     if !result.status.success() {
         return Err(format!(

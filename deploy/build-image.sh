@@ -23,7 +23,7 @@ cd "$root"
 image=${TURND_IMAGE:-turnd:latest}
 
 # TURND_FEATURES=xdp builds the kernel fast path in (README, "Kernel fast path"); it needs
-# clang and libbpf's headers on this host: apt-get install clang llvm libbpf-dev.
+# clang and libbpf's headers on this host: apt-get install clang libbpf-dev.
 cargo build --release --locked --bin turnd ${TURND_FEATURES:+--features "$TURND_FEATURES"}
 # cargo's own answer, so CARGO_TARGET_DIR, .cargo/config.toml's build.target-dir etc. work.
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')

@@ -29,7 +29,8 @@ if grep -qE '^xdp *=' Cargo.toml; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libbpf-dev >/dev/null
   fi
 fi
-if cargo build -q --release -p turnd --bin turnd --features xdp 2>"$target/turnd-xdp-build.log"; then
+# The README's build command for the fast path, as written.
+if cargo build -q --release --features xdp 2>"$target/turnd-xdp-build.log"; then
   cp "$target/release/turnd" "$target/release/turnd-xdp"
 else
   echo "bench: no turnd with --features xdp: $(grep -m1 -i error "$target/turnd-xdp-build.log" || true)"

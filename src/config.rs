@@ -963,7 +963,14 @@ fn fast_path(s: &Settings) -> Result<Option<Vec<String>>> {
                     bail!("fast_path_interface: `{i}` is not an interface name (1-15 bytes, no '/' or spaces)");
                 }
             }
-            Ok(Some(interfaces))
+            // A name given twice is one interface (attaching twice would find it taken).
+            let mut unique: Vec<String> = Vec::with_capacity(interfaces.len());
+            for i in interfaces {
+                if !unique.contains(&i) {
+                    unique.push(i);
+                }
+            }
+            Ok(Some(unique))
         }
         other => bail!("fast_path: `{other}` is not one of off, xdp"),
     }
@@ -1425,7 +1432,8 @@ mod tests {
                 assert!(e.starts_with("fast_path_interface:"), "{bad}: {e}");
             }
             let c =
-                with("fast_path = \"xdp\"\nfast_path_interface = [\"eth0\", \"eth1\"]").unwrap();
+                with("fast_path = \"xdp\"\nfast_path_interface = [\"eth0\", \"eth1\", \"eth0\"]")
+                    .unwrap();
             assert_eq!(
                 c.fast_path,
                 Some(vec!["eth0".to_owned(), "eth1".to_owned()])

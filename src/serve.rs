@@ -421,10 +421,10 @@ pub fn start(config: &Config) -> Result<Running> {
     let (udp, tls, sockets, alternate) = bind_listeners(config)?;
     // After the listeners bound (a bad address fails first); where XDP cannot attach, the
     // reason is logged and the relay runs in userspace.
-    let fast_path = config
-        .fast_path
-        .as_deref()
-        .and_then(crate::fast_path::FastPath::start);
+    let fast_path = config.fast_path.as_deref().and_then(|interfaces| {
+        let ipv6 = config.relay_v6.is_some() || udp.iter().any(|a| a.is_ipv6());
+        crate::fast_path::FastPath::start(interfaces, ipv6)
+    });
     let mut udp_listeners = udp.clone();
     if let Some(a) = &alternate {
         udp_listeners.extend(&a.extra);

@@ -42,14 +42,18 @@ impl FastPath {
     /// Loads and attaches the XDP program on `interfaces`. Where it cannot (no CAP_BPF or
     /// CAP_NET_ADMIN, no such interface, a driver without native XDP, an old kernel) the reason
     /// is logged and None returned: turnd relays in userspace, `turnd_fast_path_active` is 0.
-    pub fn start(interfaces: &[String]) -> Option<Arc<FastPath>> {
+    /// `ipv6`: turnd may relay IPv6 (a listener or relay address of that family), so a
+    /// missing IPv6 forwarding setting is worth a word.
+    pub fn start(interfaces: &[String], ipv6: bool) -> Option<Arc<FastPath>> {
         match xdp::XdpRelay::attach(interfaces) {
             Ok(relay) => {
                 tracing::info!(
                     interfaces = %interfaces.join(","),
                     "fast path on: UDP ChannelData is relayed in XDP (netfilter and conntrack do not see it)"
                 );
-                ipv6_forwarding_note(interfaces);
+                if ipv6 {
+                    ipv6_forwarding_note(interfaces);
+                }
                 Some(Arc::new(FastPath {
                     relay: std::sync::Mutex::new(relay),
                 }))
@@ -150,7 +154,7 @@ fn usage(c: xdp::XdpCounters) -> Usage {
 
 #[cfg(not(feature = "xdp"))]
 impl FastPath {
-    pub fn start(_interfaces: &[String]) -> Option<Arc<FastPath>> {
+    pub fn start(_interfaces: &[String], _ipv6: bool) -> Option<Arc<FastPath>> {
         None
     }
     pub fn totals(&self) -> Usage {

@@ -13,7 +13,6 @@ cd "$(dirname "$0")/../.."
 
 source tests/interop/lib.sh
 need_debian clang clang
-need_debian llvm llvm-strip
 if [ ! -f /usr/include/bpf/bpf_helpers.h ]; then
   echo "installing Debian's libbpf-dev (for bpf_helpers.h)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libbpf-dev >/dev/null
