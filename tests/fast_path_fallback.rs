@@ -41,7 +41,8 @@ impl Fallback {
             .args(["serve", "--listen", &format!("127.0.0.1:{udp}")])
             .args(["--http-listen", &format!("127.0.0.1:{http}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-            .args(["--relay-ip", "127.0.0.1", "--relay-ports", "40000-40099"])
+            // Below Linux's ephemeral range, where free_port's listen ports come from.
+            .args(["--relay-ip", "127.0.0.1", "--relay-ports", "20000-20099"])
             .args(["--secret", SECRET, "--allow-peer", "127.0.0.0/8"])
             .args(["--fast-path", "xdp", "--fast-path-interface", interface])
             .stderr(Stdio::piped())
