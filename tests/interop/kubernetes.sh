@@ -43,13 +43,14 @@ for bad in misspelt type; do
 done
 ok "a DaemonSet with a misspelt field or a wrong type is refused"
 
-# Every TURND_* name set in the deploy files is one of turnd's settings.
+# Every TURND_* name set in the deploy files is one of turnd's settings (TURND_IMAGE and
+# TURND_FEATURES are deploy/build-image.sh's own, named in comments).
 cargo build -q --bin turnd
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 "$target_dir/debug/turnd" serve --help | grep -o 'env: TURND_[A-Z0-9_]*' | cut -c6- | sort -u >"$work/known"
 [ -s "$work/known" ] || fail "turnd serve --help lists no TURND_* variables"
 grep -ho 'TURND_[A-Z0-9_]*' deploy/kubernetes/*.yaml deploy/docker-compose.yml tests/interop/compose.ci.yml \
-  | grep -v '^TURND_IMAGE$' | sort -u >"$work/used"
+  | grep -vE '^TURND_(IMAGE|FEATURES)$' | sort -u >"$work/used"
 unknown=$(comm -23 "$work/used" "$work/known")
 [ -z "$unknown" ] || fail "deploy files set variables turnd does not read: $unknown"
 ok "the $(wc -l <"$work/used") TURND_* variables the deploy files set are all turnd settings"
