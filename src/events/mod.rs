@@ -56,7 +56,7 @@ impl EventSink {
         let now = Instant::now();
         while let Some(mut e) = server.poll_event() {
             if let Event::AllocationEnded { owner, usage, .. } = &mut e {
-                crate::fast_path::add_usage(usage, &routes.take_ended(&owner.client));
+                *usage += routes.take_ended(&owner.client);
             }
             self.handle(e, now);
         }

@@ -174,14 +174,6 @@ impl FastPath {
     }
 }
 
-/// Adds `b` into `a`.
-pub fn add_usage(a: &mut Usage, b: &Usage) {
-    a.to_peer.packets += b.to_peer.packets;
-    a.to_peer.bytes += b.to_peer.bytes;
-    a.to_client.packets += b.to_client.packets;
-    a.to_client.bytes += b.to_client.bytes;
-}
-
 /// One worker's side: carries out its server's route commands and keeps what the kernel
 /// relayed for each allocation, so the allocation's end reports it.
 #[derive(Debug, Default)]
@@ -223,7 +215,7 @@ impl WorkerRoutes {
             return;
         };
         let u = fp.forget_relay(addr);
-        add_usage(self.ended.entry(client).or_default(), &u);
+        *self.ended.entry(client).or_default() += u;
     }
 
     /// The kernel's share of an ended allocation's usage (taken: asked once per end).
@@ -236,7 +228,7 @@ impl WorkerRoutes {
         let mut total = Usage::default();
         if let Some(fp) = &self.fast_path {
             for (relay, _) in self.owners.iter().filter(|(_, c)| *c == client) {
-                add_usage(&mut total, &fp.relay_usage(*relay));
+                total += fp.relay_usage(*relay);
             }
         }
         total

@@ -88,7 +88,7 @@ impl Worker {
         let mut sessions = self.server.sessions(user, now);
         for s in &mut sessions {
             // What the kernel fast path relayed for it is counted there, not in the core.
-            crate::fast_path::add_usage(&mut s.usage, &self.routes.live_usage(&s.id));
+            s.usage += self.routes.live_usage(&s.id);
             if s.transport.is_stream() && s.server.port() == 0 {
                 // The core does not know a connection's local port; the socket does.
                 let local = self

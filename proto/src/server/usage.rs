@@ -20,6 +20,13 @@ impl Flow {
     }
 }
 
+impl std::ops::AddAssign for Flow {
+    fn add_assign(&mut self, other: Flow) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+    }
+}
+
 /// Both directions of one allocation's relayed traffic.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -27,4 +34,12 @@ pub struct Usage {
     pub to_peer: Flow,
     /// From peers, through a relayed address to the client.
     pub to_client: Flow,
+}
+
+impl std::ops::AddAssign for Usage {
+    /// Adds another count of the same allocation's traffic (the kernel fast path's share).
+    fn add_assign(&mut self, other: Usage) {
+        self.to_peer += other.to_peer;
+        self.to_client += other.to_client;
+    }
 }
